@@ -1,0 +1,11 @@
+//! The locked twins: the classic designs, built carefully with `std` locks.
+//!
+//! Each latchfree component has a twin here with the same job and the same
+//! guarantees, written the way a careful team writes it without this crate:
+//! one `Mutex` or `RwLock` around a `HashMap`, double-checked locking for
+//! get-or-create, one lock around the log file. They are correct, and they are
+//! the baseline of every benchmark (`impl = "locked"`).
+
+mod stats;
+
+pub use stats::LockedStats;

@@ -1,0 +1,385 @@
+//! The benchmark harness shared by `latchfree bench` and the criterion
+//! benches: workloads, the implementations they compare, and the runner.
+//!
+//! A [`Case`] is one operation on one implementation (`impl` is `latchfree`,
+//! `locked` for the locked twin, or a peer's short name). The runner measures
+//! every case of an operation at each thread count **in one process,
+//! interleaved** (round-robin over the implementations, several rounds), and
+//! reports the median round, so ratios never divide figures from different
+//! runs. After each case it asks the implementation to check its own state
+//! against the exact number of operations performed.
+//!
+//! Units: `ops_per_sec` is the total over all threads; `ns_per_op` is the
+//! average time one thread spends per operation (`threads × 1e9 /
+//! ops_per_sec`). Where a case samples latency, one call in
+//! [`LATENCY_SAMPLE_EVERY`] is timed with `Instant::now()` (about 25 ns) and
+//! percentiles are per call, in ns.
+
+pub mod stats;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// One operation on one implementation, ready to run from many threads.
+pub trait Target: Send + Sync {
+    /// Performs `n` operations as worker `thread` (`0..threads`).
+    fn run(&self, thread: usize, n: u64);
+
+    /// After the run, checks the implementation's state against the exact
+    /// number of operations performed in all. `None` when there is nothing
+    /// to check.
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let _ = total_ops;
+        None
+    }
+}
+
+/// How to build one [`Target`].
+#[derive(Clone, Copy)]
+pub struct Case {
+    /// The workload (component) the case belongs to, e.g. `stats`.
+    pub workload: &'static str,
+    /// The operation, e.g. `counter_add`.
+    pub op: &'static str,
+    /// The implementation: `latchfree`, `locked`, or a peer's short name.
+    pub imp: &'static str,
+    /// The guarantee this implementation gives for the operation.
+    pub guarantee: &'static str,
+    /// Whether to sample per-call latency (for operations slower than ~100 ns).
+    pub latency: bool,
+    /// Builds the target for a run with `threads` workers.
+    pub make: fn(threads: usize) -> Box<dyn Target>,
+}
+
+/// One call in this many is timed when a case samples latency.
+pub const LATENCY_SAMPLE_EVERY: u64 = 16;
+
+/// What one timed slice of a case measured.
+#[derive(Clone, Debug, Default)]
+pub struct Measurement {
+    /// Operations completed, all threads together.
+    pub ops: u64,
+    /// Wall time from the common start to the last thread's stop.
+    pub elapsed: Duration,
+    /// Sampled per-call latencies, in ns.
+    pub latencies_ns: Vec<u64>,
+}
+
+impl Measurement {
+    /// Total operations per second.
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs `target` on `threads` threads for about `duration`.
+pub fn measure(
+    target: &dyn Target,
+    threads: usize,
+    duration: Duration,
+    latency: bool,
+) -> Measurement {
+    let stop = AtomicBool::new(false);
+    let total = AtomicU64::new(0);
+    let start = Barrier::new(threads + 1);
+    let mut latencies = Vec::new();
+    let elapsed = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let (stop, total, start) = (&stop, &total, &start);
+                s.spawn(move || {
+                    let mut samples = Vec::new();
+                    start.wait();
+                    let ops = if latency {
+                        run_sampled(target, t, stop, &mut samples)
+                    } else {
+                        run_chunked(target, t, stop)
+                    };
+                    total.fetch_add(ops, Ordering::Relaxed);
+                    samples
+                })
+            })
+            .collect();
+        start.wait();
+        let begin = Instant::now();
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            match w.join() {
+                Ok(samples) => latencies.extend(samples),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
+        begin.elapsed()
+    });
+    Measurement {
+        ops: total.load(Ordering::Relaxed),
+        elapsed,
+        latencies_ns: latencies,
+    }
+}
+
+/// Runs chunks of operations, growing the chunk until one takes ≥ 20 µs so
+/// the stop check and clock read vanish from the per-op cost.
+fn run_chunked(target: &dyn Target, thread: usize, stop: &AtomicBool) -> u64 {
+    let mut chunk = 1u64;
+    let mut ops = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let t0 = Instant::now();
+        target.run(thread, chunk);
+        ops += chunk;
+        if chunk < 1 << 20 && t0.elapsed() < Duration::from_micros(20) {
+            chunk *= 2;
+        }
+    }
+    ops
+}
+
+/// Runs one operation at a time, timing one in [`LATENCY_SAMPLE_EVERY`].
+fn run_sampled(
+    target: &dyn Target,
+    thread: usize,
+    stop: &AtomicBool,
+    samples: &mut Vec<u64>,
+) -> u64 {
+    let mut ops = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        target.run(thread, LATENCY_SAMPLE_EVERY - 1);
+        let t0 = Instant::now();
+        target.run(thread, 1);
+        samples.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        ops += LATENCY_SAMPLE_EVERY;
+    }
+    ops
+}
+
+/// One line of results, as printed by `latchfree bench --json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Row {
+    /// The workload, e.g. `stats`.
+    pub workload: &'static str,
+    /// The operation, e.g. `counter_add`.
+    pub op: &'static str,
+    /// The implementation.
+    #[serde(rename = "impl")]
+    pub imp: &'static str,
+    /// The guarantee the implementation gave for this operation.
+    pub guarantee: &'static str,
+    /// Worker threads.
+    pub threads: usize,
+    /// Median over rounds of the total operations per second.
+    pub ops_per_sec: f64,
+    /// `threads × 1e9 / ops_per_sec`.
+    pub ns_per_op: f64,
+    /// `ops_per_sec` divided by the locked twin's in the same run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ratio_vs_locked: Option<f64>,
+    /// Sampled per-call latency percentiles, in ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p50_ns: Option<u64>,
+    /// 99th percentile per-call latency, ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p99_ns: Option<u64>,
+    /// 99.9th percentile per-call latency, ns.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub p999_ns: Option<u64>,
+    /// Whether the implementation's state matched the exact operation count.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact: Option<bool>,
+    /// What the exactness check found, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exact_detail: Option<String>,
+}
+
+/// How a [`run`] is shaped.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Thread counts to run each operation at.
+    pub threads: Vec<usize>,
+    /// Measured time per implementation and thread count (split over rounds).
+    pub duration: Duration,
+    /// Interleaved rounds; the median round is reported.
+    pub rounds: usize,
+}
+
+/// Runs every case at every thread count, interleaving implementations of the
+/// same operation, and returns one row per (operation, implementation,
+/// threads). `progress` is called after each timed slice.
+pub fn run(cases: &[Case], plan: &Plan, mut progress: impl FnMut(&Case, usize)) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let mut ops: Vec<(&str, &str)> = Vec::new();
+    for c in cases {
+        if !ops.contains(&(c.workload, c.op)) {
+            ops.push((c.workload, c.op));
+        }
+    }
+    let rounds = plan.rounds.max(1);
+    let slice = plan.duration / rounds as u32;
+    for &(workload, op) in &ops {
+        let group: Vec<&Case> = cases
+            .iter()
+            .filter(|c| c.workload == workload && c.op == op)
+            .collect();
+        for &threads in &plan.threads {
+            let targets: Vec<Box<dyn Target>> = group.iter().map(|c| (c.make)(threads)).collect();
+            let mut results: Vec<Vec<Measurement>> = vec![Vec::new(); group.len()];
+            for _ in 0..rounds {
+                for (i, case) in group.iter().enumerate() {
+                    results[i].push(measure(&*targets[i], threads, slice, case.latency));
+                    progress(case, threads);
+                }
+            }
+            let first = rows.len();
+            for (i, case) in group.iter().enumerate() {
+                rows.push(summarise(case, threads, &mut results[i], &*targets[i]));
+            }
+            let locked = rows[first..]
+                .iter()
+                .find(|r| r.imp == "locked")
+                .map(|r| r.ops_per_sec);
+            for row in &mut rows[first..] {
+                row.ratio_vs_locked = locked.map(|l| row.ops_per_sec / l);
+            }
+        }
+    }
+    rows
+}
+
+fn summarise(case: &Case, threads: usize, rounds: &mut [Measurement], target: &dyn Target) -> Row {
+    let total_ops = rounds.iter().map(|m| m.ops).sum();
+    let mut rates: Vec<f64> = rounds.iter().map(Measurement::ops_per_sec).collect();
+    rates.sort_by(f64::total_cmp);
+    let ops_per_sec = rates[rates.len() / 2];
+    let mut lat: Vec<u64> = rounds
+        .iter_mut()
+        .flat_map(|m| std::mem::take(&mut m.latencies_ns))
+        .collect();
+    lat.sort_unstable();
+    let pct = |q: f64| {
+        (!lat.is_empty())
+            .then(|| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1])
+    };
+    let check = target.verify(total_ops);
+    Row {
+        workload: case.workload,
+        op: case.op,
+        imp: case.imp,
+        guarantee: case.guarantee,
+        threads,
+        ops_per_sec,
+        ns_per_op: threads as f64 * 1e9 / ops_per_sec.max(1e-9),
+        ratio_vs_locked: None,
+        p50_ns: pct(0.50),
+        p99_ns: pct(0.99),
+        p999_ns: pct(0.999),
+        exact: check.as_ref().map(Result::is_ok),
+        exact_detail: check.and_then(Result::err),
+    }
+}
+
+/// Runs `target` with `threads` threads, `iters` operations each, and returns
+/// the wall time: the shape criterion's `iter_custom` wants, so that its
+/// "time per iteration" is the per-thread `ns_per_op`.
+pub fn time_iters(target: &Arc<dyn Target>, threads: usize, iters: u64) -> Duration {
+    let start = Barrier::new(threads + 1);
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|t| {
+                let start = &start;
+                s.spawn(move || {
+                    start.wait();
+                    target.run(t, iters);
+                })
+            })
+            .collect();
+        start.wait();
+        let begin = Instant::now();
+        for w in workers {
+            if let Err(panic) = w.join() {
+                std::panic::resume_unwind(panic);
+            }
+        }
+        begin.elapsed()
+    })
+}
+
+/// Every workload known to the harness, by name.
+pub fn workloads() -> Vec<(&'static str, Vec<Case>)> {
+    vec![("stats", stats::cases())]
+}
+
+/// Checks `actual == expected`, naming `what` when they differ.
+pub fn expect_eq(what: &str, actual: u64, expected: u64) -> Result<(), String> {
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(format!("{what}: {actual}, expected {expected}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Count(AtomicU64);
+    impl Target for Count {
+        fn run(&self, _thread: usize, n: u64) {
+            self.0.fetch_add(n, Ordering::Relaxed);
+        }
+        fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+            Some(expect_eq(
+                "count",
+                self.0.load(Ordering::Relaxed),
+                total_ops,
+            ))
+        }
+    }
+
+    #[test]
+    fn runner_counts_every_operation_and_computes_ratios() {
+        let cases = [
+            Case {
+                workload: "t",
+                op: "add",
+                imp: "latchfree",
+                guarantee: "exact",
+                latency: true,
+                make: |_| Box::new(Count(AtomicU64::new(0))),
+            },
+            Case {
+                workload: "t",
+                op: "add",
+                imp: "locked",
+                guarantee: "exact",
+                latency: false,
+                make: |_| Box::new(Count(AtomicU64::new(0))),
+            },
+        ];
+        let plan = Plan {
+            threads: vec![1, 3],
+            duration: Duration::from_millis(20),
+            rounds: 2,
+        };
+        let mut slices = 0;
+        let rows = run(&cases, &plan, |_, _| slices += 1);
+        assert_eq!(slices, 2 * 2 * 2);
+        assert_eq!(rows.len(), 4);
+        for row in &rows {
+            assert_eq!(row.exact, Some(true), "{row:?}");
+            assert!(row.ops_per_sec > 0.0);
+            assert!((row.ns_per_op - row.threads as f64 * 1e9 / row.ops_per_sec).abs() < 1e-6);
+        }
+        assert_eq!(rows[1].ratio_vs_locked, Some(1.0));
+        assert!(rows[0].p99_ns.is_some() && rows[1].p99_ns.is_none());
+    }
+
+    #[test]
+    fn time_iters_runs_every_thread() {
+        let target: Arc<dyn Target> = Arc::new(Count(AtomicU64::new(0)));
+        time_iters(&target, 3, 100);
+        assert_eq!(target.verify(300), Some(Ok(())));
+    }
+}

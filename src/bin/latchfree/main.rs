@@ -1,0 +1,184 @@
+//! `latchfree`: benchmarks the crate's components against their locked twins
+//! and peer crates, side by side in one run.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use latchfree::bench::{self, Plan, Row};
+
+#[derive(Parser)]
+#[command(
+    name = "latchfree",
+    version,
+    about = "Lock-free shared server state: benchmarks and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs workloads on latchfree, its locked twin and peers, interleaved in
+    /// one process, and prints throughput and ratios.
+    Bench(BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Workload {
+    /// Every workload below.
+    All,
+    /// Counters, batches and snapshots (`counter_add`, `batch4`, `snapshot`).
+    Stats,
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Which workload to run.
+    #[arg(value_enum, default_value_t = Workload::All)]
+    workload: Workload,
+    /// Thread counts, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
+    threads: Vec<usize>,
+    /// Measured seconds per implementation and thread count.
+    #[arg(long, default_value_t = 0.6)]
+    seconds: f64,
+    /// Interleaved rounds per measurement; the median round is reported.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Only these operations (comma-separated op names), e.g. `counter_add`.
+    #[arg(long, value_delimiter = ',')]
+    ops: Vec<String>,
+    /// One JSON object per line on stdout instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Bench(args) => bench_command(&args),
+    }
+}
+
+fn bench_command(args: &BenchArgs) -> ExitCode {
+    if args.threads.is_empty() || args.threads.contains(&0) {
+        eprintln!("error: --threads needs positive thread counts, e.g. --threads 1,2,4");
+        return ExitCode::from(2);
+    }
+    if !(args.seconds.is_finite() && args.seconds > 0.0 && args.seconds <= 3600.0) {
+        eprintln!("error: --seconds must be a positive number of seconds, at most 3600");
+        return ExitCode::from(2);
+    }
+    let cases: Vec<bench::Case> = bench::workloads()
+        .into_iter()
+        .filter(|(name, _)| match args.workload {
+            Workload::All => true,
+            Workload::Stats => *name == "stats",
+        })
+        .flat_map(|(_, cases)| cases)
+        .filter(|c| args.ops.is_empty() || args.ops.iter().any(|op| op == c.op))
+        .collect();
+    if cases.is_empty() {
+        eprintln!("error: no operation matches --ops {}", args.ops.join(","));
+        return ExitCode::from(2);
+    }
+    let plan = Plan {
+        threads: args.threads.clone(),
+        duration: Duration::from_secs_f64(args.seconds),
+        rounds: args.rounds.max(1),
+    };
+    let slices = cases.len() * plan.threads.len() * plan.rounds;
+    let bar = ProgressBar::new(slices as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let rows = bench::run(&cases, &plan, |case, threads| {
+        bar.set_message(format!(
+            "{}/{} {} ×{threads}",
+            case.workload, case.op, case.imp
+        ));
+        bar.inc(1);
+    });
+    bar.finish_and_clear();
+
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        for row in &rows {
+            let line =
+                serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            let _ = writeln!(out, "{line}");
+        }
+    } else {
+        let _ = write!(out, "{}", table(&rows));
+    }
+    let inexact: Vec<&Row> = rows.iter().filter(|r| r.exact == Some(false)).collect();
+    for r in &inexact {
+        eprintln!(
+            "NOT EXACT: {}/{} {} ×{}: {}",
+            r.workload,
+            r.op,
+            r.imp,
+            r.threads,
+            r.exact_detail.as_deref().unwrap_or("")
+        );
+    }
+    if inexact.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn table(rows: &[Row]) -> String {
+    let mut s = String::new();
+    let head = format!(
+        "{:<10} {:<12} {:<15} {:>7} {:>12} {:>10} {:>10} {:>9} {:>9} {:>9}  {}\n",
+        "workload",
+        "op",
+        "impl",
+        "threads",
+        "Mops/s",
+        "ns/op",
+        "vs locked",
+        "p50 ns",
+        "p99 ns",
+        "p99.9 ns",
+        "exact"
+    );
+    s.push_str(&head);
+    s.push_str(&"-".repeat(head.len() + 4));
+    s.push('\n');
+    let mut last = None;
+    for r in rows {
+        if last.is_some_and(|l| l != (r.workload, r.op, r.threads)) {
+            s.push('\n');
+        }
+        last = Some((r.workload, r.op, r.threads));
+        let opt = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
+        s.push_str(&format!(
+            "{:<10} {:<12} {:<15} {:>7} {:>12.2} {:>10.2} {:>10} {:>9} {:>9} {:>9}  {}\n",
+            r.workload,
+            r.op,
+            r.imp,
+            r.threads,
+            r.ops_per_sec / 1e6,
+            r.ns_per_op,
+            r.ratio_vs_locked
+                .map_or("-".to_string(), |x| format!("{x:.2}x")),
+            opt(r.p50_ns),
+            opt(r.p99_ns),
+            opt(r.p999_ns),
+            match r.exact {
+                Some(true) => "yes",
+                Some(false) => "NO",
+                None => "-",
+            }
+        ));
+    }
+    s
+}

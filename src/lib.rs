@@ -1,0 +1,32 @@
+//! # latchfree
+//!
+//! The shared in-memory state of a concurrent server — statistics, and in
+//! time the audit log, sessions and TTL caches — built so that every thread
+//! and every transport can use it at once with **no lock on the hot path and
+//! nothing lost**.
+//!
+//! Each component states its guarantees on its type, proves its own atomic
+//! protocols with loom models, and has a *locked twin* in [`baseline`] (the
+//! classic `Mutex`/`RwLock` design) that every benchmark runs beside it.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`stats`] | counters, gauges, histograms: per-thread shards, atomic batches, Prometheus text |
+//! | [`baseline`] | the locked twins |
+//!
+//! ```
+//! let stats = latchfree::stats::Stats::new();
+//! let requests = stats.counter("requests_total")?;
+//! requests.inc();
+//! assert_eq!(stats.snapshot().counter("requests_total"), Some(1));
+//! # Ok::<(), latchfree::stats::StatsError>(())
+//! ```
+
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(missing_docs)]
+
+pub mod baseline;
+#[cfg(feature = "cli")]
+pub mod bench;
+pub mod stats;
+mod sync;

@@ -1,0 +1,716 @@
+//! Statistics as sharded atomics: counters, gauges and histograms that every
+//! thread updates at once, exactly, without contention.
+//!
+//! # Why
+//!
+//! `stats[k] += 1` behind a shared map loses updates or serialises every
+//! thread on one lock; one shared `AtomicU64` is exact but every increment
+//! moves its cache line between cores (about 200 M increments/s *in total*,
+//! however many cores). Here each thread increments its own cache-padded
+//! shard with a plain load and store, and readers add the shards up.
+//!
+//! # How
+//!
+//! * **Shards.** Each thread that touches a [`Stats`] gets its own
+//!   [`CachePadded`] shard, found through the [`thread_local`] crate's
+//!   `ThreadLocal` (a lock-free lookup by a small per-thread id). Only that
+//!   thread writes it, so an increment is a relaxed load and a relaxed store of
+//!   one slot: no read-modify-write, wait-free. When a thread exits, its shard
+//!   keeps its values and is handed to the next new thread, so no update is
+//!   lost and shard memory is bounded by the peak number of live threads.
+//! * **Batches.** [`Stats::batch`] applies several updates (say calls, bytes in,
+//!   bytes out, errors) inside a per-shard sequence lock: the writer never
+//!   waits, and a reader that overlaps a batch retries, so every snapshot sees
+//!   a batch entirely or not at all. Peers that use one atomic per metric
+//!   cannot offer this. Every histogram sample is such a batch, so a
+//!   histogram's count, sum and buckets always agree. The protocol and its
+//!   memory orderings are argued in the `shard` module (and model-checked
+//!   with loom in `loom_tests/stats.rs`).
+//! * **Gauges** are last values ("last query time", "connections"), which
+//!   cannot be summed from shards: each is one shared, cache-padded `AtomicI64`.
+//! * **Histograms** use log-linear buckets (32 per power of two, exact below
+//!   64) and report percentiles within [`MAX_RELATIVE_ERROR`] (1/64 ≈ 1.6 %)
+//!   of the exact nearest-rank value; count, sum and max are exact.
+//!
+//! # Example
+//!
+//! ```
+//! use latchfree::stats::Stats;
+//!
+//! let stats = Stats::new();
+//! let calls = stats.counter("tool_calls_total")?;
+//! let bytes_in = stats.counter("bytes_in_total")?;
+//! let latency = stats.histogram("tool_call_ns")?;
+//!
+//! // Hot path: handles are cheap to clone and Send + Sync.
+//! std::thread::scope(|s| {
+//!     for _ in 0..4 {
+//!         s.spawn(|| {
+//!             for _ in 0..1000 {
+//!                 stats.batch(|b| {
+//!                     b.inc(&calls);
+//!                     b.add(&bytes_in, 512);
+//!                     b.record(&latency, 1_200);
+//!                 });
+//!             }
+//!         });
+//!     }
+//! });
+//!
+//! let snap = stats.snapshot();
+//! assert_eq!(snap.counter("tool_calls_total"), Some(4000));
+//! assert_eq!(snap.counter("bytes_in_total"), Some(4000 * 512));
+//! assert_eq!(snap.histogram("tool_call_ns").map(|h| h.count()), Some(4000));
+//! assert!(snap.to_prometheus().contains("# TYPE tool_calls_total counter"));
+//! # Ok::<(), latchfree::stats::StatsError>(())
+//! ```
+
+mod buckets;
+mod registry;
+mod shard;
+mod snapshot;
+
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use smallvec::SmallVec;
+
+use crate::sync::atomic::Ordering;
+use crate::sync::{PerThread, RwLock};
+use registry::{Registry, Storage, hist_slots};
+use shard::Shard;
+
+pub use buckets::MAX_RELATIVE_ERROR;
+pub use registry::{MAX_NAME_LEN, MetricKind};
+pub use snapshot::{HistogramSnapshot, MetricValue, Snapshot};
+
+/// Why a metric could not be registered or described.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum StatsError {
+    /// The name is not a valid Prometheus metric name.
+    #[error(
+        "invalid metric name {name:?}: names match [a-zA-Z_:][a-zA-Z0-9_:]* and are 1 to {MAX_NAME_LEN} bytes"
+    )]
+    InvalidName {
+        /// The rejected name.
+        name: String,
+    },
+    /// The name is already registered as another kind of metric.
+    #[error("metric {name:?} is already registered as a {existing}, not a {requested}")]
+    KindMismatch {
+        /// The name.
+        name: String,
+        /// The kind it was registered as.
+        existing: MetricKind,
+        /// The kind asked for now.
+        requested: MetricKind,
+    },
+    /// The per-thread slot space is full.
+    #[error(
+        "no room for metric {name:?}: it needs {needed} slots and {available} of \
+         max_slots = {max_slots} are left (raise StatsBuilder::max_slots)"
+    )]
+    SlotsExhausted {
+        /// The name.
+        name: String,
+        /// Slots the metric needs (1 for a counter, more for a histogram).
+        needed: usize,
+        /// Slots left.
+        available: usize,
+        /// The configured bound.
+        max_slots: usize,
+    },
+    /// `describe` named a metric that is not registered.
+    #[error("metric {name:?} is not registered")]
+    UnknownMetric {
+        /// The name.
+        name: String,
+    },
+}
+
+/// Slots a histogram takes in every shard (buckets, count, sum, max).
+pub const HISTOGRAM_SLOTS: usize = hist_slots::LEN;
+
+/// Default per-thread slot space: 65,536 slots of 8 bytes. Shards allocate it
+/// in 8 KiB chunks on first touch, so unused space costs nothing.
+pub const DEFAULT_MAX_SLOTS: usize = 1 << 16;
+
+/// Configures a [`Stats`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct StatsBuilder {
+    max_slots: usize,
+}
+
+impl StatsBuilder {
+    /// The per-thread slot space, which bounds how many metrics can be
+    /// registered: a counter takes 1 slot, a histogram [`HISTOGRAM_SLOTS`],
+    /// a gauge none. Default [`DEFAULT_MAX_SLOTS`]; clamped to `1..=u32::MAX`.
+    pub fn max_slots(mut self, max_slots: usize) -> Self {
+        self.max_slots = max_slots.clamp(1, u32::MAX as usize);
+        self
+    }
+
+    /// Builds an empty [`Stats`].
+    pub fn build(self) -> Stats {
+        Stats {
+            core: Arc::new(Core {
+                registry: RwLock::new(Registry::new(self.max_slots)),
+                shards: PerThread::new(),
+                max_slots: self.max_slots,
+            }),
+        }
+    }
+}
+
+/// A set of named metrics, updated from any thread without locks.
+///
+/// Cloning is cheap and every clone shares the same metrics.
+///
+/// # Guarantees
+///
+/// * **Exact.** No update is ever lost, including updates made by threads that
+///   have since exited.
+/// * **Wait-free updates.** [`Counter::add`], [`Histogram::record`] and
+///   [`Stats::batch`] never wait for another thread and never retry (after a
+///   thread's first update, which allocates its shard).
+/// * **Atomic batches.** Each batch is seen by a [`snapshot`](Self::snapshot)
+///   entirely or not at all.
+/// * **Monotone reads.** A counter's total, read again by the same thread,
+///   never decreases (until it wraps at `u64::MAX`).
+/// * **Bounded memory.** One shard per peak live thread; each shard holds the
+///   8 KiB chunks of slots its thread has touched.
+///
+/// Registration (by name) takes a write lock and should happen once; use the
+/// returned handle on the hot path. Snapshots take a read lock for an instant
+/// and never block updates.
+#[derive(Clone)]
+pub struct Stats {
+    core: Arc<Core>,
+}
+
+struct Core {
+    registry: RwLock<Registry>,
+    shards: PerThread<CachePadded<Shard>>,
+    max_slots: usize,
+}
+
+impl Core {
+    /// Runs `f` on the calling thread's shard.
+    #[inline(always)]
+    fn with_shard<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
+        self.shards.with(
+            || CachePadded::new(Shard::new(self.max_slots)),
+            |shard| f(shard),
+        )
+    }
+
+    fn registry(&self) -> impl std::ops::Deref<Target = Registry> + '_ {
+        self.registry
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(&self, name: &str, kind: MetricKind) -> Result<Storage, StatsError> {
+        if let Some(found) = self.registry().lookup(name, kind) {
+            return found;
+        }
+        let mut registry = self
+            .registry
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        registry.register(name, kind)
+    }
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Stats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let published = self.core.registry().published();
+        f.debug_struct("Stats")
+            .field("metrics", &published.entries.len())
+            .field("used_slots", &published.used_slots)
+            .field("max_slots", &self.core.max_slots)
+            .finish()
+    }
+}
+
+impl Stats {
+    /// An empty set of metrics with the default configuration.
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A builder for a configured `Stats`.
+    pub fn builder() -> StatsBuilder {
+        StatsBuilder {
+            max_slots: DEFAULT_MAX_SLOTS,
+        }
+    }
+
+    /// The counter named `name`, registering it on first use.
+    ///
+    /// Names follow the Prometheus grammar. The same name always returns a
+    /// handle to the same counter; asking for it as another kind is an error.
+    pub fn counter(&self, name: &str) -> Result<Counter, StatsError> {
+        match self.core.register(name, MetricKind::Counter)? {
+            Storage::Counter { slot } => Ok(Counter {
+                core: self.core.clone(),
+                slot,
+            }),
+            _ => unreachable!("register returns the requested kind"),
+        }
+    }
+
+    /// The gauge named `name`, registering it on first use.
+    pub fn gauge(&self, name: &str) -> Result<Gauge, StatsError> {
+        match self.core.register(name, MetricKind::Gauge)? {
+            Storage::Gauge { cell } => Ok(Gauge { cell }),
+            _ => unreachable!("register returns the requested kind"),
+        }
+    }
+
+    /// The histogram named `name`, registering it on first use.
+    pub fn histogram(&self, name: &str) -> Result<Histogram, StatsError> {
+        match self.core.register(name, MetricKind::Histogram)? {
+            Storage::Histogram { base } => Ok(Histogram {
+                core: self.core.clone(),
+                base,
+            }),
+            _ => unreachable!("register returns the requested kind"),
+        }
+    }
+
+    /// Sets the help text of a registered metric (shown as `# HELP` in
+    /// Prometheus output).
+    pub fn describe(&self, name: &str, help: &str) -> Result<(), StatsError> {
+        let mut registry = self
+            .core
+            .registry
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        registry.describe(name, help)
+    }
+
+    /// Applies every update `f` makes to the [`Batch`] as one unit: each
+    /// snapshot sees all of them or none.
+    ///
+    /// The updates are buffered while `f` runs and applied after it returns,
+    /// so a panic in `f` applies nothing. Gauges are not part of batches.
+    ///
+    /// ```
+    /// # use latchfree::stats::Stats;
+    /// let stats = Stats::new();
+    /// let (calls, bytes) = (stats.counter("calls")?, stats.counter("bytes")?);
+    /// stats.batch(|b| {
+    ///     b.inc(&calls);
+    ///     b.add(&bytes, 3);
+    /// });
+    /// let snap = stats.snapshot();
+    /// assert_eq!(snap.counter("bytes"), Some(3 * snap.counter("calls").unwrap()));
+    /// # Ok::<(), latchfree::stats::StatsError>(())
+    /// ```
+    #[inline]
+    pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
+        let mut batch = Batch {
+            core: &self.core,
+            ops: SmallVec::new(),
+        };
+        let result = f(&mut batch);
+        if !batch.ops.is_empty() {
+            let ops = &batch.ops;
+            self.core.with_shard(|shard| {
+                shard.batch(|shard| {
+                    for op in ops {
+                        if op.is_max {
+                            shard.max(op.slot as usize, op.value);
+                        } else {
+                            shard.add(op.slot as usize, op.value);
+                        }
+                    }
+                })
+            });
+        }
+        result
+    }
+
+    /// The value of every metric, sorted by name. See [`Snapshot`] for what
+    /// it guarantees.
+    pub fn snapshot(&self) -> Snapshot {
+        let published = self.core.registry().published();
+        let mut totals = vec![0u64; published.used_slots];
+        let mut shard_values = Vec::with_capacity(published.used_slots);
+        self.core.shards.for_each(|shard| {
+            shard.read_range(0..published.used_slots, &mut shard_values);
+            for entry in published.entries.iter() {
+                match entry.storage {
+                    Storage::Counter { slot } => {
+                        totals[slot] = totals[slot].wrapping_add(shard_values[slot]);
+                    }
+                    Storage::Histogram { base } => {
+                        let run = base..base + HISTOGRAM_SLOTS;
+                        merge_histogram(&mut totals[run.clone()], &shard_values[run]);
+                    }
+                    Storage::Gauge { .. } => {}
+                }
+            }
+        });
+        let values = published
+            .entries
+            .iter()
+            .map(|entry| match &entry.storage {
+                Storage::Counter { slot } => MetricValue::Counter(totals[*slot]),
+                Storage::Gauge { cell } => MetricValue::Gauge(cell.0.load(Ordering::Relaxed)),
+                Storage::Histogram { base } => MetricValue::Histogram(
+                    HistogramSnapshot::from_slots(&totals[*base..*base + HISTOGRAM_SLOTS]),
+                ),
+            })
+            .collect();
+        Snapshot {
+            entries: published.entries,
+            values,
+        }
+    }
+}
+
+/// Adds one shard's histogram run into `total`: sums, except the max slot.
+fn merge_histogram(total: &mut [u64], shard: &[u64]) {
+    for (t, s) in total[..hist_slots::MAX].iter_mut().zip(shard) {
+        *t = t.wrapping_add(*s);
+    }
+    total[hist_slots::MAX] = total[hist_slots::MAX].max(shard[hist_slots::MAX]);
+}
+
+/// A handle to one counter: cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Counter {
+    core: Arc<Core>,
+    slot: usize,
+}
+
+impl std::fmt::Debug for Counter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counter").field("slot", &self.slot).finish()
+    }
+}
+
+impl Counter {
+    /// Adds `n` (wrapping at `u64::MAX`). Wait-free: a load and a store of
+    /// this thread's own slot.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.core.with_shard(|shard| shard.add(self.slot, n));
+    }
+
+    /// Adds 1.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// The total over all threads. Never less than an earlier `get` by the
+    /// same thread.
+    pub fn get(&self) -> u64 {
+        let mut total = 0u64;
+        self.core
+            .shards
+            .for_each(|shard| total = total.wrapping_add(shard.read_slot(self.slot)));
+        total
+    }
+}
+
+/// A handle to one gauge: a last value shared by all threads.
+#[derive(Clone, Debug)]
+pub struct Gauge {
+    cell: Arc<registry::GaugeCell>,
+}
+
+impl Gauge {
+    /// Sets the value.
+    #[inline]
+    pub fn set(&self, value: i64) {
+        // Relaxed: a gauge is one independent value; nothing is published with it.
+        self.cell.0.store(value, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` (wrapping), e.g. +1 / -1 for a connection count.
+    #[inline]
+    pub fn add(&self, delta: i64) {
+        self.cell.0.fetch_add(delta, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.cell.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A handle to one histogram: cheap to clone, `Send + Sync`.
+#[derive(Clone)]
+pub struct Histogram {
+    core: Arc<Core>,
+    base: usize,
+}
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("base", &self.base)
+            .finish()
+    }
+}
+
+impl Histogram {
+    /// Records one sample. Count, sum, max and bucket move together: no
+    /// snapshot sees some of them without the others.
+    #[inline]
+    pub fn record(&self, value: u64) {
+        let base = self.base;
+        self.core.with_shard(|shard| {
+            shard.batch(|shard| {
+                shard.add(base + buckets::index(value), 1);
+                shard.add(base + hist_slots::COUNT, 1);
+                shard.add(base + hist_slots::SUM, value);
+                shard.max(base + hist_slots::MAX, value);
+            })
+        });
+    }
+
+    /// Records a duration in nanoseconds (saturating at `u64::MAX`).
+    #[inline]
+    pub fn record_duration(&self, elapsed: std::time::Duration) {
+        self.record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// This histogram's distribution over all threads.
+    pub fn snapshot(&self) -> HistogramSnapshot {
+        let run = self.base..self.base + HISTOGRAM_SLOTS;
+        let mut total = vec![0u64; HISTOGRAM_SLOTS];
+        let mut values = Vec::with_capacity(HISTOGRAM_SLOTS);
+        self.core.shards.for_each(|shard| {
+            shard.read_range(run.clone(), &mut values);
+            merge_histogram(&mut total, &values);
+        });
+        HistogramSnapshot::from_slots(&total)
+    }
+}
+
+/// One buffered update of a [`Batch`].
+#[derive(Clone, Copy)]
+struct Op {
+    slot: u32,
+    is_max: bool,
+    value: u64,
+}
+
+/// Updates collected by [`Stats::batch`], applied together when it returns.
+pub struct Batch<'a> {
+    core: &'a Core,
+    ops: SmallVec<[Op; 8]>,
+}
+
+impl Batch<'_> {
+    fn owns(&self, core: &Arc<Core>) -> bool {
+        std::ptr::eq(Arc::as_ptr(core), self.core)
+    }
+
+    /// Adds `n` to `counter` as part of this batch.
+    ///
+    /// A counter of another [`Stats`] is updated at once instead, outside this
+    /// batch (never lost, but not atomic with it).
+    #[inline]
+    pub fn add(&mut self, counter: &Counter, n: u64) {
+        if self.owns(&counter.core) {
+            self.ops.push(Op {
+                slot: counter.slot as u32,
+                is_max: false,
+                value: n,
+            });
+        } else {
+            counter.add(n);
+        }
+    }
+
+    /// Adds 1 to `counter` as part of this batch.
+    #[inline]
+    pub fn inc(&mut self, counter: &Counter) {
+        self.add(counter, 1);
+    }
+
+    /// Records `value` in `histogram` as part of this batch (a histogram of
+    /// another [`Stats`] is recorded at once instead).
+    #[inline]
+    pub fn record(&mut self, histogram: &Histogram, value: u64) {
+        if !self.owns(&histogram.core) {
+            histogram.record(value);
+            return;
+        }
+        let base = histogram.base;
+        let add = |slot: usize, value| Op {
+            slot: slot as u32,
+            is_max: false,
+            value,
+        };
+        self.ops.extend([
+            add(base + buckets::index(value), 1),
+            add(base + hist_slots::COUNT, 1),
+            add(base + hist_slots::SUM, value),
+            Op {
+                slot: (base + hist_slots::MAX) as u32,
+                is_max: true,
+                value,
+            },
+        ]);
+    }
+}
+
+#[cfg(all(test, not(latchfree_loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn handles_share_one_metric_per_name() {
+        let stats = Stats::new();
+        let a = stats.counter("hits").unwrap();
+        let b = stats.counter("hits").unwrap();
+        a.add(2);
+        b.inc();
+        assert_eq!(a.get(), 3);
+        assert_eq!(stats.snapshot().counter("hits"), Some(3));
+    }
+
+    #[test]
+    fn kind_mismatch_and_bad_names_are_typed_errors() {
+        let stats = Stats::new();
+        stats.counter("x").unwrap();
+        assert_eq!(
+            stats.gauge("x").unwrap_err(),
+            StatsError::KindMismatch {
+                name: "x".into(),
+                existing: MetricKind::Counter,
+                requested: MetricKind::Gauge
+            }
+        );
+        assert!(matches!(
+            stats.histogram("bad name"),
+            Err(StatsError::InvalidName { .. })
+        ));
+        assert!(matches!(
+            stats.describe("nope", "h"),
+            Err(StatsError::UnknownMetric { .. })
+        ));
+    }
+
+    #[test]
+    fn slot_space_is_bounded() {
+        let stats = Stats::builder().max_slots(HISTOGRAM_SLOTS + 1).build();
+        stats.histogram("h").unwrap();
+        stats.counter("c").unwrap();
+        let err = stats.counter("d").unwrap_err();
+        assert!(
+            err.to_string().contains("raise StatsBuilder::max_slots"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn gauges_hold_the_last_value() {
+        let stats = Stats::new();
+        let g = stats.gauge("last_query_ns").unwrap();
+        g.set(40);
+        g.add(-50);
+        assert_eq!(g.get(), -10);
+        assert_eq!(stats.snapshot().gauge("last_query_ns"), Some(-10));
+    }
+
+    #[test]
+    fn a_panicking_batch_applies_nothing() {
+        let stats = Stats::new();
+        let c = stats.counter("c").unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stats.batch(|b| {
+                b.add(&c, 5);
+                panic!("user code failed mid-batch");
+            })
+        }));
+        assert!(caught.is_err());
+        assert_eq!(c.get(), 0);
+        stats.batch(|b| b.add(&c, 1));
+        assert_eq!(stats.snapshot().counter("c"), Some(1));
+    }
+
+    #[test]
+    fn batches_spill_past_the_inline_buffer() {
+        let stats = Stats::new();
+        let c = stats.counter("c").unwrap();
+        let h = stats.histogram("h").unwrap();
+        stats.batch(|b| {
+            for i in 0..20 {
+                b.add(&c, 1);
+                b.record(&h, i);
+            }
+        });
+        let snap = stats.snapshot();
+        assert_eq!(snap.counter("c"), Some(20));
+        let h = snap.histogram("h").unwrap();
+        assert_eq!((h.count(), h.sum(), h.max()), (20, 190, 19));
+    }
+
+    #[test]
+    fn foreign_handles_in_a_batch_are_applied_not_lost() {
+        let (a, b) = (Stats::new(), Stats::new());
+        let ca = a.counter("c").unwrap();
+        let cb = b.counter("c").unwrap();
+        let hb = b.histogram("h").unwrap();
+        a.batch(|batch| {
+            batch.add(&ca, 1);
+            batch.add(&cb, 2);
+            batch.record(&hb, 7);
+        });
+        assert_eq!((ca.get(), cb.get()), (1, 2));
+        assert_eq!(hb.snapshot().count(), 1);
+    }
+
+    #[test]
+    fn histogram_max_is_the_max_over_threads() {
+        let stats = Stats::new();
+        let h = stats.histogram("h").unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u64 {
+                let h = h.clone();
+                s.spawn(move || {
+                    for v in 0..100 {
+                        h.record(v * (t + 1));
+                    }
+                });
+            }
+        });
+        let snap = h.snapshot();
+        assert_eq!(snap.count(), 400);
+        assert_eq!(snap.max(), 396);
+        assert_eq!(snap.sum(), (0..100u64).sum::<u64>() * 10);
+        assert_eq!(stats.snapshot().histogram("h"), Some(&snap));
+    }
+
+    #[test]
+    fn snapshot_serialises_to_json() {
+        let stats = Stats::new();
+        stats.counter("c").unwrap().add(3);
+        stats.gauge("g").unwrap().set(-1);
+        stats.histogram("h").unwrap().record(10);
+        let json: serde_json::Value = serde_json::to_value(stats.snapshot()).unwrap();
+        assert_eq!(json["counters"]["c"], 3);
+        assert_eq!(json["gauges"]["g"], -1);
+        assert_eq!(json["histograms"]["h"]["count"], 1);
+        assert_eq!(json["histograms"]["h"]["p99"], 10);
+        assert_eq!(
+            json["histograms"]["h"]["buckets"][0],
+            serde_json::json!([10, 10, 1])
+        );
+    }
+}

@@ -1,0 +1,276 @@
+//! Names to metrics: validation, slot allocation, and the published list of
+//! metrics that snapshots walk.
+//!
+//! Registration is the cold path and takes a write lock; the hot path never
+//! touches the registry (handles carry their slot). A snapshot takes the read
+//! lock only to clone one `Arc` of the sorted metric list.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::StatsError;
+use super::buckets::BUCKETS;
+use crate::sync::atomic::AtomicI64;
+
+/// What a metric is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricKind {
+    /// A monotonically increasing `u64`, summed over threads.
+    Counter,
+    /// A last-value `i64` (set or add), shared by all threads.
+    Gauge,
+    /// A distribution of `u64` samples (e.g. latencies in ns).
+    Histogram,
+}
+
+impl std::fmt::Display for MetricKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+        })
+    }
+}
+
+/// Slot layout of a histogram, relative to its base slot.
+pub(crate) mod hist_slots {
+    use super::BUCKETS;
+    /// Number of samples.
+    pub(crate) const COUNT: usize = BUCKETS;
+    /// Sum of samples (wrapping).
+    pub(crate) const SUM: usize = BUCKETS + 1;
+    /// Largest sample.
+    pub(crate) const MAX: usize = BUCKETS + 2;
+    /// Slots a histogram occupies.
+    pub(crate) const LEN: usize = BUCKETS + 3;
+}
+
+/// A gauge's value: shared by all threads, since a last value cannot be
+/// summed from shards.
+#[derive(Debug, Default)]
+pub(crate) struct GaugeCell(pub(crate) crossbeam_utils::CachePadded<AtomicI64>);
+
+/// Where a metric's data lives.
+#[derive(Clone, Debug)]
+pub(crate) enum Storage {
+    Counter { slot: usize },
+    Gauge { cell: Arc<GaugeCell> },
+    Histogram { base: usize },
+}
+
+impl Storage {
+    pub(crate) fn kind(&self) -> MetricKind {
+        match self {
+            Storage::Counter { .. } => MetricKind::Counter,
+            Storage::Gauge { .. } => MetricKind::Gauge,
+            Storage::Histogram { .. } => MetricKind::Histogram,
+        }
+    }
+}
+
+/// One registered metric.
+#[derive(Clone, Debug)]
+pub(crate) struct Entry {
+    pub(crate) name: Arc<str>,
+    pub(crate) help: Option<Arc<str>>,
+    pub(crate) storage: Storage,
+}
+
+/// The metric list a snapshot walks: sorted by name, plus the slot count.
+#[derive(Clone, Debug)]
+pub(crate) struct Published {
+    pub(crate) entries: Arc<[Entry]>,
+    pub(crate) used_slots: usize,
+}
+
+pub(crate) struct Registry {
+    by_name: HashMap<Arc<str>, usize>,
+    entries: Vec<Entry>,
+    published: Published,
+    max_slots: usize,
+}
+
+/// Longest accepted metric name, in bytes.
+pub const MAX_NAME_LEN: usize = 200;
+
+/// Checks a Prometheus metric name: `[a-zA-Z_:][a-zA-Z0-9_:]*`, 1 to
+/// [`MAX_NAME_LEN`] bytes.
+pub(crate) fn validate_name(name: &str) -> Result<(), StatsError> {
+    let mut bytes = name.bytes();
+    let ok = match bytes.next() {
+        Some(first) => {
+            (first.is_ascii_alphabetic() || first == b'_' || first == b':')
+                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b':')
+                && name.len() <= MAX_NAME_LEN
+        }
+        None => false,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StatsError::InvalidName {
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl Registry {
+    pub(crate) fn new(max_slots: usize) -> Self {
+        Self {
+            by_name: HashMap::new(),
+            entries: Vec::new(),
+            published: Published {
+                entries: Arc::from(Vec::new()),
+                used_slots: 0,
+            },
+            max_slots,
+        }
+    }
+
+    pub(crate) fn published(&self) -> Published {
+        self.published.clone()
+    }
+
+    /// The storage of `name` if it is registered as `kind`.
+    pub(crate) fn lookup(
+        &self,
+        name: &str,
+        kind: MetricKind,
+    ) -> Option<Result<Storage, StatsError>> {
+        let entry = &self.entries[*self.by_name.get(name)?];
+        Some(check_kind(entry, kind))
+    }
+
+    /// Registers `name` as `kind`, or returns the existing registration.
+    pub(crate) fn register(&mut self, name: &str, kind: MetricKind) -> Result<Storage, StatsError> {
+        if let Some(found) = self.lookup(name, kind) {
+            return found;
+        }
+        validate_name(name)?;
+        let needed = match kind {
+            MetricKind::Counter => 1,
+            MetricKind::Gauge => 0,
+            MetricKind::Histogram => hist_slots::LEN,
+        };
+        let base = self.published.used_slots;
+        if self.max_slots - base < needed {
+            return Err(StatsError::SlotsExhausted {
+                name: name.to_owned(),
+                needed,
+                available: self.max_slots - base,
+                max_slots: self.max_slots,
+            });
+        }
+        let storage = match kind {
+            MetricKind::Counter => Storage::Counter { slot: base },
+            MetricKind::Gauge => Storage::Gauge {
+                cell: Arc::new(GaugeCell::default()),
+            },
+            MetricKind::Histogram => Storage::Histogram { base },
+        };
+        let name: Arc<str> = Arc::from(name);
+        self.by_name.insert(name.clone(), self.entries.len());
+        self.entries.push(Entry {
+            name,
+            help: None,
+            storage: storage.clone(),
+        });
+        self.publish(base + needed);
+        Ok(storage)
+    }
+
+    /// Sets the help text of a registered metric.
+    pub(crate) fn describe(&mut self, name: &str, help: &str) -> Result<(), StatsError> {
+        let Some(&i) = self.by_name.get(name) else {
+            return Err(StatsError::UnknownMetric {
+                name: name.to_owned(),
+            });
+        };
+        self.entries[i].help = Some(Arc::from(help));
+        self.publish(self.published.used_slots);
+        Ok(())
+    }
+
+    fn publish(&mut self, used_slots: usize) {
+        let mut sorted = self.entries.clone();
+        sorted.sort_by(|a, b| a.name.cmp(&b.name));
+        self.published = Published {
+            entries: Arc::from(sorted),
+            used_slots,
+        };
+    }
+}
+
+fn check_kind(entry: &Entry, requested: MetricKind) -> Result<Storage, StatsError> {
+    let existing = entry.storage.kind();
+    if existing == requested {
+        Ok(entry.storage.clone())
+    } else {
+        Err(StatsError::KindMismatch {
+            name: entry.name.to_string(),
+            existing,
+            requested,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_the_prometheus_grammar() {
+        for good in ["a", "_x", "http_requests_total", "ns:sub_1", "A9"] {
+            assert!(validate_name(good).is_ok(), "{good}");
+        }
+        let long = "a".repeat(MAX_NAME_LEN + 1);
+        for bad in ["", "9a", "a-b", "a b", "é", "a{b}", long.as_str()] {
+            assert!(
+                matches!(validate_name(bad), Err(StatsError::InvalidName { .. })),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn slots_are_allocated_contiguously_and_bounded() {
+        let mut r = Registry::new(hist_slots::LEN + 2);
+        assert!(matches!(
+            r.register("a", MetricKind::Counter),
+            Ok(Storage::Counter { slot: 0 })
+        ));
+        assert!(matches!(
+            r.register("h", MetricKind::Histogram),
+            Ok(Storage::Histogram { base: 1 })
+        ));
+        assert!(matches!(
+            r.register("a", MetricKind::Counter),
+            Ok(Storage::Counter { slot: 0 })
+        ));
+        assert!(matches!(
+            r.register("b", MetricKind::Counter),
+            Ok(Storage::Counter { slot: 2 })
+        ));
+        let full = r.register("c", MetricKind::Counter);
+        assert!(matches!(
+            full,
+            Err(StatsError::SlotsExhausted {
+                needed: 1,
+                available: 0,
+                ..
+            })
+        ));
+        // Gauges need no slot, so they still fit.
+        assert!(r.register("g", MetricKind::Gauge).is_ok());
+        assert_eq!(r.published().used_slots, hist_slots::LEN + 2);
+        let names: Vec<_> = r
+            .published()
+            .entries
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        assert_eq!(names, ["a", "b", "g", "h"]);
+    }
+}

@@ -1,0 +1,358 @@
+//! Point-in-time values: [`Snapshot`], [`HistogramSnapshot`], JSON (serde) and
+//! the Prometheus text exposition format.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use serde::ser::{SerializeMap, SerializeStruct};
+use serde::{Serialize, Serializer};
+
+use super::buckets::{self, BUCKETS};
+use super::registry::{Entry, MetricKind, hist_slots};
+
+/// A histogram's distribution at one moment.
+///
+/// Percentiles are nearest-rank over the recorded samples, reported as the
+/// midpoint of the bucket that holds the rank (capped at the exact maximum),
+/// so they are within [`MAX_RELATIVE_ERROR`](super::MAX_RELATIVE_ERROR) of
+/// the exact nearest-rank value.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HistogramSnapshot {
+    count: u64,
+    sum: u64,
+    max: u64,
+    /// `(bucket index, samples)` for non-empty buckets, by index.
+    buckets: Vec<(u32, u64)>,
+}
+
+impl HistogramSnapshot {
+    /// Builds a snapshot from a histogram's summed slot run (`hist_slots::LEN`).
+    pub(crate) fn from_slots(slots: &[u64]) -> Self {
+        debug_assert_eq!(slots.len(), hist_slots::LEN);
+        let buckets = slots[..BUCKETS]
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n != 0)
+            .map(|(i, &n)| (i as u32, n))
+            .collect();
+        Self {
+            count: slots[hist_slots::COUNT],
+            sum: slots[hist_slots::SUM],
+            max: slots[hist_slots::MAX],
+            buckets,
+        }
+    }
+
+    /// Number of samples.
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Sum of samples (wrapping on overflow of `u64`).
+    pub fn sum(&self) -> u64 {
+        self.sum
+    }
+
+    /// The largest sample, exactly; 0 when empty.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
+    /// Mean sample; 0 when empty.
+    pub fn mean(&self) -> f64 {
+        if self.count == 0 {
+            0.0
+        } else {
+            self.sum as f64 / self.count as f64
+        }
+    }
+
+    /// The nearest-rank `q`-quantile (`q` clamped to `0.0..=1.0`); 0 when empty.
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.count == 0 {
+            return 0;
+        }
+        let q = if q.is_nan() { 0.0 } else { q.clamp(0.0, 1.0) };
+        let rank = ((q * self.count as f64).ceil() as u64).clamp(1, self.count);
+        let mut seen = 0;
+        for &(i, n) in &self.buckets {
+            seen += n;
+            if seen >= rank {
+                return buckets::midpoint(i as usize).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// Median.
+    pub fn p50(&self) -> u64 {
+        self.quantile(0.50)
+    }
+    /// 90th percentile.
+    pub fn p90(&self) -> u64 {
+        self.quantile(0.90)
+    }
+    /// 99th percentile.
+    pub fn p99(&self) -> u64 {
+        self.quantile(0.99)
+    }
+    /// 99.9th percentile.
+    pub fn p999(&self) -> u64 {
+        self.quantile(0.999)
+    }
+
+    /// Non-empty buckets as `(lowest value, highest value, samples)`.
+    pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
+        self.buckets.iter().map(|&(i, n)| {
+            let i = i as usize;
+            (buckets::lower_bound(i), buckets::upper_bound(i), n)
+        })
+    }
+
+    /// Cumulative counts at the Prometheus `le` bounds `0, 1, 3, 7, …, 2^k - 1`
+    /// up to the first bound at or above `max`. Bucket edges fall on powers of
+    /// two, so each count is exact.
+    fn cumulative_le(&self) -> Vec<(u64, u64)> {
+        let mut out = Vec::new();
+        let mut next = self.buckets.iter().peekable();
+        let mut seen = 0;
+        for k in 0..=64u32 {
+            let le = if k == 64 { u64::MAX } else { (1u64 << k) - 1 };
+            while let Some(&&(i, n)) = next.peek() {
+                if buckets::upper_bound(i as usize) > le {
+                    break;
+                }
+                seen += n;
+                next.next();
+            }
+            out.push((le, seen));
+            if le >= self.max {
+                break;
+            }
+        }
+        out
+    }
+}
+
+impl Serialize for HistogramSnapshot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut st = s.serialize_struct("HistogramSnapshot", 9)?;
+        st.serialize_field("count", &self.count)?;
+        st.serialize_field("sum", &self.sum)?;
+        st.serialize_field("max", &self.max)?;
+        st.serialize_field("mean", &self.mean())?;
+        st.serialize_field("p50", &self.p50())?;
+        st.serialize_field("p90", &self.p90())?;
+        st.serialize_field("p99", &self.p99())?;
+        st.serialize_field("p999", &self.p999())?;
+        let buckets: Vec<[u64; 3]> = self.buckets().map(|(lo, hi, n)| [lo, hi, n]).collect();
+        st.serialize_field("buckets", &buckets)?;
+        st.end()
+    }
+}
+
+/// The value of one metric in a [`Snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MetricValue {
+    /// A counter's total over all threads.
+    Counter(u64),
+    /// A gauge's last value.
+    Gauge(i64),
+    /// A histogram's distribution.
+    Histogram(HistogramSnapshot),
+}
+
+impl MetricValue {
+    /// The kind of metric this value belongs to.
+    pub fn kind(&self) -> MetricKind {
+        match self {
+            MetricValue::Counter(_) => MetricKind::Counter,
+            MetricValue::Gauge(_) => MetricKind::Gauge,
+            MetricValue::Histogram(_) => MetricKind::Histogram,
+        }
+    }
+}
+
+/// Every metric of a [`Stats`](super::Stats) at one moment, sorted by name.
+///
+/// Each thread's batches appear entirely or not at all. Different threads'
+/// shards are read one after another, so the snapshot is not one instant
+/// across threads; but every counter's total is at least its total in any
+/// earlier snapshot taken by the same thread.
+///
+/// Serialises (serde) as
+/// `{"counters": {name: n}, "gauges": {name: n}, "histograms": {name: {...}}}`,
+/// and renders the Prometheus text format with [`to_prometheus`](Self::to_prometheus).
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub(crate) entries: Arc<[Entry]>,
+    pub(crate) values: Vec<MetricValue>,
+}
+
+impl Snapshot {
+    /// All metrics, sorted by name.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &MetricValue)> + '_ {
+        self.entries
+            .iter()
+            .map(|e| &*e.name)
+            .zip(self.values.iter())
+    }
+
+    /// Number of metrics.
+    pub fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    /// Whether no metric is registered.
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty()
+    }
+
+    /// The value of metric `name`, if registered.
+    pub fn get(&self, name: &str) -> Option<&MetricValue> {
+        let i = self
+            .entries
+            .binary_search_by(|e| (*e.name).cmp(name))
+            .ok()?;
+        self.values.get(i)
+    }
+
+    /// The total of counter `name` (`None` if it is not a registered counter).
+    pub fn counter(&self, name: &str) -> Option<u64> {
+        match self.get(name)? {
+            MetricValue::Counter(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The value of gauge `name` (`None` if it is not a registered gauge).
+    pub fn gauge(&self, name: &str) -> Option<i64> {
+        match self.get(name)? {
+            MetricValue::Gauge(n) => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// The distribution of histogram `name` (`None` if not a registered histogram).
+    pub fn histogram(&self, name: &str) -> Option<&HistogramSnapshot> {
+        match self.get(name)? {
+            MetricValue::Histogram(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4):
+    /// `# HELP` (when described) and `# TYPE` lines, then the samples;
+    /// histograms as cumulative `_bucket{le="…"}` lines ending in `+Inf`,
+    /// then `_sum` and `_count`.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::with_capacity(64 * self.len());
+        for (entry, value) in self.entries.iter().zip(&self.values) {
+            let name = &*entry.name;
+            if let Some(help) = &entry.help {
+                let help = help.replace('\\', "\\\\").replace('\n', "\\n");
+                let _ = writeln!(out, "# HELP {name} {help}");
+            }
+            let _ = writeln!(out, "# TYPE {name} {}", value.kind());
+            match value {
+                MetricValue::Counter(n) => {
+                    let _ = writeln!(out, "{name} {n}");
+                }
+                MetricValue::Gauge(n) => {
+                    let _ = writeln!(out, "{name} {n}");
+                }
+                MetricValue::Histogram(h) => {
+                    for (le, n) in h.cumulative_le() {
+                        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+                    }
+                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+                    let _ = writeln!(out, "{name}_sum {}", h.sum);
+                    let _ = writeln!(out, "{name}_count {}", h.count);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Serialize for Snapshot {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Only<'a, F>(&'a Snapshot, F);
+        impl<F: Fn(&MetricValue) -> bool> Serialize for Only<'_, F> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(None)?;
+                for (name, value) in self.0.iter().filter(|(_, v)| (self.1)(v)) {
+                    match value {
+                        MetricValue::Counter(n) => map.serialize_entry(name, n)?,
+                        MetricValue::Gauge(n) => map.serialize_entry(name, n)?,
+                        MetricValue::Histogram(h) => map.serialize_entry(name, h)?,
+                    }
+                }
+                map.end()
+            }
+        }
+        let mut st = s.serialize_struct("Snapshot", 3)?;
+        st.serialize_field(
+            "counters",
+            &Only(self, |v: &MetricValue| matches!(v, MetricValue::Counter(_))),
+        )?;
+        st.serialize_field(
+            "gauges",
+            &Only(self, |v: &MetricValue| matches!(v, MetricValue::Gauge(_))),
+        )?;
+        st.serialize_field(
+            "histograms",
+            &Only(self, |v: &MetricValue| {
+                matches!(v, MetricValue::Histogram(_))
+            }),
+        )?;
+        st.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist(samples: &[u64]) -> HistogramSnapshot {
+        let mut slots = vec![0u64; hist_slots::LEN];
+        for &v in samples {
+            slots[buckets::index(v)] += 1;
+            slots[hist_slots::COUNT] += 1;
+            slots[hist_slots::SUM] += v;
+            slots[hist_slots::MAX] = slots[hist_slots::MAX].max(v);
+        }
+        HistogramSnapshot::from_slots(&slots)
+    }
+
+    #[test]
+    fn quantiles_of_small_exact_values() {
+        let h = hist(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+        assert_eq!(h.count(), 10);
+        assert_eq!(h.sum(), 55);
+        assert_eq!(h.p50(), 5);
+        assert_eq!(h.p90(), 9);
+        assert_eq!(h.quantile(1.0), 10);
+        assert_eq!(h.quantile(0.0), 1);
+        assert_eq!(hist(&[]).p99(), 0);
+    }
+
+    #[test]
+    fn quantile_is_capped_at_the_exact_max() {
+        let h = hist(&[1_000_001]);
+        assert_eq!(h.p50(), 1_000_001);
+    }
+
+    #[test]
+    fn cumulative_le_counts_are_exact_at_powers_of_two() {
+        let h = hist(&[0, 1, 2, 3, 4, 100, 127, 128, 5000]);
+        let le = h.cumulative_le();
+        let at = |bound: u64| le.iter().find(|(b, _)| *b == bound).map(|&(_, n)| n);
+        assert_eq!(at(0), Some(1));
+        assert_eq!(at(1), Some(2));
+        assert_eq!(at(3), Some(4));
+        assert_eq!(at(127), Some(7));
+        assert_eq!(at(255), Some(8));
+        assert_eq!(le.last().map(|&(b, n)| (b >= 5000, n)), Some((true, 9)));
+    }
+}

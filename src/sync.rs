@@ -1,0 +1,164 @@
+//! The one place that chooses between `std` and [loom].
+//!
+//! Every atomic, `UnsafeCell`, `Arc`, lock, thread-local and yield that takes
+//! part in one of latchfree's own concurrency protocols is imported from here,
+//! never from `std` directly. Under `--cfg latchfree_loom` they are loom's
+//! model-checked stand-ins; otherwise they are the `std` types at zero cost.
+//!
+//! The cfg is crate-specific (not plain `cfg(loom)`) because `RUSTFLAGS`
+//! reaches every dependency, and some of them read `cfg(loom)` themselves.
+//!
+//! Two items are ours rather than re-exports:
+//!
+//! * [`UnsafeCell`] on the `std` side mimics loom's closure API
+//!   (`with` / `with_mut`), so call sites are identical under both.
+//! * [`PerThread`] is per-object, per-thread storage. On `std` it is the
+//!   [`thread_local`] crate's `ThreadLocal` (a lock-free lookup by thread id;
+//!   entries of exited threads are handed to new threads, so memory is bounded
+//!   by the peak number of live threads). Loom runs every model thread on one
+//!   OS thread, so there it keys entries by loom's thread id instead.
+//!
+//! [loom]: https://docs.rs/loom
+
+#![allow(dead_code, unused_imports)] // The shim's full surface; not every component uses every item.
+
+#[cfg(not(latchfree_loom))]
+pub(crate) use std::sync::{Arc, Mutex, RwLock};
+#[cfg(not(latchfree_loom))]
+pub(crate) use std::thread::yield_now;
+
+#[cfg(latchfree_loom)]
+pub(crate) use loom::sync::{Arc, Mutex, RwLock};
+#[cfg(latchfree_loom)]
+pub(crate) use loom::thread::yield_now;
+
+/// Atomics: `std::sync::atomic` or loom's.
+pub(crate) mod atomic {
+    #[cfg(not(latchfree_loom))]
+    pub(crate) use std::sync::atomic::{
+        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    };
+
+    #[cfg(latchfree_loom)]
+    pub(crate) use loom::sync::atomic::{
+        AtomicBool, AtomicI64, AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+    };
+}
+
+/// `std::cell::UnsafeCell` with loom's closure-based access API.
+#[cfg(not(latchfree_loom))]
+#[derive(Debug, Default)]
+pub(crate) struct UnsafeCell<T>(std::cell::UnsafeCell<T>);
+
+#[cfg(not(latchfree_loom))]
+impl<T> UnsafeCell<T> {
+    pub(crate) const fn new(data: T) -> Self {
+        Self(std::cell::UnsafeCell::new(data))
+    }
+
+    /// Calls `f` with a shared raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, f: impl FnOnce(*const T) -> R) -> R {
+        f(self.0.get())
+    }
+
+    /// Calls `f` with an exclusive raw pointer to the contents.
+    #[inline(always)]
+    pub(crate) fn with_mut<R>(&self, f: impl FnOnce(*mut T) -> R) -> R {
+        f(self.0.get())
+    }
+}
+
+#[cfg(latchfree_loom)]
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Spins, then yields: one step of a retry loop's back-off.
+///
+/// `step` starts at 0 and is advanced by each call. Under loom every step
+/// yields, which is what lets the model checker explore spin loops at all.
+#[inline]
+pub(crate) fn backoff(step: &mut u32) {
+    #[cfg(not(latchfree_loom))]
+    {
+        if *step < 6 {
+            for _ in 0..(1u32 << *step) {
+                std::hint::spin_loop();
+            }
+        } else {
+            yield_now();
+        }
+    }
+    #[cfg(latchfree_loom)]
+    yield_now();
+    *step = step.saturating_add(1);
+}
+
+/// Per-object, per-thread storage: each thread sees its own `T`, and any
+/// thread can visit all of them.
+#[cfg(not(latchfree_loom))]
+pub(crate) struct PerThread<T: Send>(thread_local::ThreadLocal<T>);
+
+#[cfg(not(latchfree_loom))]
+impl<T: Send> PerThread<T> {
+    pub(crate) fn new() -> Self {
+        Self(thread_local::ThreadLocal::new())
+    }
+
+    /// Runs `f` on the calling thread's entry, creating it on first use.
+    #[inline(always)]
+    pub(crate) fn with<R>(&self, create: impl FnOnce() -> T, f: impl FnOnce(&T) -> R) -> R {
+        f(self.0.get_or(create))
+    }
+
+    /// Visits every entry ever created (live threads and exited ones).
+    pub(crate) fn for_each(&self, f: impl FnMut(&T))
+    where
+        T: Sync,
+    {
+        self.0.iter().for_each(f);
+    }
+}
+
+/// Loom's stand-in for [`thread_local::ThreadLocal`]: entries keyed by loom's
+/// thread id, behind a loom mutex (so the model sees the hand-off).
+#[cfg(latchfree_loom)]
+pub(crate) struct PerThread<T: Send>(Mutex<Vec<(loom::thread::ThreadId, Arc<T>)>>);
+
+#[cfg(latchfree_loom)]
+impl<T: Send> PerThread<T> {
+    pub(crate) fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+
+    pub(crate) fn with<R>(&self, create: impl FnOnce() -> T, f: impl FnOnce(&T) -> R) -> R {
+        let me = loom::thread::current().id();
+        let entry = {
+            let mut entries = self.0.lock().unwrap();
+            match entries.iter().find(|(id, _)| *id == me) {
+                Some((_, entry)) => entry.clone(),
+                None => {
+                    let entry = Arc::new(create());
+                    entries.push((me, entry.clone()));
+                    entry
+                }
+            }
+        };
+        f(&entry)
+    }
+
+    pub(crate) fn for_each(&self, mut f: impl FnMut(&T))
+    where
+        T: Sync,
+    {
+        let entries: Vec<Arc<T>> = self
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, e)| e.clone())
+            .collect();
+        for entry in &entries {
+            f(entry);
+        }
+    }
+}
