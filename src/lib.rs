@@ -26,6 +26,8 @@
 #![warn(missing_docs)]
 
 pub mod baseline;
+#[cfg(not(latchfree_loom))]
+mod per_thread;
 #[cfg(feature = "cli")]
 pub mod bench;
 pub mod stats;

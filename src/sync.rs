@@ -12,8 +12,8 @@
 //!
 //! * [`UnsafeCell`] on the `std` side mimics loom's closure API
 //!   (`with` / `with_mut`), so call sites are identical under both.
-//! * [`PerThread`] is per-object, per-thread storage. On `std` it is the
-//!   [`thread_local`] crate's `ThreadLocal` (a lock-free lookup by thread id;
+//! * [`PerThread`] is per-object, per-thread storage. On `std` it is
+//!   [`crate::per_thread`] (a one-entry TLS cache in front of a claim list;
 //!   entries of exited threads are handed to new threads, so memory is bounded
 //!   by the peak number of live threads). Loom runs every model thread on one
 //!   OS thread, so there it keys entries by loom's thread id instead.
@@ -94,38 +94,17 @@ pub(crate) fn backoff(step: &mut u32) {
 }
 
 /// Per-object, per-thread storage: each thread sees its own `T`, and any
-/// thread can visit all of them.
+/// thread can visit all of them. See [`crate::per_thread`].
 #[cfg(not(latchfree_loom))]
-pub(crate) struct PerThread<T: Send>(thread_local::ThreadLocal<T>);
-
-#[cfg(not(latchfree_loom))]
-impl<T: Send> PerThread<T> {
-    pub(crate) fn new() -> Self {
-        Self(thread_local::ThreadLocal::new())
-    }
-
-    /// Runs `f` on the calling thread's entry, creating it on first use.
-    #[inline(always)]
-    pub(crate) fn with<R>(&self, create: impl FnOnce() -> T, f: impl FnOnce(&T) -> R) -> R {
-        f(self.0.get_or(create))
-    }
-
-    /// Visits every entry ever created (live threads and exited ones).
-    pub(crate) fn for_each(&self, f: impl FnMut(&T))
-    where
-        T: Sync,
-    {
-        self.0.iter().for_each(f);
-    }
-}
+pub(crate) use crate::per_thread::PerThread;
 
 /// Loom's stand-in for [`thread_local::ThreadLocal`]: entries keyed by loom's
 /// thread id, behind a loom mutex (so the model sees the hand-off).
 #[cfg(latchfree_loom)]
-pub(crate) struct PerThread<T: Send>(Mutex<Vec<(loom::thread::ThreadId, Arc<T>)>>);
+pub(crate) struct PerThread<T: Send + Sync + 'static>(Mutex<Vec<(loom::thread::ThreadId, Arc<T>)>>);
 
 #[cfg(latchfree_loom)]
-impl<T: Send> PerThread<T> {
+impl<T: Send + Sync + 'static> PerThread<T> {
     pub(crate) fn new() -> Self {
         Self(Mutex::new(Vec::new()))
     }

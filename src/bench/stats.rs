@@ -47,6 +47,9 @@ pub fn cases() -> Vec<Case> {
         case("counter_add", "striped-atomic", "exact", |t| {
             Box::new(Striped::new(t))
         }),
+        case("counter_add", "ideal-per-thread", "exact", |t| {
+            Box::new(IdealPerThread::new(t))
+        }),
         case("batch4", "latchfree", "all-or-nothing", |_| {
             Box::new(LatchfreeCounters::new(4))
         }),
@@ -223,6 +226,36 @@ impl Target for Striped {
 
     fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
         let sum = self.stripes.iter().map(|s| s.load(Ordering::Relaxed)).sum();
+        Some(expect_eq("calls", sum, total_ops))
+    }
+}
+
+/// The floor, not a peer: each worker owns a padded slot it was handed
+/// directly (no lookup), updated with the same load + store as latchfree's.
+struct IdealPerThread {
+    slots: Vec<CachePadded<AtomicU64>>,
+}
+
+impl IdealPerThread {
+    fn new(threads: usize) -> Self {
+        Self {
+            slots: (0..threads.max(1))
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+}
+
+impl Target for IdealPerThread {
+    fn run(&self, thread: usize, n: u64) {
+        let slot = &self.slots[thread % self.slots.len()];
+        for _ in 0..n {
+            slot.store(slot.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        }
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let sum = self.slots.iter().map(|s| s.load(Ordering::Relaxed)).sum();
         Some(expect_eq("calls", sum, total_ops))
     }
 }

@@ -12,8 +12,8 @@
 //! # How
 //!
 //! * **Shards.** Each thread that touches a [`Stats`] gets its own
-//!   [`CachePadded`] shard, found through the [`thread_local`] crate's
-//!   `ThreadLocal` (a lock-free lookup by a small per-thread id). Only that
+//!   [`CachePadded`] shard, found through a one-entry thread-local cache
+//!   (`per_thread` explains why not the `thread_local` crate). Only that
 //!   thread writes it, so an increment is a relaxed load and a relaxed store of
 //!   one slot: no read-modify-write, wait-free. When a thread exits, its shard
 //!   keeps its values and is handed to the next new thread, so no update is
@@ -131,9 +131,10 @@ pub enum StatsError {
 /// Slots a histogram takes in every shard (buckets, count, sum, max).
 pub const HISTOGRAM_SLOTS: usize = hist_slots::LEN;
 
-/// Default per-thread slot space: 65,536 slots of 8 bytes. Shards allocate it
-/// in 8 KiB chunks on first touch, so unused space costs nothing.
-pub const DEFAULT_MAX_SLOTS: usize = 1 << 16;
+/// Default (and largest) per-thread slot space: 65,536 slots of 8 bytes.
+/// Shards allocate it in 8 KiB chunks on first touch, so unused space costs
+/// nothing.
+pub const DEFAULT_MAX_SLOTS: usize = shard::MAX_SLOTS;
 
 /// Configures a [`Stats`].
 #[derive(Clone, Debug)]
@@ -145,9 +146,10 @@ pub struct StatsBuilder {
 impl StatsBuilder {
     /// The per-thread slot space, which bounds how many metrics can be
     /// registered: a counter takes 1 slot, a histogram [`HISTOGRAM_SLOTS`],
-    /// a gauge none. Default [`DEFAULT_MAX_SLOTS`]; clamped to `1..=u32::MAX`.
+    /// a gauge none. Default and upper limit [`DEFAULT_MAX_SLOTS`]; clamped to
+    /// `1..=DEFAULT_MAX_SLOTS`.
     pub fn max_slots(mut self, max_slots: usize) -> Self {
-        self.max_slots = max_slots.clamp(1, u32::MAX as usize);
+        self.max_slots = max_slots.clamp(1, DEFAULT_MAX_SLOTS);
         self
     }
 
@@ -200,7 +202,7 @@ impl Core {
     #[inline(always)]
     fn with_shard<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
         self.shards.with(
-            || CachePadded::new(Shard::new(self.max_slots)),
+            || CachePadded::new(Shard::new()),
             |shard| f(shard),
         )
     }
@@ -515,6 +517,7 @@ pub struct Batch<'a> {
 }
 
 impl Batch<'_> {
+    #[inline(always)]
     fn owns(&self, core: &Arc<Core>) -> bool {
         std::ptr::eq(Arc::as_ptr(core), self.core)
     }
@@ -523,7 +526,7 @@ impl Batch<'_> {
     ///
     /// A counter of another [`Stats`] is updated at once instead, outside this
     /// batch (never lost, but not atomic with it).
-    #[inline]
+    #[inline(always)]
     pub fn add(&mut self, counter: &Counter, n: u64) {
         if self.owns(&counter.core) {
             self.ops.push(Op {
@@ -537,14 +540,14 @@ impl Batch<'_> {
     }
 
     /// Adds 1 to `counter` as part of this batch.
-    #[inline]
+    #[inline(always)]
     pub fn inc(&mut self, counter: &Counter) {
         self.add(counter, 1);
     }
 
     /// Records `value` in `histogram` as part of this batch (a histogram of
     /// another [`Stats`] is recorded at once instead).
-    #[inline]
+    #[inline(always)]
     pub fn record(&mut self, histogram: &Histogram, value: u64) {
         if !self.owns(&histogram.core) {
             histogram.record(value);

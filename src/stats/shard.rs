@@ -55,23 +55,39 @@ pub(crate) const CHUNK_SLOTS: usize = 1024;
 #[cfg(latchfree_loom)]
 pub(crate) const CHUNK_SLOTS: usize = 4;
 
+/// Chunks per shard (a power of two).
+#[cfg(not(latchfree_loom))]
+const MAX_CHUNKS: usize = 64;
+#[cfg(latchfree_loom)]
+const MAX_CHUNKS: usize = 8;
+
+/// The most slots a shard can hold.
+pub(crate) const MAX_SLOTS: usize = CHUNK_SLOTS * MAX_CHUNKS;
+
 /// One thread's slots. See the module docs for the protocol.
 pub(crate) struct Shard {
     /// Even at rest; odd while the owner applies a batch.
     seq: AtomicU64,
     /// Chunk `c` holds slots `c * CHUNK_SLOTS ..`; null until first written.
-    chunks: Box<[AtomicPtr<AtomicU64>]>,
+    /// Inline, so the hot path reaches a chunk with one load.
+    chunks: [AtomicPtr<AtomicU64>; MAX_CHUNKS],
+}
+
+/// The chunk of `slot`. Slots are below [`MAX_SLOTS`] (the registry never
+/// hands out more), so the mask changes nothing but lets the compiler drop the
+/// bounds check on the hot path.
+#[inline(always)]
+fn chunk_of(slot: usize) -> usize {
+    debug_assert!(slot < MAX_SLOTS);
+    (slot / CHUNK_SLOTS) & (MAX_CHUNKS - 1)
 }
 
 impl Shard {
-    /// A shard with room for `max_slots` slots, none allocated yet.
-    pub(crate) fn new(max_slots: usize) -> Self {
-        let chunks = (0..max_slots.div_ceil(CHUNK_SLOTS))
-            .map(|_| AtomicPtr::new(std::ptr::null_mut()))
-            .collect();
+    /// A shard with no chunk allocated yet.
+    pub(crate) fn new() -> Self {
         Self {
             seq: AtomicU64::new(0),
-            chunks,
+            chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
         }
     }
 
@@ -79,10 +95,10 @@ impl Shard {
     ///
     /// Only the owning thread may call this (and the `add`/`max`/`batch`
     /// methods built on it): the load-then-store updates rely on a single
-    /// writer. `slot` must be below the `max_slots` the shard was made with.
+    /// writer. `slot` must be below [`MAX_SLOTS`].
     #[inline(always)]
     fn owned_slot(&self, slot: usize) -> &AtomicU64 {
-        let chunk = &self.chunks[slot / CHUNK_SLOTS];
+        let chunk = &self.chunks[chunk_of(slot)];
         // Relaxed: only this thread ever stores a chunk pointer, and a thread
         // always sees its own stores.
         let mut base = chunk.load(Ordering::Relaxed);
@@ -147,7 +163,7 @@ impl Shard {
     /// Reads slots `range` of this shard into `out` (cleared first) as one
     /// consistent read: every batch is included entirely or not at all.
     ///
-    /// `range.end` must not exceed the `max_slots` the shard was made with.
+    /// `range.end` must not exceed [`MAX_SLOTS`].
     pub(crate) fn read_range(&self, range: Range<usize>, out: &mut Vec<u64>) {
         let mut step = 0;
         loop {
@@ -163,7 +179,7 @@ impl Shard {
                 let offset = slot % CHUNK_SLOTS;
                 let n = (CHUNK_SLOTS - offset).min(range.end - slot);
                 // Acquire: pairs with the Release store in `allocate`.
-                let base = self.chunks[slot / CHUNK_SLOTS].load(Ordering::Acquire);
+                let base = self.chunks[chunk_of(slot)].load(Ordering::Acquire);
                 if base.is_null() {
                     out.resize(out.len() + n, 0);
                 } else {
@@ -192,7 +208,7 @@ impl Shard {
     /// The current value of one slot (no batch consistency needed).
     pub(crate) fn read_slot(&self, slot: usize) -> u64 {
         // Acquire: pairs with the Release store in `allocate`.
-        let base = self.chunks[slot / CHUNK_SLOTS].load(Ordering::Acquire);
+        let base = self.chunks[chunk_of(slot)].load(Ordering::Acquire);
         if base.is_null() {
             return 0;
         }
@@ -229,7 +245,7 @@ mod tests {
 
     #[test]
     fn chunks_are_allocated_on_first_touch_and_read_back() {
-        let shard = Shard::new(3 * CHUNK_SLOTS);
+        let shard = Shard::new();
         assert!(read_all(&shard, 3 * CHUNK_SLOTS).iter().all(|&v| v == 0));
         shard.add(5, 7);
         shard.add(2 * CHUNK_SLOTS + 1, 9);
@@ -245,7 +261,7 @@ mod tests {
 
     #[test]
     fn batch_leaves_seq_even_and_applies_everything() {
-        let shard = Shard::new(CHUNK_SLOTS);
+        let shard = Shard::new();
         shard.batch(|s| {
             s.add(0, 1);
             s.add(1, 3);
@@ -256,7 +272,7 @@ mod tests {
 
     #[test]
     fn ranges_across_chunk_edges_and_wrapping() {
-        let shard = Shard::new(2 * CHUNK_SLOTS);
+        let shard = Shard::new();
         shard.add(0, u64::MAX);
         shard.add(0, 2);
         shard.add(CHUNK_SLOTS - 1, 5);
