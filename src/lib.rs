@@ -26,9 +26,14 @@
 #![warn(missing_docs)]
 
 pub mod baseline;
-#[cfg(not(latchfree_loom))]
-mod per_thread;
 #[cfg(feature = "cli")]
 pub mod bench;
+#[cfg(not(latchfree_loom))]
+mod per_thread;
 pub mod stats;
 mod sync;
+
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -201,7 +201,12 @@ impl<T: Send + Sync + 'static> PerThread<T> {
                 Some(claim) => claim.entry,
                 None => {
                     claims.retain(|c| c.set.strong_count() > 0);
-                    let entry = self.set.claim(&mut make)?.as_ptr().cast_const().cast::<()>();
+                    let entry = self
+                        .set
+                        .claim(&mut make)?
+                        .as_ptr()
+                        .cast_const()
+                        .cast::<()>();
                     let set: Arc<dyn Release> = self.set.clone();
                     claims.push(Claim {
                         set_id: self.set.id,

@@ -54,16 +54,23 @@ impl Rng {
         }
     }
 
+    /// One op; out of 24: 5 registrations, 6 counter adds, 3 batches, 3 gauge
+    /// ops, 6 records, 1 snapshot (so a sequence checks every ~24 ops, and at
+    /// its end).
     fn op(&mut self) -> Op {
-        match self.below(20) {
+        match self.below(24) {
             0 | 1 => Op::RegisterCounter(self.name()),
             2 => Op::RegisterGauge(self.name()),
             3 | 4 => Op::RegisterHistogram(self.name()),
-            5..=7 => Op::Add {
+            5..=10 => Op::Add {
                 name: self.name(),
-                n: if self.below(2) == 0 { 1 } else { self.value() },
+                n: match self.below(3) {
+                    0 => 1,
+                    1 => self.below(1000),
+                    _ => self.value(),
+                },
             },
-            8 | 9 => {
+            11..=13 => {
                 let len = self.below(12) as usize; // Past SmallVec's inline 8 at times.
                 Op::Batch(
                     (0..len)
@@ -83,15 +90,15 @@ impl Rng {
                         .collect(),
                 )
             }
-            10 => Op::Set {
+            14 => Op::Set {
                 name: self.name(),
                 value: self.value() as i64,
             },
-            11 => Op::GaugeAdd {
+            15 | 16 => Op::GaugeAdd {
                 name: self.name(),
                 delta: self.value() as i64,
             },
-            12..=16 => Op::Record {
+            17..=22 => Op::Record {
                 name: self.name(),
                 value: self.value(),
             },
@@ -100,20 +107,32 @@ impl Rng {
     }
 }
 
-#[test]
-fn random_op_sequences_match_the_model() {
-    const SEQUENCES: u64 = 3_000;
-    for seed in 0..SEQUENCES {
+/// Runs the sequence of each seed in `seeds`.
+fn check_seeds(seeds: impl Iterator<Item = u64>) {
+    for seed in seeds {
         let mut rng = Rng::new(seed);
-        let len = 1 + rng.below(120) as usize;
+        let len = 1 + rng.below(150) as usize;
         let ops: Vec<Op> = (0..len).map(|_| rng.op()).collect();
-        // On failure, the panic names the op; the seed reproduces the sequence.
+        // On failure the panic names the op; the seed reproduces the sequence.
         let result = std::panic::catch_unwind(|| run(&ops));
         if let Err(panic) = result {
             eprintln!("seed {seed} failed; ops: {ops:#?}");
             std::panic::resume_unwind(panic);
         }
     }
+}
+
+#[test]
+fn random_op_sequences_match_the_model() {
+    const SEQUENCES: u64 = 3_000;
+    // Every sequence has its own `Stats` and runs on one thread; the seeds are
+    // spread over the cores only to keep the debug build's run short.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().min(8)) as u64;
+    std::thread::scope(|s| {
+        for w in 0..workers {
+            s.spawn(move || check_seeds((w..SEQUENCES).step_by(workers as usize)));
+        }
+    });
 }
 
 #[test]

@@ -72,8 +72,8 @@ mod snapshot;
 
 use std::sync::Arc;
 
+use arrayvec::ArrayVec;
 use crossbeam_utils::CachePadded;
-use smallvec::SmallVec;
 
 use crate::sync::atomic::Ordering;
 use crate::sync::{PerThread, RwLock};
@@ -201,10 +201,8 @@ impl Core {
     /// Runs `f` on the calling thread's shard.
     #[inline(always)]
     fn with_shard<R>(&self, f: impl FnOnce(&Shard) -> R) -> R {
-        self.shards.with(
-            || CachePadded::new(Shard::new()),
-            |shard| f(shard),
-        )
+        self.shards
+            .with(|| CachePadded::new(Shard::new()), |shard| f(shard))
     }
 
     fn registry(&self) -> impl std::ops::Deref<Target = Registry> + '_ {
@@ -321,14 +319,15 @@ impl Stats {
     pub fn batch<R>(&self, f: impl FnOnce(&mut Batch<'_>) -> R) -> R {
         let mut batch = Batch {
             core: &self.core,
-            ops: SmallVec::new(),
+            ops: ArrayVec::new(),
+            spill: Vec::new(),
         };
         let result = f(&mut batch);
         if !batch.ops.is_empty() {
-            let ops = &batch.ops;
+            let (ops, spill) = (&batch.ops, &batch.spill);
             self.core.with_shard(|shard| {
                 shard.batch(|shard| {
-                    for op in ops {
+                    for op in ops.iter().chain(spill) {
                         if op.is_max {
                             shard.max(op.slot as usize, op.value);
                         } else {
@@ -513,10 +512,23 @@ struct Op {
 /// Updates collected by [`Stats::batch`], applied together when it returns.
 pub struct Batch<'a> {
     core: &'a Core,
-    ops: SmallVec<[Op; 8]>,
+    /// The first [`INLINE_OPS`] updates: no allocation for typical batches.
+    ops: ArrayVec<Op, INLINE_OPS>,
+    /// Updates past the inline ones (empty `Vec`s do not allocate).
+    spill: Vec<Op>,
 }
 
+/// Updates a batch holds without allocating (a histogram sample takes 4).
+const INLINE_OPS: usize = 8;
+
 impl Batch<'_> {
+    #[inline(always)]
+    fn push(&mut self, op: Op) {
+        if let Err(full) = self.ops.try_push(op) {
+            self.spill.push(full.element());
+        }
+    }
+
     #[inline(always)]
     fn owns(&self, core: &Arc<Core>) -> bool {
         std::ptr::eq(Arc::as_ptr(core), self.core)
@@ -529,7 +541,7 @@ impl Batch<'_> {
     #[inline(always)]
     pub fn add(&mut self, counter: &Counter, n: u64) {
         if self.owns(&counter.core) {
-            self.ops.push(Op {
+            self.push(Op {
                 slot: counter.slot as u32,
                 is_max: false,
                 value: n,
@@ -559,16 +571,14 @@ impl Batch<'_> {
             is_max: false,
             value,
         };
-        self.ops.extend([
-            add(base + buckets::index(value), 1),
-            add(base + hist_slots::COUNT, 1),
-            add(base + hist_slots::SUM, value),
-            Op {
-                slot: (base + hist_slots::MAX) as u32,
-                is_max: true,
-                value,
-            },
-        ]);
+        self.push(add(base + buckets::index(value), 1));
+        self.push(add(base + hist_slots::COUNT, 1));
+        self.push(add(base + hist_slots::SUM, value));
+        self.push(Op {
+            slot: (base + hist_slots::MAX) as u32,
+            is_max: true,
+            value,
+        });
     }
 }
 

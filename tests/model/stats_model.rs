@@ -22,7 +22,7 @@
 //! the recorded samples; the same values through the handles' own getters and
 //! in the Prometheus text.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Duration;
 
 use latchfree::stats::{
@@ -47,48 +47,45 @@ fn name(index: u8) -> &'static str {
     NAMES[usize::from(index) % NAMES.len()]
 }
 
-// The `arbitrary` derive is for the fuzz target, a binary built without
-// `cfg(test)`. The integration test (built with `cfg(test)`) has no `arbitrary`
-// dependency. `cfg(test)` is used rather than cargo-fuzz's `cfg(fuzzing)` because
-// rustc knows it: `fuzzing` would trip the main crate's `unexpected_cfgs` lint,
-// which no `#[allow]` below the crate root silences.
-mod ops {
-    /// One operation on a `Stats`. Name fields are indices into [`super::NAMES`].
-    #[derive(Clone, Debug)]
-    #[cfg_attr(not(test), derive(arbitrary::Arbitrary))]
-    pub enum Op {
-        /// `stats.counter(name)`.
-        RegisterCounter(u8),
-        /// `stats.gauge(name)`.
-        RegisterGauge(u8),
-        /// `stats.histogram(name)`.
-        RegisterHistogram(u8),
-        /// Counter add (registering the counter on first use).
-        Add { name: u8, n: u64 },
-        /// One `stats.batch`.
-        Batch(Vec<BatchOp>),
-        /// Gauge set (registering the gauge on first use).
-        Set { name: u8, value: i64 },
-        /// Gauge add (registering the gauge on first use).
-        GaugeAdd { name: u8, delta: i64 },
-        /// Histogram record (registering the histogram on first use).
-        Record { name: u8, value: u64 },
-        /// Take a snapshot and check everything against the model.
-        Snapshot,
-    }
+// `cfg_attr(not(test), derive(arbitrary::Arbitrary))`: the derive is for the
+// fuzz target (a binary, built without `cfg(test)`); the integration test is
+// built with `cfg(test)` and has no `arbitrary` dependency. Not cargo-fuzz's
+// `cfg(fuzzing)`: the main crate's `unexpected_cfgs` lint rejects that name,
+// and no `#[allow]` below a crate root silences it for a `cfg_attr`.
 
-    /// One update inside a batch.
-    #[derive(Clone, Debug)]
-    #[cfg_attr(not(test), derive(arbitrary::Arbitrary))]
-    pub enum BatchOp {
-        /// `batch.add(counter, n)` (`inc` when `n == 1`).
-        Add { name: u8, n: u64 },
-        /// `batch.record(histogram, value)`.
-        Record { name: u8, value: u64 },
-    }
+/// One operation on a `Stats`. Name fields are indices into [`NAMES`].
+#[derive(Clone, Debug)]
+#[cfg_attr(not(test), derive(arbitrary::Arbitrary))]
+pub enum Op {
+    /// `stats.counter(name)`.
+    RegisterCounter(u8),
+    /// `stats.gauge(name)`.
+    RegisterGauge(u8),
+    /// `stats.histogram(name)`.
+    RegisterHistogram(u8),
+    /// Counter add (registering the counter on first use).
+    Add { name: u8, n: u64 },
+    /// One `stats.batch`.
+    Batch(Vec<BatchOp>),
+    /// Gauge set (registering the gauge on first use).
+    Set { name: u8, value: i64 },
+    /// Gauge add (registering the gauge on first use).
+    GaugeAdd { name: u8, delta: i64 },
+    /// Histogram record (registering the histogram on first use).
+    Record { name: u8, value: u64 },
+    /// Take a snapshot and check everything against the model.
+    Snapshot,
 }
 
-pub use ops::{BatchOp, Op};
+/// One update inside a batch.
+#[derive(Clone, Debug)]
+#[cfg_attr(not(test), derive(arbitrary::Arbitrary))]
+pub enum BatchOp {
+    /// `batch.add(counter, n)` (`inc` when `n == 1`).
+    Add { name: u8, n: u64 },
+    /// `batch.record(histogram, value)`.
+    Record { name: u8, value: u64 },
+}
 
 /// Applies `ops` to a fresh [`Stats`] and to the model, checking after every
 /// [`Op::Snapshot`] and at the end. Panics (with the failing op's position) on
@@ -362,10 +359,10 @@ impl Harness {
                         }
                         BatchOp::Record { name: i, value } => {
                             let name = name(i);
-                            if let Some(h) = self.histogram(name, at) {
-                                if self.take_sample() {
-                                    resolved.push(Resolved::Record(h, name, value));
-                                }
+                            if let Some(h) = self.histogram(name, at)
+                                && self.take_sample()
+                            {
+                                resolved.push(Resolved::Record(h, name, value));
                             }
                         }
                     }
@@ -413,10 +410,12 @@ impl Harness {
         }
 
         let prometheus = snap.to_prometheus();
+        let lines: HashSet<&str> = prometheus.lines().collect();
+        let has_line = |line: &str| lines.contains(line);
         for (&name, want) in &self.model {
             let got = snap.get(name).expect("present: checked above");
             assert!(
-                prometheus.contains(&format!("# TYPE {name} {}\n", want.kind())),
+                has_line(&format!("# TYPE {name} {}", want.kind())),
                 "{ctx}: no TYPE line for {name:?} in\n{prometheus}"
             );
             match (want, got) {
@@ -426,9 +425,9 @@ impl Harness {
                     if let Some(c) = self.counters.get(name) {
                         assert_eq!(c.get(), *want, "{ctx}: Counter::get of {name:?}");
                     }
-                    let line = format!("\n{name} {want}\n");
+                    let line = format!("{name} {want}");
                     assert!(
-                        format!("\n{prometheus}").contains(&line),
+                        has_line(&line),
                         "{ctx}: no sample line {line:?} in\n{prometheus}"
                     );
                 }
@@ -438,9 +437,9 @@ impl Harness {
                     if let Some(g) = self.gauges.get(name) {
                         assert_eq!(g.get(), *want, "{ctx}: Gauge::get of {name:?}");
                     }
-                    let line = format!("\n{name} {want}\n");
+                    let line = format!("{name} {want}");
                     assert!(
-                        format!("\n{prometheus}").contains(&line),
+                        has_line(&line),
                         "{ctx}: no sample line {line:?} in\n{prometheus}"
                     );
                 }
@@ -453,12 +452,12 @@ impl Harness {
                         assert_eq!(&direct, got, "{ctx}: Histogram::snapshot of {name:?}");
                     }
                     for line in [
-                        format!("\n{name}_count {}\n", want.count),
-                        format!("\n{name}_sum {}\n", want.sum),
-                        format!("\n{name}_bucket{{le=\"+Inf\"}} {}\n", want.count),
+                        format!("{name}_count {}", want.count),
+                        format!("{name}_sum {}", want.sum),
+                        format!("{name}_bucket{{le=\"+Inf\"}} {}", want.count),
                     ] {
                         assert!(
-                            format!("\n{prometheus}").contains(&line),
+                            has_line(&line),
                             "{ctx}: no sample line {line:?} in\n{prometheus}"
                         );
                     }
