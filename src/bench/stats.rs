@@ -9,7 +9,7 @@ use crossbeam_utils::CachePadded;
 
 use super::{Case, Target, expect_eq};
 use crate::baseline::LockedStats;
-use crate::stats::{Counter, Stats};
+use crate::stats::{Counter, Stats, Update};
 
 /// Metrics read by the `snapshot` operation.
 pub const SNAPSHOT_METRICS: usize = 64;
@@ -53,6 +53,9 @@ pub fn cases() -> Vec<Case> {
         case("batch4", "latchfree", "all-or-nothing", |_| {
             Box::new(LatchfreeCounters::new(4))
         }),
+        case("batch4", "latchfree-closure", "all-or-nothing", |_| {
+            Box::new(LatchfreeCounters::new(4).with_closure())
+        }),
         case("batch4", "locked", "all-or-nothing", |_| {
             Box::new(LockedCounters::new(4))
         }),
@@ -75,16 +78,27 @@ pub fn cases() -> Vec<Case> {
 struct LatchfreeCounters {
     stats: Stats,
     counters: Vec<Counter>,
+    /// `batch4` through [`Stats::batch`] (a closure) instead of [`Stats::apply`].
+    closure: bool,
 }
 
 impl LatchfreeCounters {
+    fn with_closure(mut self) -> Self {
+        self.closure = true;
+        self
+    }
+
     fn new(n: usize) -> Self {
         let stats = Stats::new();
         let counters = BATCH[..n]
             .iter()
             .map(|(name, _)| stats.counter(name).expect("static metric names are valid"))
             .collect();
-        Self { stats, counters }
+        Self {
+            stats,
+            counters,
+            closure: false,
+        }
     }
 }
 
@@ -98,13 +112,24 @@ impl Target for LatchfreeCounters {
             let [calls, bytes_in, bytes_out, errors] = &self.counters[..] else {
                 unreachable!("built with one or four counters")
             };
-            for _ in 0..n {
-                self.stats.batch(|b| {
-                    b.add(calls, BATCH[0].1);
-                    b.add(bytes_in, BATCH[1].1);
-                    b.add(bytes_out, BATCH[2].1);
-                    b.add(errors, BATCH[3].1);
-                });
+            if self.closure {
+                for _ in 0..n {
+                    self.stats.batch(|b| {
+                        b.add(calls, BATCH[0].1);
+                        b.add(bytes_in, BATCH[1].1);
+                        b.add(bytes_out, BATCH[2].1);
+                        b.add(errors, BATCH[3].1);
+                    });
+                }
+            } else {
+                for _ in 0..n {
+                    self.stats.apply([
+                        Update::Add(calls, BATCH[0].1),
+                        Update::Add(bytes_in, BATCH[1].1),
+                        Update::Add(bytes_out, BATCH[2].1),
+                        Update::Add(errors, BATCH[3].1),
+                    ]);
+                }
             }
         }
     }

@@ -41,12 +41,38 @@
 //! slice). Batches are applied from a buffer with no user code inside the
 //! bracket, so a panic cannot leave `seq` odd.
 //!
+//! # Readers that keep losing: the writer publishes a copy
+//!
+//! A plain sequence lock can starve its reader: a thread that batches back to
+//! back (a `Histogram::record` loop, say) finishes a batch during nearly every
+//! read of a large shard (one histogram is ~1,900 slots), and the snapshot
+//! retries for as long as the writer keeps going. So after
+//! [`FAST_ATTEMPTS`] failed reads, a reader asks the writer for help:
+//!
+//! ```text
+//! reader (holds help_lock)                          writer, after each batch
+//!   help.store(gen | REQUESTED, Release) ───────┐     h = help.load(Relaxed)
+//!   loop:                                       └──▶  if h is REQUESTED:
+//!     help == gen | PUBLISHED (Acquire)? ◀──────┐       fence(Acquire); copy every chunk
+//!       read the copy; done                     └───    CAS(h → gen | PUBLISHED, Release)
+//!     one ordinary validated read? done
+//! ```
+//!
+//! Between batches the writer's slots are consistent by construction, so its
+//! copy is a consistent state, at least as new as anything the reader saw
+//! before asking (the writer copies its own latest values). The generation in
+//! `help` makes a late publish for an abandoned request harmless: a reader
+//! accepts only its own generation. The writer's cost is one relaxed load per
+//! batch, plus one copy per request; it still never waits. `help_lock` orders
+//! readers among themselves and is never touched by the writer.
+//!
 //! Single updates outside a batch do not touch `seq`: one slot is atomic on
 //! its own, and skipping the bracket keeps a counter increment at two plain
 //! memory operations.
 
 use std::ops::Range;
 
+use crate::sync::Mutex;
 use crate::sync::atomic::{AtomicPtr, AtomicU64, Ordering, fence};
 
 /// Slots per chunk. Small under loom, where every atomic is a modelled object.
@@ -64,13 +90,34 @@ const MAX_CHUNKS: usize = 8;
 /// The most slots a shard can hold.
 pub(crate) const MAX_SLOTS: usize = CHUNK_SLOTS * MAX_CHUNKS;
 
+/// Validated reads a reader tries on its own before asking for a copy.
+#[cfg(not(latchfree_loom))]
+const FAST_ATTEMPTS: u32 = 8;
+/// Under loom, ask at once, so the models explore the help path too.
+#[cfg(latchfree_loom)]
+const FAST_ATTEMPTS: u32 = 1;
+
+/// `help` states (low two bits; the rest is the request's generation).
+const STATE: u64 = 0b11;
+const IDLE: u64 = 0;
+const REQUESTED: u64 = 1;
+const PUBLISHED: u64 = 2;
+
+type ChunkTable = [AtomicPtr<AtomicU64>; MAX_CHUNKS];
+
 /// One thread's slots. See the module docs for the protocol.
 pub(crate) struct Shard {
     /// Even at rest; odd while the owner applies a batch.
     seq: AtomicU64,
+    /// A starving reader's request for a copy: `generation << 2 | state`.
+    help: AtomicU64,
     /// Chunk `c` holds slots `c * CHUNK_SLOTS ..`; null until first written.
     /// Inline, so the hot path reaches a chunk with one load.
-    chunks: [AtomicPtr<AtomicU64>; MAX_CHUNKS],
+    chunks: ChunkTable,
+    /// The owner's consistent copy of `chunks`, made when a reader asks.
+    copies: ChunkTable,
+    /// Serialises readers on the help path; holds the last generation used.
+    help_lock: Mutex<u64>,
 }
 
 /// The chunk of `slot`. Slots are below [`MAX_SLOTS`] (the registry never
@@ -82,12 +129,56 @@ fn chunk_of(slot: usize) -> usize {
     (slot / CHUNK_SLOTS) & (MAX_CHUNKS - 1)
 }
 
+fn empty_table() -> ChunkTable {
+    std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut()))
+}
+
+/// Allocates a zeroed chunk and publishes it in `entry`. Owner only.
+#[cold]
+#[inline(never)]
+fn allocate(entry: &AtomicPtr<AtomicU64>) -> *mut AtomicU64 {
+    let slots: Box<[AtomicU64]> = (0..CHUNK_SLOTS).map(|_| AtomicU64::new(0)).collect();
+    let base = Box::into_raw(slots).cast::<AtomicU64>();
+    // Release: pairs with the Acquire loads in `read_table` and `read_slot`,
+    // so a reader that sees the pointer also sees the zeroed slots behind it.
+    entry.store(base, Ordering::Release);
+    base
+}
+
+/// Reads slots `range` of `table` into `out` (cleared first); null chunks
+/// read as zeros. No consistency check: the caller provides it.
+fn read_table(table: &ChunkTable, range: Range<usize>, out: &mut Vec<u64>) {
+    out.clear();
+    let mut slot = range.start;
+    while slot < range.end {
+        let offset = slot % CHUNK_SLOTS;
+        let n = (CHUNK_SLOTS - offset).min(range.end - slot);
+        // Acquire: pairs with the Release store in `allocate`.
+        let base = table[chunk_of(slot)].load(Ordering::Acquire);
+        if base.is_null() {
+            out.resize(out.len() + n, 0);
+        } else {
+            for i in offset..offset + n {
+                // SAFETY: `base` is a published chunk of `CHUNK_SLOTS` atomics,
+                // freed only when the shard drops (callers hold `&Shard`), and
+                // `i < offset + n <= CHUNK_SLOTS`.
+                let v = unsafe { &*base.add(i) };
+                out.push(v.load(Ordering::Relaxed));
+            }
+        }
+        slot += n;
+    }
+}
+
 impl Shard {
     /// A shard with no chunk allocated yet.
     pub(crate) fn new() -> Self {
         Self {
             seq: AtomicU64::new(0),
-            chunks: std::array::from_fn(|_| AtomicPtr::new(std::ptr::null_mut())),
+            help: AtomicU64::new(IDLE),
+            chunks: empty_table(),
+            copies: empty_table(),
+            help_lock: Mutex::new(0),
         }
     }
 
@@ -98,28 +189,17 @@ impl Shard {
     /// writer. `slot` must be below [`MAX_SLOTS`].
     #[inline(always)]
     fn owned_slot(&self, slot: usize) -> &AtomicU64 {
-        let chunk = &self.chunks[chunk_of(slot)];
+        let entry = &self.chunks[chunk_of(slot)];
         // Relaxed: only this thread ever stores a chunk pointer, and a thread
         // always sees its own stores.
-        let mut base = chunk.load(Ordering::Relaxed);
+        let mut base = entry.load(Ordering::Relaxed);
         if base.is_null() {
-            base = Self::allocate(chunk);
+            base = allocate(entry);
         }
         // SAFETY: `base` is non-null, so it points at a live chunk of
         // `CHUNK_SLOTS` atomics that is freed only in `Drop` (which needs
         // `&mut self`); the offset is `< CHUNK_SLOTS`.
         unsafe { &*base.add(slot % CHUNK_SLOTS) }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn allocate(chunk: &AtomicPtr<AtomicU64>) -> *mut AtomicU64 {
-        let slots: Box<[AtomicU64]> = (0..CHUNK_SLOTS).map(|_| AtomicU64::new(0)).collect();
-        let base = Box::into_raw(slots).cast::<AtomicU64>();
-        // Release: pairs with the Acquire load in `read_range`, so a reader that
-        // sees the pointer also sees the zero-initialised slots behind it.
-        chunk.store(base, Ordering::Release);
-        base
     }
 
     /// Adds `delta` to `slot` (wrapping). Owner only.
@@ -151,13 +231,69 @@ impl Shard {
         let s = self.seq.load(Ordering::Relaxed);
         self.seq.store(s.wrapping_add(1), Ordering::Relaxed);
         // Release fence: orders the odd store before the slot stores below for
-        // any reader whose Acquire fence (in `read_range`) follows a load that
+        // any reader whose Acquire fence (in `try_read`) follows a load that
         // saw one of them.
         fence(Ordering::Release);
         apply(self);
         // Release: pairs with the reader's Acquire load of `s1`, publishing the
         // whole batch to a reader that sees the even value.
         self.seq.store(s.wrapping_add(2), Ordering::Release);
+        // Relaxed: only a hint; `publish_copy` synchronises properly.
+        let help = self.help.load(Ordering::Relaxed);
+        if help & STATE == REQUESTED {
+            self.publish_copy(help);
+        }
+    }
+
+    /// Copies every chunk into `copies` and marks request `help` published.
+    /// Owner only, between batches (so the copy is consistent).
+    #[cold]
+    #[inline(never)]
+    fn publish_copy(&self, help: u64) {
+        // Acquire: pairs with the reader's Release store of the request, so
+        // the copy happens after everything the reader did before asking.
+        fence(Ordering::Acquire);
+        for (entry, copy) in self.chunks.iter().zip(&self.copies) {
+            // Relaxed: chunk pointers have a single writer, this thread.
+            let data = entry.load(Ordering::Relaxed);
+            if data.is_null() {
+                continue;
+            }
+            let mut dest = copy.load(Ordering::Relaxed);
+            if dest.is_null() {
+                dest = allocate(copy);
+            }
+            for i in 0..CHUNK_SLOTS {
+                // SAFETY: both are live chunks of `CHUNK_SLOTS` atomics (non-null,
+                // freed only on drop), and `i < CHUNK_SLOTS`.
+                let (from, to) = unsafe { (&*data.add(i), &*dest.add(i)) };
+                to.store(from.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
+        // Release: pairs with the reader's Acquire load that sees PUBLISHED,
+        // making the copy visible. A failed exchange means the reader gave up
+        // on this request (or made a new one); the copy is then unused.
+        let _ = self.help.compare_exchange(
+            help,
+            (help & !STATE) | PUBLISHED,
+            Ordering::Release,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// One validated read of `range` into `out`: `true` if no batch overlapped.
+    fn try_read(&self, range: Range<usize>, out: &mut Vec<u64>) -> bool {
+        // Acquire: pairs with the closing Release store of `batch`.
+        let s1 = self.seq.load(Ordering::Acquire);
+        if s1 & 1 == 1 {
+            return false;
+        }
+        read_table(&self.chunks, range, out);
+        // Acquire fence: pairs with the writer's Release fence in `batch`; if
+        // any load in `read_table` saw a batch's store, `s2` below sees that
+        // batch's odd `seq`.
+        fence(Ordering::Acquire);
+        self.seq.load(Ordering::Relaxed) == s1
     }
 
     /// Reads slots `range` of this shard into `out` (cleared first) as one
@@ -166,39 +302,41 @@ impl Shard {
     /// `range.end` must not exceed [`MAX_SLOTS`].
     pub(crate) fn read_range(&self, range: Range<usize>, out: &mut Vec<u64>) {
         let mut step = 0;
+        for _ in 0..FAST_ATTEMPTS {
+            if self.try_read(range.clone(), out) {
+                return;
+            }
+            crate::sync::backoff(&mut step);
+        }
+        self.read_with_help(range, out);
+    }
+
+    /// The help path: ask the writer for a copy, and keep trying an ordinary
+    /// read meanwhile (the writer may be idle, or preempted mid-batch).
+    #[cold]
+    fn read_with_help(&self, range: Range<usize>, out: &mut Vec<u64>) {
+        let mut generation = self.help_lock.lock().unwrap_or_else(|p| p.into_inner());
+        *generation = generation.wrapping_add(1);
+        let request = (*generation << 2) | REQUESTED;
+        let published = (*generation << 2) | PUBLISHED;
+        // Release: pairs with the Acquire fence in `publish_copy`.
+        self.help.store(request, Ordering::Release);
+        let mut step = 0;
         loop {
-            // Acquire: pairs with the closing Release store of `batch`.
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                crate::sync::backoff(&mut step);
-                continue;
+            // Acquire: pairs with the Release exchange in `publish_copy`.
+            if self.help.load(Ordering::Acquire) == published {
+                read_table(&self.copies, range, out);
+                return;
             }
-            out.clear();
-            let mut slot = range.start;
-            while slot < range.end {
-                let offset = slot % CHUNK_SLOTS;
-                let n = (CHUNK_SLOTS - offset).min(range.end - slot);
-                // Acquire: pairs with the Release store in `allocate`.
-                let base = self.chunks[chunk_of(slot)].load(Ordering::Acquire);
-                if base.is_null() {
-                    out.resize(out.len() + n, 0);
-                } else {
-                    for i in offset..offset + n {
-                        // SAFETY: `base` is a published chunk of `CHUNK_SLOTS`
-                        // atomics, live until the shard is dropped (we hold
-                        // `&self`), and `i < offset + n <= CHUNK_SLOTS`.
-                        let v = unsafe { &*base.add(i) };
-                        out.push(v.load(Ordering::Relaxed));
-                    }
-                }
-                slot += n;
-            }
-            // Acquire fence: pairs with the writer's Release fence in `batch`;
-            // if any load above saw a batch's store, `s2` below sees that
-            // batch's odd `seq`.
-            fence(Ordering::Acquire);
-            let s2 = self.seq.load(Ordering::Relaxed);
-            if s1 == s2 {
+            if self.try_read(range.clone(), out) {
+                // Withdraw the request so the writer skips a needless copy;
+                // if it already published, the stale copy is never read.
+                let _ = self.help.compare_exchange(
+                    request,
+                    (request & !STATE) | IDLE,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
                 return;
             }
             crate::sync::backoff(&mut step);
@@ -212,16 +350,16 @@ impl Shard {
         if base.is_null() {
             return 0;
         }
-        // SAFETY: as in `read_range`: a published, live chunk; offset in bounds.
+        // SAFETY: as in `read_table`: a published, live chunk; offset in bounds.
         unsafe { &*base.add(slot % CHUNK_SLOTS) }.load(Ordering::Relaxed)
     }
 }
 
 impl Drop for Shard {
     fn drop(&mut self) {
-        for chunk in self.chunks.iter_mut() {
+        for entry in self.chunks.iter().chain(&self.copies) {
             // Relaxed: `&mut self` already excludes every other access.
-            let base = chunk.load(Ordering::Relaxed);
+            let base = entry.load(Ordering::Relaxed);
             if !base.is_null() {
                 let slice = std::ptr::slice_from_raw_parts_mut(base, CHUNK_SLOTS);
                 // SAFETY: `base` came from `Box::into_raw` of a boxed slice of
@@ -268,6 +406,46 @@ mod tests {
         });
         assert_eq!(shard.seq.load(Ordering::Relaxed), 2);
         assert_eq!(&read_all(&shard, 2)[..], &[1, 3]);
+    }
+
+    #[test]
+    fn a_published_copy_is_read_by_the_requesting_generation_only() {
+        let shard = Shard::new();
+        shard.add(3, 5);
+        // Ask for help as a reader would, then let the owner finish a batch.
+        shard.help.store((1 << 2) | REQUESTED, Ordering::Release);
+        shard.batch(|s| s.add(4, 6));
+        assert_eq!(shard.help.load(Ordering::Acquire), (1 << 2) | PUBLISHED);
+        let mut out = Vec::new();
+        read_table(&shard.copies, 2..5, &mut out);
+        assert_eq!(out, vec![0, 5, 6]);
+        // A request the reader withdrew is not published.
+        shard.help.store((2 << 2) | IDLE, Ordering::Release);
+        shard.batch(|s| s.add(4, 1));
+        assert_eq!(shard.help.load(Ordering::Acquire), (2 << 2) | IDLE);
+    }
+
+    #[test]
+    fn a_starved_reader_gets_a_copy_from_a_busy_writer() {
+        use std::sync::atomic::AtomicBool;
+        let shard = Shard::new();
+        let stop = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    shard.batch(|s| {
+                        s.add(0, 1);
+                        s.add(CHUNK_SLOTS + 7, 3);
+                    });
+                }
+            });
+            let mut out = Vec::new();
+            for _ in 0..200 {
+                shard.read_with_help(0..2 * CHUNK_SLOTS, &mut out);
+                assert_eq!(out[CHUNK_SLOTS + 7], 3 * out[0]);
+            }
+            stop.store(true, Ordering::Relaxed);
+        });
     }
 
     #[test]
