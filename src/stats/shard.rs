@@ -60,9 +60,15 @@
 //!
 //! Between batches the writer's slots are consistent by construction, so its
 //! copy is a consistent state, at least as new as anything the reader saw
-//! before asking (the writer copies its own latest values). The generation in
-//! `help` makes a late publish for an abandoned request harmless: a reader
-//! accepts only its own generation. The writer's cost is one relaxed load per
+//! before asking (the writer copies its own latest values). The writer
+//! publishes with an exchange from exactly the request it saw, so a publish
+//! for a request that was withdrawn or replaced fails and no reader sees a
+//! copy made for another; the generation makes every request a distinct value,
+//! so that exchange cannot succeed on a newer request (no ABA). The Acquire
+//! fence before the copy is needed although loom cannot show it (loom does not
+//! explore load buffering): without it the writer's relaxed read of a request
+//! could be satisfied "early" and copy a state older than what the reader
+//! already saw. The writer's cost is one relaxed load per
 //! batch, plus one copy per request; it still never waits. `help_lock` orders
 //! readers among themselves and is never touched by the writer.
 //!
