@@ -4,12 +4,15 @@
 //! Every test checks exact totals (the crate promises that no update is ever
 //! lost) and, where readers run concurrently, that each snapshot is
 //! consistent (batches all-or-nothing, counters monotone per reader).
-//! Nothing here sleeps: threads coordinate through `thread::scope` joins and
-//! atomic flags only.
+//! Nothing here sleeps for a set time: threads coordinate through joins,
+//! atomic flags and a barrier, and the one watchdog waits on a channel with a
+//! deadline.
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Barrier, mpsc};
 use std::thread;
+use std::time::{Duration, Instant};
 
 use latchfree::stats::{Counter, Histogram, HistogramSnapshot, Snapshot, Stats};
 
@@ -56,21 +59,25 @@ fn eight_threads_million_increments_each_are_exact() {
 /// update (e.g. if shards were shared between threads, or `Counter::add` were
 /// a plain load+store on a shared slot).
 ///
-/// A single run could, in principle, be lucky (the scheduler may run the
-/// threads one after another, or the two cores may rarely interleave inside
-/// the load/store window), so it is retried up to 5 times and the test asserts
-/// that at least one run lost updates. On 2 cores with 8 threads hammering
-/// one cache line, the first run virtually always loses many thousands.
+/// A single run can be lucky: the threads may run one after another (in a
+/// release build each finishes its million updates within a time slice,
+/// and other tests in this file may hold both cores), or the two cores may
+/// rarely interleave inside the load/store window. So the threads start
+/// together at a barrier, a run is retried up to 100 times, and the test
+/// asserts that at least one run lost updates. In a debug build the first
+/// run virtually always loses many thousands.
 #[test]
 fn unsynchronised_rmw_on_one_atomic_loses_updates() {
-    const ATTEMPTS: usize = 5;
+    const ATTEMPTS: usize = 100;
     let expected = THREADS * INCS_PER_THREAD;
     let mut totals = Vec::new();
     for _ in 0..ATTEMPTS {
         let x = AtomicU64::new(0);
+        let start = Barrier::new(THREADS as usize);
         thread::scope(|s| {
             for _ in 0..THREADS {
                 s.spawn(|| {
+                    start.wait();
                     for _ in 0..INCS_PER_THREAD {
                         // Deliberately racy: two threads can load the same
                         // value and both store value + 1.
@@ -88,27 +95,35 @@ fn unsynchronised_rmw_on_one_atomic_loses_updates() {
     }
     assert!(
         totals.iter().any(|&t| t < expected),
-        "no run of the racy RMW lost an update ({totals:?}); the exact-total \
-         test could not tell a lost update from a correct run on this machine"
+        "no run of the racy RMW lost an update ({} runs); the exact-total \
+         test could not tell a lost update from a correct run on this machine",
+        totals.len()
+    );
+    println!(
+        "racy RMW: run {} of up to {ATTEMPTS} lost {} updates",
+        totals.len(),
+        expected - totals.last().unwrap()
     );
 }
 
 const WRITERS: u64 = 4;
 const READERS: usize = 2;
 
-/// Runs `WRITERS` threads that each loop `stats.batch(..)` (adding 1 to
+/// Runs `writers` threads that each loop `stats.batch(..)` (adding 1 to
 /// `calls_total`, 3 to `bytes_total`, and, when `hist` is given, recording
-/// a value `v` in it and adding `v` to `value_sum_total`) until `READERS`
+/// a value `v` in it and adding `v` to `value_sum_total`) until `readers`
 /// threads have each taken `snapshots_per_reader` snapshots and passed them
 /// to `check`, which returns the snapshot's `calls_total`. Each reader also
 /// asserts that `calls_total` (via the snapshot and via `Counter::get`)
-/// never decreases. Writers yield every `yield_every` batches (`u64::MAX`:
-/// never). Returns the number of batches written.
+/// never decreases. Writers never yield: each batches back to back until
+/// told to stop. Prints the run's length and its longest snapshot (shown
+/// with `--nocapture`). Returns the number of batches written.
 fn race_batches_against_snapshots(
     stats: &Stats,
     hist: Option<&Histogram>,
+    writers: u64,
+    readers: usize,
     snapshots_per_reader: usize,
-    yield_every: u64,
     check: fn(&Snapshot) -> u64,
 ) -> u64 {
     let calls = stats.counter("calls_total").unwrap();
@@ -116,8 +131,9 @@ fn race_batches_against_snapshots(
     let value_sum = stats.counter("value_sum_total").unwrap();
     let stop = AtomicBool::new(false);
     let (calls, bytes, value_sum, stop) = (&calls, &bytes, &value_sum, &stop);
-    thread::scope(|s| {
-        let writers: Vec<_> = (0..WRITERS)
+    let start = Instant::now();
+    let (written, longest) = thread::scope(|s| {
+        let writers: Vec<_> = (0..writers)
             .map(|w| {
                 s.spawn(move || {
                     let mut n = 0u64;
@@ -132,21 +148,22 @@ fn race_batches_against_snapshots(
                             }
                         });
                         n += 1;
-                        if n.is_multiple_of(yield_every) {
-                            thread::yield_now();
-                        }
                     }
                     n
                 })
             })
             .collect();
-        let readers: Vec<_> = (0..READERS)
+        let readers: Vec<_> = (0..readers)
             .map(|_| {
                 s.spawn(move || {
                     let mut last = 0u64;
                     let mut last_get = 0u64;
+                    let mut longest = Duration::ZERO;
                     for _ in 0..snapshots_per_reader {
-                        let now = check(&stats.snapshot());
+                        let t = Instant::now();
+                        let snap = stats.snapshot();
+                        longest = longest.max(t.elapsed());
+                        let now = check(&snap);
                         assert!(now >= last, "calls went back: {last} -> {now}");
                         last = now;
                         let got = calls.get();
@@ -154,6 +171,7 @@ fn race_batches_against_snapshots(
                         assert!(got >= last_get, "Counter::get went back");
                         last_get = got;
                     }
+                    longest
                 })
             })
             .collect();
@@ -161,14 +179,23 @@ fn race_batches_against_snapshots(
         // if a reader failed, then re-raise the reader's panic.
         let outcomes: Vec<_> = readers.into_iter().map(|r| r.join()).collect();
         stop.store(true, Relaxed);
-        let written = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        let written: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+        let mut longest = Duration::ZERO;
         for outcome in outcomes {
-            if let Err(panic) = outcome {
-                std::panic::resume_unwind(panic);
+            match outcome {
+                Ok(l) => longest = longest.max(l),
+                Err(panic) => std::panic::resume_unwind(panic),
             }
         }
-        written
-    })
+        (written, longest)
+    });
+    println!(
+        "{} checked snapshots by {readers} readers against {writers} writers \
+         ({written} batches) in {:.2?}; longest snapshot {longest:.2?}",
+        readers * snapshots_per_reader,
+        start.elapsed(),
+    );
+    written
 }
 
 /// `bytes == 3 * calls`: a snapshot that saw part of a batch would break it.
@@ -198,24 +225,34 @@ fn check_counters_and_histogram(snap: &Snapshot) -> u64 {
 #[test]
 fn batches_are_atomic_in_every_snapshot() {
     let stats = Stats::new();
-    let written = race_batches_against_snapshots(&stats, None, 50_000, u64::MAX, check_counters);
+    let written =
+        race_batches_against_snapshots(&stats, None, WRITERS, READERS, 50_000, check_counters);
     let snap = stats.snapshot();
     assert_eq!(check_counters(&snap), written);
     assert_eq!(snap.counter("bytes_total"), Some(3 * written));
     assert_eq!(snap.counter("value_sum_total"), Some(0));
 }
 
-/// (c, continued) The same race with a histogram recorded inside each batch.
+const HIST_WRITERS: u64 = 2;
+const HIST_READERS: usize = 5;
+
+/// (c, continued) The same race with a histogram recorded inside each batch:
+/// 2 writers batching back to back, never yielding, against 5 readers taking
+/// 100,000 snapshots in all, each checked.
 ///
-/// A registered histogram makes every snapshot read its ~1,900 slots in every
-/// shard (about 15 µs per shard in a debug build), and a seqlock reader must
-/// retry while the shard's owner keeps batching. With 4 writers batching back
-/// to back on 2 cores a snapshot then takes milliseconds on average (it
-/// completes only once the writer of the shard being read is descheduled), so
-/// 100,000 of them would take minutes. The writers therefore yield every 64
-/// batches, and this part takes 20,000 snapshots; the counters-only test above
-/// supplies the other 100,000. (Mutation check: with the seqlock's `s1 == s2`
-/// validation removed, both tests fail within a second.)
+/// Each snapshot reads the histogram's ~1,900 slots in every writer's shard
+/// while that writer keeps batching, so most reads of a shard overlap a
+/// batch; a reader that keeps failing gets a copy from the writer (see the
+/// module docs of `src/stats/shard.rs`). (Mutation check: with the seqlock's
+/// `s1 == s2` validation removed, this test and the one above fail within a
+/// second.)
+///
+/// The run's length is set by waits, not by reading: a writer preempted
+/// mid-batch leaves its shard's `seq` odd until it runs again, and every
+/// snapshot that reaches that shard meanwhile waits (milliseconds on 2
+/// cores). Each extra writer adds such waits, while extra readers wait in
+/// parallel; hence 2 writers and 5 readers. (Debug build, 2 cores: about
+/// 15 s; 4 writers and 2 readers took 150 to 240 s.)
 #[test]
 fn histogram_in_a_batch_agrees_with_its_counters_in_every_snapshot() {
     let stats = Stats::new();
@@ -223,8 +260,9 @@ fn histogram_in_a_batch_agrees_with_its_counters_in_every_snapshot() {
     let written = race_batches_against_snapshots(
         &stats,
         Some(&hist),
-        10_000,
-        64,
+        HIST_WRITERS,
+        HIST_READERS,
+        100_000 / HIST_READERS,
         check_counters_and_histogram,
     );
     let snap = stats.snapshot();
@@ -562,4 +600,115 @@ fn sixteen_threads_mixing_every_update_kind() {
     assert_eq!(d.sum(), n * (n - 1) / 2);
     assert_eq!(d.max(), n - 1);
     assert_eq!(&direct.snapshot(), d);
+}
+
+/// Writers of [`snapshots_complete_while_writers_record_back_to_back`].
+const RECORDERS: usize = 3;
+
+/// Snapshots are not starved by writers that record without pause: 3 threads
+/// call `Histogram::record` in tight loops (each call is a batch) while one
+/// reader takes 2,000 snapshots, each checked.
+///
+/// The only bound is a loose deadline: all 2,000 snapshots must complete
+/// within 60 s. In a debug build on 2 cores they took 8 to 18 s (a snapshot
+/// mostly waits for writers preempted mid-sample to run again, so its time
+/// follows the scheduler's time slices); before shards published copies for
+/// starving readers, only 1,511 had completed at 60 s. The test's own thread
+/// is the watchdog: past the deadline it stops the writers and fails the test
+/// instead of hanging (it never joins a reader that may still be stuck). The
+/// snapshot times are printed (`--nocapture`), not asserted.
+#[test]
+fn snapshots_complete_while_writers_record_back_to_back() {
+    const SNAPSHOTS: usize = 2_000;
+    const DEADLINE: Duration = Duration::from_secs(60);
+    const VALUE: u64 = 1_234;
+
+    let start = Instant::now();
+    let stats = Stats::new();
+    let hist = stats.histogram("recorded").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_guard = StopOnDrop(&stop);
+    let started = Arc::new(AtomicUsize::new(0));
+    let completed = Arc::new(AtomicUsize::new(0));
+
+    let writers: Vec<_> = (0..RECORDERS)
+        .map(|_| {
+            let (hist, stop, started) = (hist.clone(), stop.clone(), started.clone());
+            thread::spawn(move || {
+                hist.record(VALUE);
+                started.fetch_add(1, Relaxed);
+                let mut n = 1u64;
+                while !stop.load(Relaxed) {
+                    hist.record(VALUE);
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+
+    let (done_tx, done_rx) = mpsc::channel();
+    let reader = {
+        let (stats, started, completed) = (stats.clone(), started.clone(), completed.clone());
+        thread::spawn(move || {
+            // Start once every writer has its shard and is in its loop.
+            while started.load(Relaxed) < RECORDERS {
+                thread::yield_now();
+            }
+            let mut times = Vec::with_capacity(SNAPSHOTS);
+            let mut last = 0;
+            for _ in 0..SNAPSHOTS {
+                let t = Instant::now();
+                let snap = stats.snapshot();
+                times.push(t.elapsed());
+                let h = snap.histogram("recorded").unwrap();
+                let count = h.count();
+                assert!(count >= last, "count went back: {last} -> {count}");
+                last = count;
+                assert_eq!(h.sum(), VALUE * count, "torn sample: sum vs count");
+                assert_eq!(h.max(), VALUE, "torn sample: max");
+                let in_buckets: Vec<u64> = h.buckets().map(|(_, _, n)| n).collect();
+                assert_eq!(in_buckets, [count], "torn sample: buckets vs count");
+                completed.fetch_add(1, Relaxed);
+            }
+            // A panic above drops `done_tx` unsent: the watchdog sees a
+            // disconnect and re-raises the panic from `join`.
+            done_tx.send(()).unwrap();
+            times
+        })
+    };
+
+    match done_rx.recv_timeout(DEADLINE.saturating_sub(start.elapsed())) {
+        Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {}
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            drop(stop_guard);
+            panic!(
+                "only {} of {SNAPSHOTS} snapshots completed within {DEADLINE:?} \
+                 while {RECORDERS} writers recorded back to back",
+                completed.load(Relaxed)
+            );
+        }
+    }
+    let times = match reader.join() {
+        Ok(times) => times,
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
+    drop(stop_guard);
+    let written: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    let elapsed = start.elapsed();
+
+    let snap = hist.snapshot();
+    assert_eq!((snap.count(), snap.sum()), (written, VALUE * written));
+
+    let mut sorted = times.clone();
+    sorted.sort_unstable();
+    let total: Duration = times.iter().sum();
+    println!(
+        "{SNAPSHOTS} snapshots against {RECORDERS} writers ({written} samples) in \
+         {elapsed:.2?}: mean {:.1?}, p50 {:.1?}, p99 {:.1?}, max {:.1?}",
+        total / SNAPSHOTS as u32,
+        sorted[SNAPSHOTS / 2],
+        sorted[SNAPSHOTS * 99 / 100],
+        sorted[SNAPSHOTS - 1],
+    );
 }
