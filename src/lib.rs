@@ -12,6 +12,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`stats`] | counters, gauges, histograms: per-thread shards, atomic batches, Prometheus text |
+//! | [`audit`] | the audit log's parts: MPSC record ring, hash-chained records, verifier (the writer is not built yet) |
 //! | [`baseline`] | the locked twins |
 //!
 //! ```
@@ -25,6 +26,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod baseline;
 #[cfg(feature = "cli")]
 pub mod bench;

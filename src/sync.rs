@@ -23,12 +23,12 @@
 #![allow(dead_code, unused_imports)] // The shim's full surface; not every component uses every item.
 
 #[cfg(not(latchfree_loom))]
-pub(crate) use std::sync::{Arc, Mutex, RwLock};
+pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(not(latchfree_loom))]
 pub(crate) use std::thread::yield_now;
 
 #[cfg(latchfree_loom)]
-pub(crate) use loom::sync::{Arc, Mutex, RwLock};
+pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(latchfree_loom)]
 pub(crate) use loom::thread::yield_now;
 

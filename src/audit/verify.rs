@@ -1,0 +1,394 @@
+//! Checking a log directory: every line parses, `seq` runs without a hole
+//! across files, and the hash chain is intact. The first break is reported
+//! with its file and line.
+//!
+//! Files of one stream are `PREFIX-*.jsonl`, in name order (the writer names
+//! them by UTC date and a counter, so name order is write order). Each file
+//! is checked on its own, in parallel (rayon); then the files are stitched:
+//! each file's first record must continue the previous file's last (`seq + 1`
+//! and `prev` equal to its hash). The first record of the oldest file must
+//! be `seq` 0 with the all-zero `prev`, unless older files were removed on
+//! purpose: [`verify_from`] then starts at a head exported earlier.
+
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+
+use super::record::{self, ChainHash, RecordError};
+
+/// A point in a chain: a record's `seq` and hash.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The record's position.
+    pub seq: u64,
+    /// The record's hash.
+    pub hash: ChainHash,
+}
+
+/// What a successful verification found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Files checked.
+    pub files: usize,
+    /// Records (events and gap markers).
+    pub records: u64,
+    /// Gap markers among them.
+    pub gap_markers: u64,
+    /// Events the gap markers account for (dropped under the lossy policy).
+    pub dropped: u64,
+    /// The last record: export it to anchor the chain.
+    pub head: Option<Head>,
+}
+
+/// Where and how a chain breaks.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Problem {
+    /// The line is not a valid record (or its hash does not match it).
+    #[error(transparent)]
+    Record(#[from] RecordError),
+    /// A record is missing, repeated or moved.
+    #[error("seq {found} where seq {expected} was due")]
+    SeqGap {
+        /// The `seq` that should come next.
+        expected: u64,
+        /// The `seq` found.
+        found: u64,
+    },
+    /// `prev` is not the previous record's hash.
+    #[error("prev {found} is not the previous record's hash {expected}")]
+    ChainBroken {
+        /// The previous record's hash.
+        expected: ChainHash,
+        /// The `prev` found.
+        found: ChainHash,
+    },
+    /// The last line has no newline: a write was cut short.
+    #[error("the last line is torn (it has no newline)")]
+    TornTail,
+}
+
+/// Why a directory did not verify.
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// A file or the directory could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The chain breaks here (line numbers start at 1).
+    #[error("{}:{line}: {problem}", path.display())]
+    Broken {
+        /// The file.
+        path: PathBuf,
+        /// The line.
+        line: usize,
+        /// What is wrong.
+        problem: Problem,
+    },
+}
+
+/// Verifies the `audit` stream in `dir` from its first record (`seq` 0).
+pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
+    verify_from(dir, "audit", None)
+}
+
+/// Verifies stream `prefix` in `dir`. With `start`, the oldest remaining
+/// record must follow that head (older files were removed); without, it must
+/// be `seq` 0 with the all-zero `prev`.
+pub fn verify_from(dir: &Path, prefix: &str, start: Option<Head>) -> Result<VerifyReport, VerifyError> {
+    let files = stream_files(dir, prefix)?;
+    let scans: Vec<FileScan> = files.par_iter().map(|path| scan_file(path)).collect::<Result<_, _>>()?;
+    let mut report = VerifyReport {
+        files: files.len(),
+        records: 0,
+        gap_markers: 0,
+        dropped: 0,
+        head: start,
+    };
+    for (path, scan) in files.iter().zip(scans) {
+        let broken = |line, problem| VerifyError::Broken {
+            path: path.clone(),
+            line,
+            problem,
+        };
+        if let Some((seq, prev)) = scan.first {
+            follow(report.head, seq, prev).map_err(|p| broken(1, p))?;
+        }
+        if let Some((line, problem)) = scan.error {
+            return Err(broken(line, problem));
+        }
+        report.records += scan.records;
+        report.gap_markers += scan.gap_markers;
+        report.dropped += scan.dropped;
+        report.head = scan.last.or(report.head);
+    }
+    Ok(report)
+}
+
+/// Checks that a record `(seq, prev)` follows `previous` (or starts a chain).
+fn follow(previous: Option<Head>, seq: u64, prev: ChainHash) -> Result<(), Problem> {
+    let (expected_seq, expected_prev) = match previous {
+        Some(head) => (head.seq + 1, head.hash),
+        None => (0, ChainHash::GENESIS),
+    };
+    if seq != expected_seq {
+        return Err(Problem::SeqGap {
+            expected: expected_seq,
+            found: seq,
+        });
+    }
+    if prev != expected_prev {
+        return Err(Problem::ChainBroken {
+            expected: expected_prev,
+            found: prev,
+        });
+    }
+    Ok(())
+}
+
+/// The files of stream `prefix` in `dir`, in name order.
+pub fn stream_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, VerifyError> {
+    let io = |source| VerifyError::Io {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let start = format!("{prefix}-");
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&start) && name.ends_with(".jsonl") {
+            files.push(entry.path());
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// One file checked on its own.
+struct FileScan {
+    /// `(seq, prev)` of the first record, to stitch to the previous file.
+    first: Option<(u64, ChainHash)>,
+    /// The last good record.
+    last: Option<Head>,
+    records: u64,
+    gap_markers: u64,
+    dropped: u64,
+    /// The first problem inside the file, with its line.
+    error: Option<(usize, Problem)>,
+}
+
+fn scan_file(path: &Path) -> Result<FileScan, VerifyError> {
+    let bytes = std::fs::read(path).map_err(|source| VerifyError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut scan = FileScan {
+        first: None,
+        last: None,
+        records: 0,
+        gap_markers: 0,
+        dropped: 0,
+        error: None,
+    };
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // A file ends with a newline, which leaves one empty piece after it.
+    let torn = lines.pop().is_some_and(|rest| !rest.is_empty());
+    for (i, line) in lines.iter().enumerate() {
+        let record = match record::decode(line) {
+            Ok(record) => record,
+            Err(e) => {
+                scan.error = Some((i + 1, e.into()));
+                return Ok(scan);
+            }
+        };
+        if let Some(last) = scan.last {
+            if let Err(problem) = follow(Some(last), record.seq, record.prev) {
+                scan.error = Some((i + 1, problem));
+                return Ok(scan);
+            }
+        } else {
+            scan.first = Some((record.seq, record.prev));
+        }
+        scan.records += 1;
+        if let Some(n) = record.gap {
+            scan.gap_markers += 1;
+            scan.dropped += n;
+        }
+        scan.last = Some(Head {
+            seq: record.seq,
+            hash: record.hash,
+        });
+    }
+    if torn {
+        scan.error = Some((lines.len() + 1, Problem::TornTail));
+    }
+    Ok(scan)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::record::{Body, encode};
+    use std::time::SystemTime;
+
+    /// Writes `records` chained records over files of `per_file` records.
+    fn write_stream(dir: &Path, records: u64, per_file: u64, gap_at: Option<u64>) -> Head {
+        let mut prev = ChainHash::GENESIS;
+        let mut buf = Vec::new();
+        for seq in 0..records {
+            let body = if Some(seq) == gap_at {
+                Body::Gap(5)
+            } else {
+                Body::Event(br#"{"op":"call"}"#)
+            };
+            prev = encode(&mut buf, seq, SystemTime::UNIX_EPOCH, body, &prev);
+            if (seq + 1) % per_file == 0 || seq + 1 == records {
+                let name = format!("audit-20261123-{:04}.jsonl", seq / per_file);
+                std::fs::write(dir.join(name), &buf).unwrap();
+                buf.clear();
+            }
+        }
+        Head {
+            seq: records - 1,
+            hash: prev,
+        }
+    }
+
+    fn lines_of(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+    }
+
+    fn rewrite(path: &Path, lines: &[String]) {
+        std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    }
+
+    fn broken_at(result: Result<VerifyReport, VerifyError>) -> (String, usize, Problem) {
+        match result {
+            Err(VerifyError::Broken { path, line, problem }) => {
+                (path.file_name().unwrap().to_string_lossy().into_owned(), line, problem)
+            }
+            other => panic!("expected a break, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_intact_stream_verifies_across_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = write_stream(dir.path(), 25, 10, Some(7));
+        std::fs::write(dir.path().join("telemetry-20261123-0000.jsonl"), "junk").unwrap();
+        let report = verify(dir.path()).unwrap();
+        assert_eq!(
+            report,
+            VerifyReport {
+                files: 3,
+                records: 25,
+                gap_markers: 1,
+                dropped: 5,
+                head: Some(head)
+            }
+        );
+        // The other stream is checked on its own, and is broken.
+        let telemetry = verify_from(dir.path(), "telemetry", None);
+        assert!(matches!(broken_at(telemetry).2, Problem::TornTail | Problem::Record(_)));
+    }
+
+    #[test]
+    fn an_edited_line_is_the_first_break() {
+        let dir = tempfile::tempdir().unwrap();
+        write_stream(dir.path(), 25, 10, None);
+        let file = dir.path().join("audit-20261123-0001.jsonl");
+        let mut lines = lines_of(&file);
+        lines[3] = lines[3].replace("call", "CALL");
+        rewrite(&file, &lines);
+        let (name, line, problem) = broken_at(verify(dir.path()));
+        assert_eq!((name.as_str(), line), ("audit-20261123-0001.jsonl", 4));
+        assert_eq!(problem, Problem::Record(RecordError::HashMismatch));
+    }
+
+    #[test]
+    fn deleted_and_swapped_lines_break_the_sequence() {
+        let dir = tempfile::tempdir().unwrap();
+        write_stream(dir.path(), 20, 10, None);
+        let file = dir.path().join("audit-20261123-0000.jsonl");
+        let original = lines_of(&file);
+
+        let mut deleted = original.clone();
+        deleted.remove(4);
+        rewrite(&file, &deleted);
+        let (_, line, problem) = broken_at(verify(dir.path()));
+        assert_eq!((line, problem), (5, Problem::SeqGap { expected: 4, found: 5 }));
+
+        let mut swapped = original.clone();
+        swapped.swap(2, 3);
+        rewrite(&file, &swapped);
+        let (_, line, problem) = broken_at(verify(dir.path()));
+        assert_eq!((line, problem), (3, Problem::SeqGap { expected: 2, found: 3 }));
+    }
+
+    #[test]
+    fn a_rewritten_record_with_a_recomputed_hash_breaks_the_next_link() {
+        let dir = tempfile::tempdir().unwrap();
+        write_stream(dir.path(), 10, 10, None);
+        let file = dir.path().join("audit-20261123-0000.jsonl");
+        let mut lines = lines_of(&file);
+        let prev = record::decode(lines[5].as_bytes()).unwrap().prev;
+        let mut forged = Vec::new();
+        encode(&mut forged, 5, SystemTime::UNIX_EPOCH, Body::Event(br#"{"op":"forged"}"#), &prev);
+        lines[5] = String::from_utf8(forged).unwrap().trim_end().to_owned();
+        rewrite(&file, &lines);
+        let (_, line, problem) = broken_at(verify(dir.path()));
+        assert_eq!(line, 7);
+        assert!(matches!(problem, Problem::ChainBroken { .. }));
+    }
+
+    #[test]
+    fn a_missing_file_or_torn_tail_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let head = write_stream(dir.path(), 30, 10, None);
+        std::fs::remove_file(dir.path().join("audit-20261123-0001.jsonl")).unwrap();
+        let (name, line, problem) = broken_at(verify(dir.path()));
+        assert_eq!((name.as_str(), line), ("audit-20261123-0002.jsonl", 1));
+        assert_eq!(problem, Problem::SeqGap { expected: 10, found: 20 });
+
+        let dir = tempfile::tempdir().unwrap();
+        write_stream(dir.path(), 5, 10, None);
+        let file = dir.path().join("audit-20261123-0000.jsonl");
+        let mut bytes = std::fs::read(&file).unwrap();
+        bytes.truncate(bytes.len() - 30);
+        std::fs::write(&file, bytes).unwrap();
+        let (_, line, problem) = broken_at(verify(dir.path()));
+        assert_eq!((line, problem), (5, Problem::TornTail));
+        let _ = head;
+    }
+
+    #[test]
+    fn verification_can_start_at_an_exported_head() {
+        let dir = tempfile::tempdir().unwrap();
+        write_stream(dir.path(), 30, 10, None);
+        let first = lines_of(&dir.path().join("audit-20261123-0000.jsonl"));
+        let anchor = record::decode(first[9].as_bytes()).unwrap();
+        std::fs::remove_file(dir.path().join("audit-20261123-0000.jsonl")).unwrap();
+        assert!(verify(dir.path()).is_err());
+        let start = Head {
+            seq: anchor.seq,
+            hash: anchor.hash,
+        };
+        let report = verify_from(dir.path(), "audit", Some(start)).unwrap();
+        assert_eq!((report.files, report.records), (2, 20));
+        assert!(matches!(
+            verify_from(dir.path(), "audit", Some(Head { seq: 9, hash: ChainHash::GENESIS })),
+            Err(VerifyError::Broken { line: 1, .. })
+        ));
+    }
+
+    #[test]
+    fn an_unreadable_directory_is_an_io_error() {
+        let missing = Path::new("/nonexistent/latchfree-audit");
+        assert!(matches!(verify(missing), Err(VerifyError::Io { .. })));
+    }
+}

@@ -1,0 +1,60 @@
+//! `latchfree audit verify DIR` as a process: exit 0 and the head on an
+//! intact stream, exit 1 naming the file and line of the first break.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::SystemTime;
+
+use latchfree::audit::record::{Body, ChainHash, encode};
+
+fn write_stream(dir: &Path, records: u64) -> ChainHash {
+    let mut prev = ChainHash::GENESIS;
+    let mut buf = Vec::new();
+    for seq in 0..records {
+        prev = encode(
+            &mut buf,
+            seq,
+            SystemTime::now(),
+            Body::Event(br#"{"who":"alice"}"#),
+            &prev,
+        );
+    }
+    std::fs::write(dir.join("audit-20261123-0000.jsonl"), buf).unwrap();
+    prev
+}
+
+fn verify(dir: &Path) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_latchfree"))
+        .args(["audit", "verify"])
+        .arg(dir)
+        .output()
+        .unwrap();
+    let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
+    (out.status.code(), text(out.stdout), text(out.stderr))
+}
+
+#[test]
+fn intact_stream_exits_zero_and_prints_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = write_stream(dir.path(), 12);
+    let (code, stdout, _) = verify(dir.path());
+    assert_eq!(code, Some(0));
+    assert!(stdout.contains("12 records"), "{stdout}");
+    assert!(stdout.contains(&format!("head: 11:{head}")), "{stdout}");
+}
+
+#[test]
+fn tampered_stream_exits_one_naming_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    write_stream(dir.path(), 12);
+    let path = dir.path().join("audit-20261123-0000.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    let edited = lines[6].replace("alice", "mallory");
+    lines[6] = &edited;
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    let (code, _, stderr) = verify(dir.path());
+    assert_eq!(code, Some(1));
+    assert!(stderr.contains("audit-20261123-0000.jsonl:7"), "{stderr}");
+    assert!(stderr.contains("hash does not match"), "{stderr}");
+}
