@@ -17,34 +17,9 @@ use latchfree::stats::{HistogramSnapshot, MAX_RELATIVE_ERROR, Stats};
 
 const THREADS: usize = 4;
 
-/// xorshift64*: a tiny deterministic generator (no `rand` dependency).
-struct XorShift(u64);
-
-impl XorShift {
-    fn new(seed: u64) -> Self {
-        // Any non-zero state works; mix the seed so small seeds differ a lot.
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform in `0..n` (`n > 0`; the modulo bias is irrelevant here).
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    /// Uniform in `(0, 1]`.
-    fn unit(&mut self) -> f64 {
-        ((self.next() >> 11) + 1) as f64 / (1u64 << 53) as f64
-    }
-}
+#[path = "model/xorshift.rs"]
+mod xorshift;
+use xorshift::XorShift;
 
 /// Generates `per_thread` samples for each of `THREADS` threads.
 fn per_thread(per_thread: usize, mut sample: impl FnMut(&mut XorShift) -> u64) -> Vec<Vec<u64>> {

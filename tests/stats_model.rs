@@ -9,26 +9,23 @@ mod stats_model;
 
 use stats_model::{BatchOp, MAX_SAMPLES, NAMES, Op, run};
 
-/// xorshift64*: tiny, deterministic, good enough to pick ops.
-struct Rng(u64);
+#[path = "model/xorshift.rs"]
+mod xorshift;
+
+/// Picks ops from a [`xorshift::XorShift`].
+struct Rng(xorshift::XorShift);
 
 impl Rng {
     fn new(seed: u64) -> Self {
-        // Never zero (xorshift's fixed point); spread small seeds apart.
-        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+        Self(xorshift::XorShift::new(seed))
     }
 
     fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        self.0.next()
     }
 
     fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
+        self.0.below(n)
     }
 
     /// A name index, mostly valid names, sometimes out of `NAMES`' range
