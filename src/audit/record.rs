@@ -86,7 +86,13 @@ const HASH_TAIL_LEN: usize = HASH_KEY.len() + 64 + 2;
 ///
 /// `event` bytes must be one JSON value (the writer gets them from
 /// serde_json); they are copied as they are.
-pub fn encode(out: &mut Vec<u8>, seq: u64, ts: SystemTime, body: Body<'_>, prev: &ChainHash) -> ChainHash {
+pub fn encode(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts: SystemTime,
+    body: Body<'_>,
+    prev: &ChainHash,
+) -> ChainHash {
     let start = out.len();
     let ts = humantime::format_rfc3339_micros(ts);
     match body {
@@ -95,7 +101,9 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, ts: SystemTime, body: Body<'_>, prev:
             out.extend_from_slice(event);
         }
         Body::Gap(n) => {
-            out.extend_from_slice(format!("{{\"seq\":{seq},\"ts\":\"{ts}\",\"gap\":{n}").as_bytes());
+            out.extend_from_slice(
+                format!("{{\"seq\":{seq},\"ts\":\"{ts}\",\"gap\":{n}").as_bytes(),
+            );
         }
     }
     out.extend_from_slice(format!(",\"prev\":\"{prev}\"").as_bytes());
@@ -149,11 +157,15 @@ struct Wire {
 
 /// Parses one line (without its `\n`) and checks its hash.
 pub fn decode(line: &[u8]) -> Result<Record, RecordError> {
-    let wire: Wire = serde_json::from_slice(line).map_err(|e| RecordError::Malformed(e.to_string()))?;
+    let wire: Wire =
+        serde_json::from_slice(line).map_err(|e| RecordError::Malformed(e.to_string()))?;
     if wire.event.is_some() == wire.gap.is_some() {
-        return Err(RecordError::Malformed("a record has exactly one of `event` and `gap`".into()));
+        return Err(RecordError::Malformed(
+            "a record has exactly one of `event` and `gap`".into(),
+        ));
     }
-    let bad_hash = |field| RecordError::Malformed(format!("`{field}` is not 64 lowercase hex digits"));
+    let bad_hash =
+        |field| RecordError::Malformed(format!("`{field}` is not 64 lowercase hex digits"));
     let prev = ChainHash::from_hex(&wire.prev).ok_or_else(|| bad_hash("prev"))?;
     let hash = ChainHash::from_hex(&wire.hash).ok_or_else(|| bad_hash("hash"))?;
     // The hash covers the bytes before `,"hash":"`, which must end the line.
@@ -188,24 +200,40 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_chain() {
-        let (first, h0) = line(0, Body::Event(br#"{"tool":"query","ok":true}"#), &ChainHash::GENESIS);
+        let (first, h0) = line(
+            0,
+            Body::Event(br#"{"tool":"query","ok":true}"#),
+            &ChainHash::GENESIS,
+        );
         let (second, h1) = line(1, Body::Gap(3), &h0);
         let r0 = decode(&first).unwrap();
         assert_eq!(r0.seq, 0);
         assert_eq!(r0.ts, "1970-01-01T00:00:00.000000Z");
-        assert_eq!(r0.event, Some(serde_json::json!({"tool": "query", "ok": true})));
+        assert_eq!(
+            r0.event,
+            Some(serde_json::json!({"tool": "query", "ok": true}))
+        );
         assert_eq!((r0.prev, r0.hash), (ChainHash::GENESIS, h0));
         let r1 = decode(&second).unwrap();
-        assert_eq!((r1.gap, r1.event, r1.prev, r1.hash), (Some(3), None, h0, h1));
+        assert_eq!(
+            (r1.gap, r1.event, r1.prev, r1.hash),
+            (Some(3), None, h0, h1)
+        );
         assert_ne!(h0, h1);
     }
 
     #[test]
     fn any_edit_breaks_the_hash() {
-        let (good, _) = line(5, Body::Event(br#"{"user":"alice","amount":10}"#), &ChainHash::GENESIS);
+        let (good, _) = line(
+            5,
+            Body::Event(br#"{"user":"alice","amount":10}"#),
+            &ChainHash::GENESIS,
+        );
         let edited = String::from_utf8(good.clone()).unwrap().replace("10", "99");
         assert_eq!(decode(edited.as_bytes()), Err(RecordError::HashMismatch));
-        let reseq = String::from_utf8(good).unwrap().replace("\"seq\":5", "\"seq\":6");
+        let reseq = String::from_utf8(good)
+            .unwrap()
+            .replace("\"seq\":5", "\"seq\":6");
         assert_eq!(decode(reseq.as_bytes()), Err(RecordError::HashMismatch));
     }
 
@@ -218,10 +246,16 @@ mod tests {
             br#"{"seq":1,"ts":"t","event":1,"gap":2,"prev":"0","hash":"0"}"#,
             br#"{"seq":1,"ts":"t","event":1,"prev":"xyz","hash":"00"}"#,
         ] {
-            assert!(matches!(decode(bad), Err(RecordError::Malformed(_))), "{bad:?}");
+            assert!(
+                matches!(decode(bad), Err(RecordError::Malformed(_))),
+                "{bad:?}"
+            );
         }
         let (good, _) = line(1, Body::Gap(1), &ChainHash::GENESIS);
-        assert!(matches!(decode(&good[..good.len() - 1]), Err(RecordError::Malformed(_))));
+        assert!(matches!(
+            decode(&good[..good.len() - 1]),
+            Err(RecordError::Malformed(_))
+        ));
     }
 
     #[test]

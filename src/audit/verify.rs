@@ -98,9 +98,16 @@ pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
 /// Verifies stream `prefix` in `dir`. With `start`, the oldest remaining
 /// record must follow that head (older files were removed); without, it must
 /// be `seq` 0 with the all-zero `prev`.
-pub fn verify_from(dir: &Path, prefix: &str, start: Option<Head>) -> Result<VerifyReport, VerifyError> {
+pub fn verify_from(
+    dir: &Path,
+    prefix: &str,
+    start: Option<Head>,
+) -> Result<VerifyReport, VerifyError> {
     let files = stream_files(dir, prefix)?;
-    let scans: Vec<FileScan> = files.par_iter().map(|path| scan_file(path)).collect::<Result<_, _>>()?;
+    let scans: Vec<FileScan> = files
+        .par_iter()
+        .map(|path| scan_file(path))
+        .collect::<Result<_, _>>()?;
     let mut report = VerifyReport {
         files: files.len(),
         records: 0,
@@ -260,18 +267,32 @@ mod tests {
     }
 
     fn lines_of(path: &Path) -> Vec<String> {
-        std::fs::read_to_string(path).unwrap().lines().map(str::to_owned).collect()
+        std::fs::read_to_string(path)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
     }
 
     fn rewrite(path: &Path, lines: &[String]) {
-        std::fs::write(path, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+        std::fs::write(
+            path,
+            lines.iter().map(|l| format!("{l}\n")).collect::<String>(),
+        )
+        .unwrap();
     }
 
     fn broken_at(result: Result<VerifyReport, VerifyError>) -> (String, usize, Problem) {
         match result {
-            Err(VerifyError::Broken { path, line, problem }) => {
-                (path.file_name().unwrap().to_string_lossy().into_owned(), line, problem)
-            }
+            Err(VerifyError::Broken {
+                path,
+                line,
+                problem,
+            }) => (
+                path.file_name().unwrap().to_string_lossy().into_owned(),
+                line,
+                problem,
+            ),
             other => panic!("expected a break, got {other:?}"),
         }
     }
@@ -294,7 +315,10 @@ mod tests {
         );
         // The other stream is checked on its own, and is broken.
         let telemetry = verify_from(dir.path(), "telemetry", None);
-        assert!(matches!(broken_at(telemetry).2, Problem::TornTail | Problem::Record(_)));
+        assert!(matches!(
+            broken_at(telemetry).2,
+            Problem::TornTail | Problem::Record(_)
+        ));
     }
 
     #[test]
@@ -321,13 +345,31 @@ mod tests {
         deleted.remove(4);
         rewrite(&file, &deleted);
         let (_, line, problem) = broken_at(verify(dir.path()));
-        assert_eq!((line, problem), (5, Problem::SeqGap { expected: 4, found: 5 }));
+        assert_eq!(
+            (line, problem),
+            (
+                5,
+                Problem::SeqGap {
+                    expected: 4,
+                    found: 5
+                }
+            )
+        );
 
         let mut swapped = original.clone();
         swapped.swap(2, 3);
         rewrite(&file, &swapped);
         let (_, line, problem) = broken_at(verify(dir.path()));
-        assert_eq!((line, problem), (3, Problem::SeqGap { expected: 2, found: 3 }));
+        assert_eq!(
+            (line, problem),
+            (
+                3,
+                Problem::SeqGap {
+                    expected: 2,
+                    found: 3
+                }
+            )
+        );
     }
 
     #[test]
@@ -338,7 +380,13 @@ mod tests {
         let mut lines = lines_of(&file);
         let prev = record::decode(lines[5].as_bytes()).unwrap().prev;
         let mut forged = Vec::new();
-        encode(&mut forged, 5, SystemTime::UNIX_EPOCH, Body::Event(br#"{"op":"forged"}"#), &prev);
+        encode(
+            &mut forged,
+            5,
+            SystemTime::UNIX_EPOCH,
+            Body::Event(br#"{"op":"forged"}"#),
+            &prev,
+        );
         lines[5] = String::from_utf8(forged).unwrap().trim_end().to_owned();
         rewrite(&file, &lines);
         let (_, line, problem) = broken_at(verify(dir.path()));
@@ -353,7 +401,13 @@ mod tests {
         std::fs::remove_file(dir.path().join("audit-20261123-0001.jsonl")).unwrap();
         let (name, line, problem) = broken_at(verify(dir.path()));
         assert_eq!((name.as_str(), line), ("audit-20261123-0002.jsonl", 1));
-        assert_eq!(problem, Problem::SeqGap { expected: 10, found: 20 });
+        assert_eq!(
+            problem,
+            Problem::SeqGap {
+                expected: 10,
+                found: 20
+            }
+        );
 
         let dir = tempfile::tempdir().unwrap();
         write_stream(dir.path(), 5, 10, None);
@@ -381,7 +435,14 @@ mod tests {
         let report = verify_from(dir.path(), "audit", Some(start)).unwrap();
         assert_eq!((report.files, report.records), (2, 20));
         assert!(matches!(
-            verify_from(dir.path(), "audit", Some(Head { seq: 9, hash: ChainHash::GENESIS })),
+            verify_from(
+                dir.path(),
+                "audit",
+                Some(Head {
+                    seq: 9,
+                    hash: ChainHash::GENESIS
+                })
+            ),
             Err(VerifyError::Broken { line: 1, .. })
         ));
     }
