@@ -83,8 +83,9 @@ fn block_two_producers_wrap_in_order() {
         }
         assert_eq!(drain_into(&mut consumer, &mut received), 0);
         assert!(!consumer.is_drained(), "drained, but nobody closed");
-        let accepted: Vec<Vec<Vec<u8>>> =
-            (0..2u8).map(|p| (0..2u8).map(|i| vec![p, i]).collect()).collect();
+        let accepted: Vec<Vec<Vec<u8>>> = (0..2u8)
+            .map(|p| (0..2u8).map(|i| vec![p, i]).collect())
+            .collect();
         assert_exactly_once_in_order(&received, &accepted);
     });
 }
@@ -161,11 +162,7 @@ fn drop_mode_counts_what_it_refuses() {
         let producers: Vec<_> = (0..2u8)
             .map(|p| {
                 let producer = producer.clone();
-                thread::spawn(move || {
-                    (0..2u8)
-                        .map(|i| producer.push(&[p, i]))
-                        .collect::<Vec<_>>()
-                })
+                thread::spawn(move || (0..2u8).map(|i| producer.push(&[p, i])).collect::<Vec<_>>())
             })
             .collect();
         drop(producer);
