@@ -1,11 +1,35 @@
-//! Loom models of `latchfree::audit::ring` (claim, publish, consume, close).
+//! Loom models of `latchfree::audit::ring`: claim, publish, consume, close,
+//! and the parking of producers and consumer.
 //!
-//! DOCS TODO
+//! Each model uses two-slot rings, so wrap-around and waiting for room happen
+//! within a handful of operations:
+//!
+//! 1. Two producers × two records, `Block`: every record once, each
+//!    producer's in order.
+//! 2. One producer, three records into two slots, then close: the third
+//!    waits for the consumer to free a slot; the consumer stops exactly when
+//!    drained.
+//! 3. Close racing claims, with `Block` (`fetch_add` claims, a third thread
+//!    closes) and `Drop` (compare-and-swap claims, the consumer closes):
+//!    every `Ok` push is drained once, every refusal is `Closed`, and the
+//!    consumer terminates.
+//! 4. `Drop` mode, two producers × two records: received + counted drops ==
+//!    pushed, and the received records are exactly the accepted ones.
+//! 5. The consumer parks in `Consumer::wait` between drains: no lost wake-up.
+//! 6. Dropping the consumer releases producers parked for room.
+//!
+//! Run (the `model` helper bounds preemptions at 3 unless
+//! `LOOM_MAX_PREEMPTIONS` says otherwise):
+//!
+//! ```text
+//! RUSTFLAGS="--cfg latchfree_loom" CARGO_TARGET_DIR=target-loom \
+//!     cargo test --release --test loom_ring
+//! ```
 #![cfg(latchfree_loom)]
 
 use std::time::Duration;
 
-use latchfree::audit::ring::{Consumer, OnFull, PushError, RingConfig, channel};
+use latchfree::audit::ring::{Consumer, OnFull, Producer, PushError, RingConfig, channel};
 use loom::thread;
 
 /// `loom::model`, with a preemption bound of [`DEFAULT_PREEMPTIONS`] unless
@@ -19,12 +43,44 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 /// See the module docs for what this bound costs and catches.
 const DEFAULT_PREEMPTIONS: usize = 3;
 
+/// What each push of one producer returned, in push order.
+type Results = Vec<Result<(), PushError>>;
+
 /// A two-slot ring: the smallest there is, so a third record wraps around.
 fn two_slots(on_full: OnFull) -> RingConfig {
     RingConfig::default()
         .capacity(2)
         .slot_bytes(2)
         .on_full(on_full)
+}
+
+/// Spawns `count` producers; producer `p` pushes `[p, 0]`, `[p, 1]`, … (`each`
+/// records) and returns what every push returned.
+fn spawn_producers(producer: &Producer, count: u8, each: u8) -> Vec<thread::JoinHandle<Results>> {
+    (0..count)
+        .map(|p| {
+            let producer = producer.clone();
+            thread::spawn(move || (0..each).map(|i| producer.push(&[p, i])).collect())
+        })
+        .collect()
+}
+
+fn join_all(producers: Vec<thread::JoinHandle<Results>>) -> Vec<Results> {
+    producers.into_iter().map(|h| h.join().unwrap()).collect()
+}
+
+/// Per producer, the records whose push returned `Ok`, in push order.
+fn accepted(results: &[Results]) -> Vec<Vec<Vec<u8>>> {
+    (0u8..)
+        .zip(results)
+        .map(|(p, mine)| {
+            (0u8..)
+                .zip(mine)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(i, _)| vec![p, i])
+                .collect()
+        })
+        .collect()
 }
 
 /// Drains everything published so far into `out`; returns how many.
@@ -54,22 +110,14 @@ fn assert_exactly_once_in_order(received: &[Vec<u8>], accepted: &[Vec<Vec<u8>>])
     }
 }
 
-/// Model 1: two producers push two records each into two slots; the
-/// consumer receives each record once, each producer's in order.
+/// Model 1: two producers push two records each into two slots, so both
+/// can wait for room at once; the consumer receives each record once, each
+/// producer's in order.
 #[test]
 fn block_two_producers_wrap_in_order() {
     model(|| {
         let (producer, mut consumer) = channel(two_slots(OnFull::Block));
-        let producers: Vec<_> = (0..2u8)
-            .map(|p| {
-                let producer = producer.clone();
-                thread::spawn(move || {
-                    for i in 0..2u8 {
-                        assert_eq!(producer.push(&[p, i]), Ok(()));
-                    }
-                })
-            })
-            .collect();
+        let producers = spawn_producers(&producer, 2, 2);
         drop(producer);
 
         let mut received = Vec::new();
@@ -78,30 +126,29 @@ fn block_two_producers_wrap_in_order() {
                 thread::yield_now();
             }
         }
-        for producer in producers {
-            producer.join().unwrap();
-        }
-        assert_eq!(drain_into(&mut consumer, &mut received), 0);
-        assert!(!consumer.is_drained(), "drained, but nobody closed");
-        let accepted: Vec<Vec<Vec<u8>>> = (0..2u8)
-            .map(|p| (0..2u8).map(|i| vec![p, i]).collect())
-            .collect();
-        assert_exactly_once_in_order(&received, &accepted);
+        let results = join_all(producers);
+        let late = drain_into(&mut consumer, &mut received);
+        let drained = consumer.is_drained();
+        drop(consumer);
+
+        assert!(results.iter().flatten().all(Result::is_ok), "{results:?}");
+        assert_eq!(late, 0, "{late} more record(s) after all four");
+        assert!(!drained, "drained, but nobody closed");
+        assert_exactly_once_in_order(&received, &accepted(&results));
     });
 }
 
 /// Model 2: one producer pushes three records into two slots, so its third
-/// waits for the consumer to free the first slot, then closes.
+/// waits for the consumer to free the first slot; then it closes and
+/// pushes once more.
 #[test]
 fn block_one_producer_wraps_then_closes() {
     model(|| {
         let (producer, mut consumer) = channel(two_slots(OnFull::Block));
         let writer = thread::spawn(move || {
-            for i in 0..3u8 {
-                assert_eq!(producer.push(&[0, i]), Ok(()));
-            }
+            let results: Results = (0..3u8).map(|i| producer.push(&[0, i])).collect();
             producer.close();
-            assert_eq!(producer.push(&[0, 3]), Err(PushError::Closed));
+            (results, producer.push(&[0, 3]))
         });
 
         let mut received = Vec::new();
@@ -110,61 +157,88 @@ fn block_one_producer_wraps_then_closes() {
                 thread::yield_now();
             }
         }
-        writer.join().unwrap();
-        assert_eq!(drain_into(&mut consumer, &mut received), 0);
+        let (results, after_close) = writer.join().unwrap();
+        let late = drain_into(&mut consumer, &mut received);
+        drop(consumer);
+
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(after_close, Err(PushError::Closed), "push after close");
+        assert_eq!(late, 0, "{late} record(s) published after is_drained");
         assert_eq!(received, [[0, 0], [0, 1], [0, 2]]);
     });
 }
 
-/// Model 3: two producers push one record each while a third thread closes
-/// the ring; the consumer drains until `is_drained`.
-#[test]
-fn block_close_races_claims() {
-    model(|| {
-        let (producer, mut consumer) = channel(two_slots(OnFull::Block));
-        let producers: Vec<_> = (0..2u8)
-            .map(|p| {
-                let producer = producer.clone();
-                thread::spawn(move || producer.push(&[p, 0]))
-            })
-            .collect();
-        let closer = thread::spawn(move || producer.close());
+/// Who closes the ring in model 3.
+#[derive(Clone, Copy)]
+enum Closer {
+    /// A third thread, with `Producer::close`.
+    Thread,
+    /// The consumer, with `Consumer::close`, after its first drain.
+    Consumer,
+}
+
+/// Model 3: two producers push one record each while the ring is closed;
+/// the consumer drains until `is_drained`. Every push that returned `Ok` is
+/// received exactly once, every other returned `Closed`.
+fn close_races_claims(on_full: OnFull, closer: Closer) {
+    model(move || {
+        let (producer, mut consumer) = channel(two_slots(on_full));
+        let producers = spawn_producers(&producer, 2, 1);
+        let closing = match closer {
+            Closer::Thread => Some(thread::spawn(move || producer.close())),
+            Closer::Consumer => None,
+        };
 
         let mut received = Vec::new();
+        if let Closer::Consumer = closer {
+            drain_into(&mut consumer, &mut received);
+            consumer.close();
+        }
         while !consumer.is_drained() {
             if drain_into(&mut consumer, &mut received) == 0 {
                 thread::yield_now();
             }
         }
-        closer.join().unwrap();
-        let mut accepted = Vec::new();
-        for (p, producer) in (0..2u8).zip(producers) {
-            match producer.join().unwrap() {
-                Ok(()) => accepted.push(vec![vec![p, 0]]),
-                Err(e) => {
-                    assert_eq!(e, PushError::Closed, "producer {p}");
-                    accepted.push(Vec::new());
-                }
-            }
+        if let Some(closing) = closing {
+            closing.join().unwrap();
         }
-        assert_eq!(drain_into(&mut consumer, &mut received), 0);
-        assert_exactly_once_in_order(&received, &accepted);
+        let results = join_all(producers);
+        let late = drain_into(&mut consumer, &mut received);
+        drop(consumer);
+
+        for result in results.iter().flatten() {
+            assert!(
+                matches!(result, Ok(()) | Err(PushError::Closed)),
+                "{results:?}"
+            );
+        }
+        assert_eq!(late, 0, "{late} record(s) published after is_drained");
+        assert_exactly_once_in_order(&received, &accepted(&results));
     });
+}
+
+/// Model 3 with [`OnFull::Block`] (claims by `fetch_add`); a third thread
+/// closes.
+#[test]
+fn block_close_races_claims() {
+    close_races_claims(OnFull::Block, Closer::Thread);
+}
+
+/// Model 3 with [`OnFull::Drop`] (claims by compare-and-swap); the consumer
+/// closes.
+#[test]
+fn drop_close_races_claims() {
+    close_races_claims(OnFull::Drop, Closer::Consumer);
 }
 
 /// Model 4: with `OnFull::Drop`, two producers push two records each into
 /// two slots while the consumer drains; every record is received or
-/// counted as dropped, never both.
+/// counted as dropped, never both, and the drops are the `Err(Full)`s.
 #[test]
 fn drop_mode_counts_what_it_refuses() {
     model(|| {
         let (producer, mut consumer) = channel(two_slots(OnFull::Drop));
-        let producers: Vec<_> = (0..2u8)
-            .map(|p| {
-                let producer = producer.clone();
-                thread::spawn(move || (0..2u8).map(|i| producer.push(&[p, i])).collect::<Vec<_>>())
-            })
-            .collect();
+        let producers = spawn_producers(&producer, 2, 2);
         drop(producer);
 
         let mut received = Vec::new();
@@ -176,40 +250,34 @@ fn drop_mode_counts_what_it_refuses() {
                 thread::yield_now();
             }
         }
-        let mut accepted = Vec::new();
-        let mut refused = 0;
-        for (p, producer) in (0..2u8).zip(producers) {
-            let mut mine = Vec::new();
-            for (i, result) in (0..2u8).zip(producer.join().unwrap()) {
-                match result {
-                    Ok(()) => mine.push(vec![p, i]),
-                    Err(e) => {
-                        assert_eq!(e, PushError::Full, "record {p}.{i}");
-                        refused += 1;
-                    }
-                }
-            }
-            accepted.push(mine);
-        }
-        assert_eq!(drain_into(&mut consumer, &mut received), 0);
-        assert_eq!(consumer.take_dropped(), 0);
-        assert_eq!(dropped, refused, "dropped count vs Err(Full) results");
-        assert_exactly_once_in_order(&received, &accepted);
+        let results = join_all(producers);
+        let late = drain_into(&mut consumer, &mut received);
+        let late_dropped = consumer.take_dropped();
+        drop(consumer);
+
+        let flat = || results.iter().flatten();
+        assert!(
+            flat().all(|r| matches!(r, Ok(()) | Err(PushError::Full))),
+            "{results:?}"
+        );
+        let refused = flat().filter(|r| r.is_err()).count() as u64;
+        assert_eq!((late, late_dropped), (0, 0), "after all four");
+        assert_eq!(dropped, refused, "dropped count vs Err(Full): {results:?}");
+        assert_exactly_once_in_order(&received, &accepted(&results));
     });
 }
 
-/// Model 5: the consumer sleeps in `Consumer::wait` between drains, so a
-/// publish or the close must wake it. Under loom 0.7 `wait_timeout` never
+/// Model 5: the consumer sleeps in `Consumer::wait` between drains, so each
+/// publish, or the close, must wake it. Under loom 0.7 `wait_timeout` never
 /// times out, so a lost wake-up is a deadlock.
 #[test]
 fn consumer_wait_is_woken() {
     model(|| {
         let (producer, mut consumer) = channel(two_slots(OnFull::Block));
         let writer = thread::spawn(move || {
-            for i in 0..2u8 {
-                assert_eq!(producer.push(&[0, i]), Ok(()));
-            }
+            let results: Results = (0..2u8).map(|i| producer.push(&[0, i])).collect();
             producer.close();
+            results
         });
 
         let mut received = Vec::new();
@@ -218,7 +286,44 @@ fn consumer_wait_is_woken() {
                 consumer.wait(Duration::from_secs(3600));
             }
         }
-        writer.join().unwrap();
+        let results = writer.join().unwrap();
+        drop(consumer);
+
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(received, [[0, 0], [0, 1]]);
+    });
+}
+
+/// Model 6: dropping the consumer (which nobody drains before) releases
+/// producers waiting for room, and a push that starts after the drop is
+/// refused.
+#[test]
+fn dropping_the_consumer_releases_waiting_producers() {
+    model(|| {
+        let (producer, consumer) = channel(two_slots(OnFull::Block));
+        let producers = spawn_producers(&producer, 2, 2);
+
+        drop(consumer);
+        let after_drop = producer.push(&[2, 0]);
+        let results = join_all(producers);
+        drop(producer);
+
+        assert_eq!(after_drop, Err(PushError::Closed), "push after the drop");
+        for (p, mine) in results.iter().enumerate() {
+            assert!(
+                mine.iter()
+                    .all(|r| matches!(r, Ok(()) | Err(PushError::Closed))),
+                "producer {p}: {mine:?}"
+            );
+            assert!(
+                mine.is_sorted_by_key(Result::is_err),
+                "producer {p}: accepted after a refusal: {mine:?}"
+            );
+        }
+        let accepted = results.iter().flatten().filter(|r| r.is_ok()).count();
+        assert!(
+            accepted <= 2,
+            "{accepted} records accepted into 2 slots that nobody frees"
+        );
     });
 }
