@@ -1,30 +1,159 @@
-//! Loom models of `latchfree::audit::ring`: claim, publish, consume, close,
-//! and the parking of producers and consumer.
-//!
-//! Each model uses two-slot rings, so wrap-around and waiting for room happen
-//! within a handful of operations:
-//!
-//! 1. Two producers × two records, `Block`: every record once, each
-//!    producer's in order.
-//! 2. One producer, three records into two slots, then close: the third
-//!    waits for the consumer to free a slot; the consumer stops exactly when
-//!    drained.
-//! 3. Close racing claims, with `Block` (`fetch_add` claims, a third thread
-//!    closes) and `Drop` (compare-and-swap claims, the consumer closes):
-//!    every `Ok` push is drained once, every refusal is `Closed`, and the
-//!    consumer terminates.
-//! 4. `Drop` mode, two producers × two records: received + counted drops ==
-//!    pushed, and the received records are exactly the accepted ones.
-//! 5. The consumer parks in `Consumer::wait` between drains: no lost wake-up.
-//! 6. Dropping the consumer releases producers parked for room.
-//!
-//! Run (the `model` helper bounds preemptions at 3 unless
-//! `LOOM_MAX_PREEMPTIONS` says otherwise):
+//! Loom models of `latchfree::audit::ring`: claim, publish, consume and
+//! wrap around, close, the drop mode's refusals, and both sleeps (a producer
+//! parked for room, the consumer in `Consumer::wait`).
 //!
 //! ```text
 //! RUSTFLAGS="--cfg latchfree_loom" CARGO_TARGET_DIR=target-loom \
 //!     cargo test --release --test loom_ring
 //! ```
+//!
+//! At the default bound of 3 preemptions the seven tests take about 38 s
+//! one after another (`-- --test-threads 1`): model 1 23 s, model 4 10 s,
+//! model 3B 3 s, the others under 0.3 s each. With cargo's default of one
+//! test thread per core they took 53 to 61 s on the two-core machine they
+//! were measured on (another process was using part of a core), not
+//! counting the build. With `LOOM_MAX_PREEMPTIONS=2` they take about 4 s.
+//!
+//! Every model uses a two-slot ring (the smallest `capacity` allows), so a
+//! third record wraps around, and records `[producer, i]`, so the checks can
+//! tell whose record arrived and in which order. Results are collected
+//! first and asserted after every loom object (producer, consumer, join
+//! handle) is dropped: a panic while one is alive panics again in its
+//! destructor, and the test binary aborts without reporting the other
+//! models. A deadlock can still abort it; run the failing model alone
+//! (`-- --exact NAME`).
+//!
+//! # Models
+//!
+//! 1. [`block_two_producers_wrap_in_order`]: `OnFull::Block`; two producers
+//!    push two records each while the consumer drains (yielding when it
+//!    finds nothing) until it has four. Every push returns `Ok`, each record
+//!    arrives once, each producer's in order, and nothing more is published.
+//!    Four records in two slots: both producers can wait for room at once,
+//!    and both park in some executions (154,176 of 442,033).
+//! 2. [`block_one_producer_wraps_then_closes`]: one producer pushes three
+//!    records, closes, and pushes a fourth; the consumer drains until
+//!    `is_drained`. The three arrive in order and the fourth push returns
+//!    `Closed`. The third push waits for room but never parks (0 of 137
+//!    executions; see "Where the producers sleep").
+//! 3. [`block_close_races_claims`] (3B) and [`drop_close_races_claims`]
+//!    (3D): two producers push one record each while the ring is closed: in
+//!    3B (`OnFull::Block`, claim by `fetch_add`) by a third thread with
+//!    `Producer::close`, in 3D (`OnFull::Drop`, claim by compare-and-swap)
+//!    by the consumer with `Consumer::close` after its first drain. The
+//!    consumer drains until `is_drained`. Every push returns `Ok` or
+//!    `Closed`, every `Ok` record is received exactly once, and no record is
+//!    published after `is_drained`. 3D closes from the consumer: with a
+//!    third thread, as in 3B, it took 19 s, and the only mutation it caught
+//!    that this 3D does not was M2 (which models 1, 2 and 4 catch).
+//! 4. [`drop_mode_counts_what_it_refuses`]: `OnFull::Drop`; two producers
+//!    push two records each while the consumer drains and adds up
+//!    `take_dropped` until received plus dropped make four. Every push
+//!    returns `Ok` or `Full`, the drop count equals the number of `Full`s,
+//!    and the received records are exactly the `Ok` ones, each producer's in
+//!    order.
+//! 5. [`consumer_wait_is_woken`]: one producer pushes two records and
+//!    closes; the consumer calls `Consumer::wait` whenever a drain finds
+//!    nothing. Loom 0.7.3's `Condvar::wait_timeout` ignores the timeout (it
+//!    is `wait`, with a "TODO: implement timing out"), so this model waits
+//!    for a real notification: a lost wake-up, which the `std` build turns
+//!    into a delay of one timeout, is a deadlock here.
+//! 6. [`dropping_the_consumer_releases_waiting_producers`]: two producers
+//!    push two records each and nobody drains; the main thread drops the
+//!    consumer and then pushes once more, which returns `Closed`. Each
+//!    producer's pushes are `Ok`s then `Closed`s, at most two `Ok` in all,
+//!    and no producer stays parked (they park in 249 of 2,191 executions).
+//!
+//! # Mutations of `src/audit/ring.rs`
+//!
+//! Each mutation was applied to a scratch copy of the crate and every model
+//! was run alone against it. How a model fails: `C` loom's "Causality
+//! violation" on a slot's record; `A` an assertion of the model; `D` loom's
+//! "deadlock"; `L` "Model exceeded maximum number of branches" (some thread
+//! spins forever); `-` it passes. `²` fails with 2 preemptions already, `³`
+//! needs 3.
+//!
+//! | #   | mutation                                          | 1  | 2  | 3B | 3D | 4  | 5  | 6  |
+//! | --- | ------------------------------------------------- | -- | -- | -- | -- | -- | -- | -- |
+//! | M1  | publishing stamp store `Relaxed`                  | C² | C² | C² | L² | C² | C² | -  |
+//! | M2  | freeing stamp store (in `drain`) `Relaxed`        | C² | C² | -  | -  | C² | -  | -  |
+//! | M3  | stamp load in `drain` `Relaxed`                   | C² | C² | C² | C² | C² | C² | -  |
+//! | M4  | `try_claim`: `stamp < pos` retries, not `Full`    | -  | -  | -  | -  | L² | -  | -  |
+//! | M5  | no `SeqCst` fence in `wake_producers`             | L² | -  | -  | -  | -  | -  | -  |
+//! | M6  | no `SeqCst` fence in `wait_for_room`              | L² | -  | -  | -  | -  | -  | -  |
+//! | M7  | `close` does not store `closed_at`                | -  | L² | L² | L² | -  | D² | -  |
+//! | M8a | `wait_for_room`: stamp load of the spin `Relaxed` | C² | C² | -  | -  | -  | -  | -  |
+//! | M8b | `wait_for_room`: stamp load under lock `Relaxed`  | C² | -  | -  | -  | -  | -  | -  |
+//! | M9  | `try_claim`'s stamp load `Relaxed`                | -  | -  | -  | L² | C² | -  | -  |
+//! | M10 | no `SeqCst` fence in `wake_consumer`              | -  | -  | -  | -  | -  | D² | -  |
+//! | M11 | no `SeqCst` fence in `Consumer::wait`             | -  | -  | -  | -  | -  | D² | -  |
+//! | M12 | `closed_at` stored `Relaxed`                      | -  | -  | -  | -  | -  | -  | -  |
+//! | M13 | a `Block` claim ignores the `CLOSED` bit          | -  | A² | A² | -  | -  | -  | A² |
+//! | M14 | `close` loads and stores `tail`, no `fetch_or`    | -  | -  | A² | A² | -  | -  | A² |
+//! | M15 | `drain` never calls `wake_producers`              | L² | -  | -  | -  | -  | -  | -  |
+//! | M16 | `wake_producers` calls `notify_one`               | L³ | -  | -  | -  | -  | -  | -  |
+//! | M17 | `push` publishes before writing the record        | C² | C² | C² | C² | C² | C² | -  |
+//! | M18 | `drain` frees the slot before reading it          | C² | C² | -  | -  | C² | -  | -  |
+//! | M19 | `close`'s `fetch_or` `Relaxed`                    | -  | -  | -  | -  | -  | -  | -  |
+//! | M20 | `is_drained` tests `head > closed_at`             | -  | L² | L² | L² | -  | L² | -  |
+//! | M21 | `try_claim` does not count the drop               | -  | -  | -  | -  | L² | -  | -  |
+//! | M22 | the spin ignores `consumer_gone`                  | -  | -  | -  | -  | -  | -  | -  |
+//! | M23 | `closed_at` is `before + 1`                       | -  | L² | L² | L² | -  | L² | -  |
+//! | M24 | `closed_at` is `before - 1` (when not 0)          | -  | A² | A² | A² | -  | A² | -  |
+//! | M25 | `try_claim` ignores the `CLOSED` bit              | -  | -  | -  | A² | -  | -  | -  |
+//! | M26 | `Consumer::drop` does not `notify_all`            | -  | -  | -  | -  | -  | -  | D³ |
+//! | M27 | a parked producer ignores `consumer_gone`         | -  | -  | -  | -  | -  | -  | D³ |
+//! | M28 | `Consumer::drop` does not set `consumer_gone`     | -  | -  | -  | -  | -  | -  | D² |
+//! | M29 | `Consumer::drop` does not close the ring          | -  | -  | -  | -  | -  | -  | A² |
+//!
+//! Both stamp loads of `wait_for_room` `Relaxed` at once fail as M8a does.
+//! The `L`s of 3D under M1 and M9 come from `try_claim`: a producer that
+//! saw the other's stamp without the claim behind it re-reads a stale
+//! `tail` forever (that loop has no yield, so loom keeps offering the stale
+//! value). Under M4 a full `Drop` producer spins the same way; under M7,
+//! M20 and M23 the consumer waits for an `is_drained` that never comes
+//! (model 5 sleeps instead, so M7 is a deadlock there); under M21 it waits
+//! for a drop count that never comes.
+//!
+//! The three survivors are equivalent mutants:
+//!
+//! * M12 and M19: the `Release`/`Acquire` pair on `closed_at` and the
+//!   `AcqRel` of the close's `fetch_or` order nothing that anyone reads.
+//!   Which claims come before the close is decided by the modification
+//!   order of `tail` alone, and the consumer never reads a record because
+//!   of `closed_at`: `is_drained` only compares it with `head`, and every
+//!   record below `head` was handed over by its own stamp.
+//! * M22: a producer whose consumer is gone spins its back-off steps, parks,
+//!   and finds `consumer_gone` under the lock at once. Slower, not wrong.
+//!
+//! # Where the producers sleep
+//!
+//! Under loom `backoff` yields, and `wait_for_room` parks only after 8
+//! yields that each find the producer's slot still taken. At a yield loom
+//! runs another thread if one can run, and coming back to the producer
+//! before that thread yields or blocks costs a preemption; after the yield
+//! the producer's stamp load cannot return a stamp it saw before if a newer
+//! one exists. So within 3 preemptions a producer parks only if the other
+//! threads keep yielding, blocking or finishing without freeing its slot.
+//! In model 2 the only other thread is the consumer, which drains the slot
+//! when it runs: the producer never parks, and none of model 2's failures
+//! involves the sleep. In model 1 the two producers can yield to each other
+//! while the consumer waits (when the running thread yields, loom's first
+//! choice is the thread that has yielded least, and the consumer yields
+//! more), so both park; in model 6 the consumer is gone. So model 1 alone
+//! checks the producers' wake-up (M5, M6, M8b, M15, M16), and model 6 alone
+//! their release by `Consumer::drop`.
+//!
+//! In model 1 a lost wake-up shows as "exceeded maximum number of
+//! branches", not as a deadlock: the consumer never blocks (it drains and
+//! yields), so when a producer sleeps through its wake-up, the consumer
+//! spins forever waiting for that producer's record. Under M5 or M6 a
+//! producer increments `producers_waiting` and then, under the lock, still
+//! loads the stamp from before the consumer freed its slot, while the
+//! consumer, after freeing it, loads `producers_waiting` from before the
+//! increment: the store-buffering outcome that the two `SeqCst` fences
+//! forbid together. Nobody notifies, and the producer sleeps for good.
+//! Under M16 both producers sleep, and `notify_one` wakes only one of them.
 #![cfg(latchfree_loom)]
 
 use std::time::Duration;
