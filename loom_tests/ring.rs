@@ -161,16 +161,8 @@ use std::time::Duration;
 use latchfree::audit::ring::{Consumer, OnFull, Producer, PushError, RingConfig, channel};
 use loom::thread;
 
-/// `loom::model`, with a preemption bound of [`DEFAULT_PREEMPTIONS`] unless
-/// `LOOM_MAX_PREEMPTIONS` sets one.
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(DEFAULT_PREEMPTIONS);
-    builder.check(f);
-}
-
-/// See the module docs for what this bound costs and catches.
-const DEFAULT_PREEMPTIONS: usize = 3;
+mod common;
+use common::model;
 
 /// What each push of one producer returned, in push order.
 type Results = Vec<Result<(), PushError>>;

@@ -154,16 +154,8 @@
 use latchfree::stats::{Snapshot, Stats};
 use loom::thread;
 
-/// `loom::model`, with a preemption bound of [`DEFAULT_PREEMPTIONS`] unless
-/// `LOOM_MAX_PREEMPTIONS` sets one.
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound.get_or_insert(DEFAULT_PREEMPTIONS);
-    builder.check(f);
-}
-
-/// See the module docs for what this bound costs and catches.
-const DEFAULT_PREEMPTIONS: usize = 3;
+mod common;
+use common::model;
 
 /// Small enough that a shard is a handful of modelled atomics.
 fn small_stats() -> Stats {

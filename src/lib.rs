@@ -1,7 +1,7 @@
 //! # latchfree
 //!
-//! The shared in-memory state of a concurrent server — statistics, and in
-//! time the audit log, sessions and TTL caches — built so that every thread
+//! The shared state of a concurrent server — statistics and the audit log,
+//! and in time sessions and TTL caches — built so that every thread
 //! and every transport can use it at once with **no lock on the hot path and
 //! nothing lost**.
 //!
@@ -12,7 +12,8 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`stats`] | counters, gauges, histograms: per-thread shards, atomic batches, Prometheus text |
-//! | [`audit`] | the audit log's parts: MPSC record ring, hash-chained records, verifier (the writer is not built yet) |
+//! | [`audit`] | lossless, hash-chained JSONL audit and telemetry streams: MPSC ring → one writer thread, group commit, rotation, recovery, verifier |
+//! | [`clock`] | injectable time (`ManualClock` for tests) |
 //! | [`baseline`] | the locked twins |
 //!
 //! ```
@@ -30,6 +31,7 @@ pub mod audit;
 pub mod baseline;
 #[cfg(feature = "cli")]
 pub mod bench;
+pub mod clock;
 #[cfg(not(latchfree_loom))]
 mod per_thread;
 pub mod stats;

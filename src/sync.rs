@@ -93,6 +93,60 @@ pub(crate) fn backoff(step: &mut u32) {
     *step = step.saturating_add(1);
 }
 
+/// A bounded poll: [`backoff`] steps until `budget` has passed (at least the
+/// six spinning steps), then [`Poll::next`] says stop.
+///
+/// Bounded by time rather than by steps because what it saves is a sleep and
+/// a wake-up, whose cost is time: on a virtual machine, waking a thread on a
+/// halted CPU costs tens of microseconds. Under loom a poll is a single
+/// yield or two, as every interleaving is explored anyway.
+pub(crate) struct Poll {
+    step: u32,
+    #[cfg(not(latchfree_loom))]
+    until: Option<std::time::Instant>,
+    #[cfg(not(latchfree_loom))]
+    budget: std::time::Duration,
+}
+
+impl Poll {
+    /// A poll that gives up after `budget`.
+    pub(crate) fn new(budget: std::time::Duration) -> Self {
+        Self {
+            // Under loom a zero budget spins once, any other budget twice.
+            #[cfg(latchfree_loom)]
+            step: u32::from(budget.is_zero()),
+            #[cfg(not(latchfree_loom))]
+            step: 0,
+            #[cfg(not(latchfree_loom))]
+            until: None,
+            #[cfg(not(latchfree_loom))]
+            budget,
+        }
+    }
+
+    /// Takes one back-off step; `false` once the budget is spent (no step
+    /// is taken then).
+    pub(crate) fn next(&mut self) -> bool {
+        #[cfg(not(latchfree_loom))]
+        if self.step >= 6 {
+            // The clock is read only once the spins are over: a short wait
+            // costs no `Instant::now`.
+            let now = std::time::Instant::now();
+            match self.until {
+                None => self.until = Some(now + self.budget),
+                Some(until) if now >= until => return false,
+                Some(_) => {}
+            }
+        }
+        #[cfg(latchfree_loom)]
+        if self.step >= 2 {
+            return false;
+        }
+        backoff(&mut self.step);
+        true
+    }
+}
+
 /// Per-object, per-thread storage: each thread sees its own `T`, and any
 /// thread can visit all of them. See [`crate::per_thread`].
 #[cfg(not(latchfree_loom))]

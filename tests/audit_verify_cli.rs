@@ -19,7 +19,7 @@ fn write_stream(dir: &Path, records: u64) -> ChainHash {
             &prev,
         );
     }
-    std::fs::write(dir.join("audit-20261123-0000.jsonl"), buf).unwrap();
+    std::fs::write(dir.join("audit-20261123-000000.jsonl"), buf).unwrap();
     prev
 }
 
@@ -47,7 +47,7 @@ fn intact_stream_exits_zero_and_prints_the_head() {
 fn tampered_stream_exits_one_naming_the_line() {
     let dir = tempfile::tempdir().unwrap();
     write_stream(dir.path(), 12);
-    let path = dir.path().join("audit-20261123-0000.jsonl");
+    let path = dir.path().join("audit-20261123-000000.jsonl");
     let text = std::fs::read_to_string(&path).unwrap();
     let mut lines: Vec<&str> = text.lines().collect();
     let edited = lines[6].replace("alice", "mallory");
@@ -55,6 +55,6 @@ fn tampered_stream_exits_one_naming_the_line() {
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
     let (code, _, stderr) = verify(dir.path());
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("audit-20261123-0000.jsonl:7"), "{stderr}");
+    assert!(stderr.contains("audit-20261123-000000.jsonl:7"), "{stderr}");
     assert!(stderr.contains("hash does not match"), "{stderr}");
 }

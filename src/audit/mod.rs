@@ -1,21 +1,40 @@
-//! The audit log's building blocks.
+//! A lossless, tamper-evident JSONL audit log: any number of threads log
+//! through a bounded lock-free ring; one writer thread owns the files.
 //!
-//! The audit log — one writer thread that owns the file, batched writes,
-//! group commit, rotation, torn-tail recovery — is being built from these
-//! parts, each complete and tested on its own:
+//! ```text
+//!  threads ── serialise (own buffer) ── claim a slot (one fetch_add) ──▶ ring ──▶ writer thread
+//!                                                                               │ seq, ts, hash chain
+//!                                                                               │ one write per batch
+//!                                                                               │ fsync (group commit)
+//!                                                                               ▼
+//!                                                       audit-20261123-000000.jsonl, …
+//! ```
 //!
-//! * [`ring`]: the bounded multi-producer, single-consumer queue of byte
-//!   records between the threads that log and the writer; producers enter it
-//!   with one `fetch_add`, and it never loses, duplicates or tears a record.
+//! * [`AuditLog`]: the handle (`log`, `wait` for a [`Guarantee`], `flush`,
+//!   `close`), built by [`AuditBuilder`]: durability mode, full-ring policy,
+//!   rotation, clock, metrics. A second stream (telemetry) is the same type
+//!   with its own prefix: [`AuditLog::telemetry`].
+//! * [`ring`]: the bounded multi-producer, single-consumer queue between the
+//!   threads that log and the writer; producers enter it with one
+//!   `fetch_add`, and it never loses, duplicates or tears a record.
 //! * [`record`]: the JSONL line format, with `seq` and a SHA-256 hash chain;
 //!   what the chain proves and what it does not.
-//! * [`verify`]: checks a directory of rotated files in parallel and names
+//! * [`recover`]: file names, and resuming after a crash (a torn last line
+//!   is truncated; `seq` and the chain continue).
+//! * [`verify()`]: checks a directory of rotated files in parallel and names
 //!   the first broken line (`latchfree audit verify DIR`).
 //!
-//! Not built yet: the writer thread and the `AuditLog` handle on top of them
-//! (durability modes, `flush`, rotation, recovery on open, telemetry stream,
-//! metrics), and the locked twin.
+//! The locked twin is [`baseline::LockedAuditLog`](crate::baseline::LockedAuditLog).
 
+pub(crate) mod log;
+#[doc(hidden)] // Public for the loom models in `loom_tests/`; not part of the API.
+pub mod progress;
 pub mod record;
+pub mod recover;
 pub mod ring;
 pub mod verify;
+mod writer;
+
+pub use log::{AuditBuilder, AuditError, AuditLog, AuditMetrics, Durability, Guarantee, Ticket};
+pub use ring::OnFull;
+pub use verify::{Head, VerifyError, VerifyReport, verify, verify_from};

@@ -56,9 +56,23 @@ impl ChainHash {
     }
 }
 
+impl ChainHash {
+    /// The 64 lowercase hex digits.
+    pub fn to_hex(&self) -> [u8; 64] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        let mut out = [0u8; 64];
+        for (i, b) in self.0.iter().enumerate() {
+            out[2 * i] = DIGITS[usize::from(b >> 4)];
+            out[2 * i + 1] = DIGITS[usize::from(b & 15)];
+        }
+        out
+    }
+}
+
 impl fmt::Display for ChainHash {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        // The digits are ASCII.
+        f.write_str(std::str::from_utf8(&self.to_hex()).unwrap_or_default())
     }
 }
 
@@ -84,8 +98,8 @@ const HASH_TAIL_LEN: usize = HASH_KEY.len() + 64 + 2;
 
 /// Appends one record line (with its `\n`) to `out` and returns its hash.
 ///
-/// `event` bytes must be one JSON value (the writer gets them from
-/// serde_json); they are copied as they are.
+/// `event` bytes must be one JSON value with no raw newline (serde_json's
+/// compact output); they are copied as they are.
 pub fn encode(
     out: &mut Vec<u8>,
     seq: u64,
@@ -93,23 +107,53 @@ pub fn encode(
     body: Body<'_>,
     prev: &ChainHash,
 ) -> ChainHash {
+    encode_at(out, seq, &Timestamp::new(ts), body, prev)
+}
+
+/// A record timestamp, formatted once (RFC 3339, UTC, microseconds) and
+/// shared by every record of a batch.
+#[derive(Clone, Debug)]
+pub struct Timestamp(String);
+
+impl Timestamp {
+    /// Formats `ts`.
+    pub fn new(ts: SystemTime) -> Self {
+        Self(humantime::format_rfc3339_micros(ts).to_string())
+    }
+
+    /// The formatted time.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// [`encode`] with a timestamp formatted beforehand.
+pub fn encode_at(
+    out: &mut Vec<u8>,
+    seq: u64,
+    ts: &Timestamp,
+    body: Body<'_>,
+    prev: &ChainHash,
+) -> ChainHash {
+    use std::io::Write as _;
     let start = out.len();
-    let ts = humantime::format_rfc3339_micros(ts);
+    // Writing into a `Vec` cannot fail.
+    let _ = write!(out, "{{\"seq\":{seq},\"ts\":\"{}\",", ts.0);
     match body {
         Body::Event(event) => {
-            out.extend_from_slice(format!("{{\"seq\":{seq},\"ts\":\"{ts}\",\"event\":").as_bytes());
+            out.extend_from_slice(b"\"event\":");
             out.extend_from_slice(event);
         }
         Body::Gap(n) => {
-            out.extend_from_slice(
-                format!("{{\"seq\":{seq},\"ts\":\"{ts}\",\"gap\":{n}").as_bytes(),
-            );
+            let _ = write!(out, "\"gap\":{n}");
         }
     }
-    out.extend_from_slice(format!(",\"prev\":\"{prev}\"").as_bytes());
+    out.extend_from_slice(b",\"prev\":\"");
+    out.extend_from_slice(&prev.to_hex());
+    out.push(b'"');
     let hash = ChainHash(Sha256::digest(&out[start..]).into());
     out.extend_from_slice(HASH_KEY);
-    out.extend_from_slice(hash.to_string().as_bytes());
+    out.extend_from_slice(&hash.to_hex());
     out.extend_from_slice(b"\"}\n");
     hash
 }

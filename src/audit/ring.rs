@@ -162,6 +162,8 @@ struct Ring {
     closed_at: AtomicU64,
     /// Records dropped under [`OnFull::Drop`].
     dropped: CachePadded<AtomicU64>,
+    /// Pushes that found their slot taken and had to wait (`OnFull::Block`).
+    full_waits: AtomicU64,
     /// Producers parked waiting for room.
     producers_waiting: AtomicUsize,
     /// 1 while the consumer is parked waiting for a record.
@@ -213,6 +215,7 @@ pub fn channel(config: RingConfig) -> (Producer, Consumer) {
         tail: CachePadded::new(AtomicU64::new(0)),
         closed_at: AtomicU64::new(u64::MAX),
         dropped: CachePadded::new(AtomicU64::new(0)),
+        full_waits: AtomicU64::new(0),
         producers_waiting: AtomicUsize::new(0),
         consumer_waiting: AtomicUsize::new(0),
         consumer_gone: AtomicBool::new(false),
@@ -266,6 +269,10 @@ impl Ring {
         let mut step = 0;
         // Acquire: pairs with the consumer's Release store that frees the slot.
         while slot.stamp.load(Ordering::Acquire) != pos {
+            if step == 0 {
+                // Relaxed: a statistic; nothing is ordered by it.
+                self.full_waits.fetch_add(1, Ordering::Relaxed);
+            }
             if self.consumer_gone.load(Ordering::Relaxed) {
                 return false;
             }
@@ -301,6 +308,13 @@ impl Producer {
     /// [`OnFull::Drop`] it never waits and a full ring returns
     /// [`PushError::Full`] (counted; see [`Consumer::take_dropped`]).
     pub fn push(&self, record: &[u8]) -> Result<(), PushError> {
+        self.push_pos(record).map(drop)
+    }
+
+    /// [`push`](Self::push), returning the record's position: records are
+    /// numbered from 0 in the order the consumer receives them, so
+    /// "position `p` was consumed" means every record before it was too.
+    pub fn push_pos(&self, record: &[u8]) -> Result<u64, PushError> {
         let ring = &*self.ring;
         if record.len() > ring.config.max_record {
             return Err(PushError::TooLarge {
@@ -333,7 +347,29 @@ impl Producer {
         // then sees the record written above.
         slot.stamp.store(pos + 1, Ordering::Release);
         ring.wake_consumer();
-        Ok(())
+        Ok(pos)
+    }
+
+    /// Whether the ring was closed.
+    pub fn is_closed(&self) -> bool {
+        // Relaxed: a hint for error reporting; a push still decides by its
+        // own claim.
+        self.ring.tail.load(Ordering::Relaxed) & CLOSED != 0
+    }
+
+    /// Positions claimed so far: every record whose push returned before
+    /// this call has a position below the result.
+    pub fn claimed(&self) -> u64 {
+        // Relaxed: a bound; the caller waits on the consumer's progress,
+        // which is ordered by its own atomics.
+        let tail = self.ring.tail.load(Ordering::Relaxed) & !CLOSED;
+        tail.min(self.ring.closed_at.load(Ordering::Relaxed))
+    }
+
+    /// Wakes the consumer if it sleeps in [`Consumer::wait_or`], so it
+    /// re-checks its extra condition. Call after making that condition true.
+    pub fn wake_consumer(&self) {
+        self.ring.wake_consumer();
     }
 
     /// Claims a position whose slot is already free, or reports full/closed.
@@ -417,6 +453,12 @@ impl Consumer {
         n
     }
 
+    /// Whether the next record is published (a `drain` would pass it on).
+    pub fn ready(&self) -> bool {
+        // Acquire: pairs with the publishing Release store.
+        self.ring.slot(self.head).stamp.load(Ordering::Acquire) == self.head + 1
+    }
+
     /// Whether the ring is closed and every record before the close was
     /// drained: the consumer can stop.
     pub fn is_drained(&self) -> bool {
@@ -427,11 +469,21 @@ impl Consumer {
 
     /// Waits until a record is ready, the ring is closed, or `timeout` passes.
     pub fn wait(&self, timeout: Duration) {
+        self.wait_or(timeout, || false);
+    }
+
+    /// [`wait`](Self::wait), and also stops waiting when `also` is true.
+    /// Whoever makes `also` true must then call
+    /// [`Producer::wake_consumer`]; `also` must read what it checks with
+    /// at least `Relaxed` atomics written before that call, and the fences
+    /// of the wake-up protocol make sure one of the two sees the other.
+    pub fn wait_or(&self, timeout: Duration, also: impl Fn() -> bool) {
         let ring = &*self.ring;
         let ready = || {
             // Acquire: pairs with the publishing Release store.
             ring.slot(self.head).stamp.load(Ordering::Acquire) == self.head + 1
                 || ring.closed_at.load(Ordering::Acquire) != u64::MAX
+                || also()
         };
         if ready() {
             return;
@@ -445,6 +497,24 @@ impl Consumer {
             let _ = ring.data.wait_timeout(guard, timeout);
         }
         ring.consumer_waiting.store(0, Ordering::Relaxed);
+    }
+
+    /// The final position once the ring is closed (records below it will all
+    /// be received), `None` while it is open.
+    pub fn closed_at(&self) -> Option<u64> {
+        // Acquire: pairs with the Release store in `close`.
+        let at = self.ring.closed_at.load(Ordering::Acquire);
+        (at != u64::MAX).then_some(at)
+    }
+
+    /// Records received so far (the next position to read).
+    pub fn position(&self) -> u64 {
+        self.head
+    }
+
+    /// Pushes so far that found the ring full and waited for room.
+    pub fn full_waits(&self) -> u64 {
+        self.ring.full_waits.load(Ordering::Relaxed)
     }
 
     /// Records dropped under [`OnFull::Drop`] since the last call.

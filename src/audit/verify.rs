@@ -2,8 +2,9 @@
 //! across files, and the hash chain is intact. The first break is reported
 //! with its file and line.
 //!
-//! Files of one stream are `PREFIX-*.jsonl`, in name order (the writer names
-//! them by UTC date and a counter, so name order is write order). Each file
+//! Files of one stream are `PREFIX-YYYYMMDD-NNNNNN.jsonl`, in name order
+//! (the writer names them by UTC day and a counter, so name order is write
+//! order). Each file
 //! is checked on its own, in parallel (rayon); then the files are stitched:
 //! each file's first record must continue the previous file's last (`seq + 1`
 //! and `prev` equal to its hash). The first record of the oldest file must
@@ -156,24 +157,14 @@ fn follow(previous: Option<Head>, seq: u64, prev: ChainHash) -> Result<(), Probl
     Ok(())
 }
 
-/// The files of stream `prefix` in `dir`, in name order.
+/// The files of stream `prefix` in `dir`, in name order (other files are
+/// ignored; see [`recover`](super::recover) for the names).
 pub fn stream_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, VerifyError> {
-    let io = |source| VerifyError::Io {
+    let files = super::recover::list(dir, prefix).map_err(|source| VerifyError::Io {
         path: dir.to_path_buf(),
         source,
-    };
-    let start = format!("{prefix}-");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if name.starts_with(&start) && name.ends_with(".jsonl") {
-            files.push(entry.path());
-        }
-    }
-    files.sort();
-    Ok(files)
+    })?;
+    Ok(files.into_iter().map(|(_, _, path)| path).collect())
 }
 
 /// One file checked on its own.
@@ -255,7 +246,8 @@ mod tests {
             };
             prev = encode(&mut buf, seq, SystemTime::UNIX_EPOCH, body, &prev);
             if (seq + 1) % per_file == 0 || seq + 1 == records {
-                let name = format!("audit-20261123-{:04}.jsonl", seq / per_file);
+                let name =
+                    super::super::recover::file_name("audit", 20261123, (seq / per_file) as u32);
                 std::fs::write(dir.join(name), &buf).unwrap();
                 buf.clear();
             }
@@ -301,7 +293,7 @@ mod tests {
     fn an_intact_stream_verifies_across_files() {
         let dir = tempfile::tempdir().unwrap();
         let head = write_stream(dir.path(), 25, 10, Some(7));
-        std::fs::write(dir.path().join("telemetry-20261123-0000.jsonl"), "junk").unwrap();
+        std::fs::write(dir.path().join("telemetry-20261123-000000.jsonl"), "junk").unwrap();
         let report = verify(dir.path()).unwrap();
         assert_eq!(
             report,
@@ -325,12 +317,12 @@ mod tests {
     fn an_edited_line_is_the_first_break() {
         let dir = tempfile::tempdir().unwrap();
         write_stream(dir.path(), 25, 10, None);
-        let file = dir.path().join("audit-20261123-0001.jsonl");
+        let file = dir.path().join("audit-20261123-000001.jsonl");
         let mut lines = lines_of(&file);
         lines[3] = lines[3].replace("call", "CALL");
         rewrite(&file, &lines);
         let (name, line, problem) = broken_at(verify(dir.path()));
-        assert_eq!((name.as_str(), line), ("audit-20261123-0001.jsonl", 4));
+        assert_eq!((name.as_str(), line), ("audit-20261123-000001.jsonl", 4));
         assert_eq!(problem, Problem::Record(RecordError::HashMismatch));
     }
 
@@ -338,7 +330,7 @@ mod tests {
     fn deleted_and_swapped_lines_break_the_sequence() {
         let dir = tempfile::tempdir().unwrap();
         write_stream(dir.path(), 20, 10, None);
-        let file = dir.path().join("audit-20261123-0000.jsonl");
+        let file = dir.path().join("audit-20261123-000000.jsonl");
         let original = lines_of(&file);
 
         let mut deleted = original.clone();
@@ -376,7 +368,7 @@ mod tests {
     fn a_rewritten_record_with_a_recomputed_hash_breaks_the_next_link() {
         let dir = tempfile::tempdir().unwrap();
         write_stream(dir.path(), 10, 10, None);
-        let file = dir.path().join("audit-20261123-0000.jsonl");
+        let file = dir.path().join("audit-20261123-000000.jsonl");
         let mut lines = lines_of(&file);
         let prev = record::decode(lines[5].as_bytes()).unwrap().prev;
         let mut forged = Vec::new();
@@ -398,9 +390,9 @@ mod tests {
     fn a_missing_file_or_torn_tail_is_reported() {
         let dir = tempfile::tempdir().unwrap();
         let head = write_stream(dir.path(), 30, 10, None);
-        std::fs::remove_file(dir.path().join("audit-20261123-0001.jsonl")).unwrap();
+        std::fs::remove_file(dir.path().join("audit-20261123-000001.jsonl")).unwrap();
         let (name, line, problem) = broken_at(verify(dir.path()));
-        assert_eq!((name.as_str(), line), ("audit-20261123-0002.jsonl", 1));
+        assert_eq!((name.as_str(), line), ("audit-20261123-000002.jsonl", 1));
         assert_eq!(
             problem,
             Problem::SeqGap {
@@ -411,7 +403,7 @@ mod tests {
 
         let dir = tempfile::tempdir().unwrap();
         write_stream(dir.path(), 5, 10, None);
-        let file = dir.path().join("audit-20261123-0000.jsonl");
+        let file = dir.path().join("audit-20261123-000000.jsonl");
         let mut bytes = std::fs::read(&file).unwrap();
         bytes.truncate(bytes.len() - 30);
         std::fs::write(&file, bytes).unwrap();
@@ -424,9 +416,9 @@ mod tests {
     fn verification_can_start_at_an_exported_head() {
         let dir = tempfile::tempdir().unwrap();
         write_stream(dir.path(), 30, 10, None);
-        let first = lines_of(&dir.path().join("audit-20261123-0000.jsonl"));
+        let first = lines_of(&dir.path().join("audit-20261123-000000.jsonl"));
         let anchor = record::decode(first[9].as_bytes()).unwrap();
-        std::fs::remove_file(dir.path().join("audit-20261123-0000.jsonl")).unwrap();
+        std::fs::remove_file(dir.path().join("audit-20261123-000000.jsonl")).unwrap();
         assert!(verify(dir.path()).is_err());
         let start = Head {
             seq: anchor.seq,

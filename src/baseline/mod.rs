@@ -6,6 +6,8 @@
 //! get-or-create, one lock around the log file. They are correct, and they are
 //! the baseline of every benchmark (`impl = "locked"`).
 
+mod audit;
 mod stats;
 
+pub use audit::{LockedAuditLog, LockedMode};
 pub use stats::LockedStats;

@@ -6,15 +6,22 @@
 //! every case of an operation at each thread count **in one process,
 //! interleaved** (round-robin over the implementations, several rounds), and
 //! reports the median round, so ratios never divide figures from different
-//! runs. After each case it asks the implementation to check its own state
-//! against the exact number of operations performed.
+//! runs. After each timed slice the target [settles](Target::settle),
+//! untimed: an asynchronous writer finishes its backlog before the next
+//! implementation's slice starts. After each case it asks the
+//! implementation to check its own state against the exact number of
+//! operations performed.
 //!
 //! Units: `ops_per_sec` is the total over all threads; `ns_per_op` is the
 //! average time one thread spends per operation (`threads × 1e9 /
 //! ops_per_sec`). Where a case samples latency, one call in
 //! [`LATENCY_SAMPLE_EVERY`] is timed with `Instant::now()` (about 25 ns) and
 //! percentiles are per call, in ns.
+//!
+//! Workloads: [`stats`] (counters, batches, snapshots) and [`audit`] (the
+//! audit log under each guarantee: `async`, `os`, `disk`).
 
+pub mod audit;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,6 +42,12 @@ pub trait Target: Send + Sync {
         let _ = total_ops;
         None
     }
+
+    /// Waits until work the implementation accepted but has not finished (an
+    /// asynchronous writer's backlog) is done. The runner calls it after each
+    /// timed slice, untimed, so that one implementation's backlog does not
+    /// run into the next one's slice.
+    fn settle(&self) {}
 }
 
 /// How to build one [`Target`].
@@ -75,7 +88,8 @@ impl Measurement {
     }
 }
 
-/// Runs `target` on `threads` threads for about `duration`.
+/// Runs `target` on `threads` threads for about `duration`, then lets it
+/// [`settle`](Target::settle) (untimed).
 pub fn measure(
     target: &dyn Target,
     threads: usize,
@@ -115,6 +129,7 @@ pub fn measure(
         }
         begin.elapsed()
     });
+    target.settle();
     Measurement {
         ops: total.load(Ordering::Relaxed),
         elapsed,
@@ -139,6 +154,11 @@ fn run_chunked(target: &dyn Target, thread: usize, stop: &AtomicBool) -> u64 {
 }
 
 /// Runs one operation at a time, timing one in [`LATENCY_SAMPLE_EVERY`].
+///
+/// The stop flag is checked before every call (one relaxed load, noise
+/// beside operations that are worth sampling), so a slow operation (an
+/// fsync queued behind the other threads') overruns the slice by at most one
+/// call per thread.
 fn run_sampled(
     target: &dyn Target,
     thread: usize,
@@ -147,11 +167,14 @@ fn run_sampled(
 ) -> u64 {
     let mut ops = 0u64;
     while !stop.load(Ordering::Relaxed) {
-        target.run(thread, LATENCY_SAMPLE_EVERY - 1);
+        ops += 1;
+        if !ops.is_multiple_of(LATENCY_SAMPLE_EVERY) {
+            target.run(thread, 1);
+            continue;
+        }
         let t0 = Instant::now();
         target.run(thread, 1);
         samples.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        ops += LATENCY_SAMPLE_EVERY;
     }
     ops
 }
@@ -282,7 +305,8 @@ fn summarise(case: &Case, threads: usize, rounds: &mut [Measurement], target: &d
 
 /// Runs `target` with `threads` threads, `iters` operations each, and returns
 /// the wall time: the shape criterion's `iter_custom` wants, so that its
-/// "time per iteration" is the per-thread `ns_per_op`.
+/// "time per iteration" is the per-thread `ns_per_op`. The target
+/// [settles](Target::settle) after the clock stops.
 pub fn time_iters(target: &Arc<dyn Target>, threads: usize, iters: u64) -> Duration {
     let start = Barrier::new(threads + 1);
     std::thread::scope(|s| {
@@ -302,13 +326,15 @@ pub fn time_iters(target: &Arc<dyn Target>, threads: usize, iters: u64) -> Durat
                 std::panic::resume_unwind(panic);
             }
         }
-        begin.elapsed()
+        let elapsed = begin.elapsed();
+        target.settle();
+        elapsed
     })
 }
 
 /// Every workload known to the harness, by name.
 pub fn workloads() -> Vec<(&'static str, Vec<Case>)> {
-    vec![("stats", stats::cases())]
+    vec![("stats", stats::cases()), ("audit", audit::cases())]
 }
 
 /// Checks `actual == expected`, naming `what` when they differ.

@@ -1,0 +1,340 @@
+//! The writer thread: the only code that touches the stream's files.
+//!
+//! Each turn of its loop takes one timestamp, marks any drops with a gap
+//! record, drains what the ring holds (up to [`BATCH_BYTES`] of encoded
+//! lines), gives the whole batch to the OS in one `write` (more only if the
+//! OS takes part of it), then fsyncs if the durability mode or a waiting
+//! caller asks, and raises the levels that callers wait on. When the ring is
+//! empty it sleeps in [`Consumer::wait_or`] until a record arrives, a caller
+//! wants an fsync, the interval's fsync is due, or the ring is closed.
+//!
+//! A write error does not lose the batch: the unwritten bytes stay in the
+//! buffer, the error is published (callers waiting get it, new `log` calls
+//! fail fast), and the writer retries them, backing off to once a second,
+//! before it takes anything more from the ring. A retry that succeeds
+//! appends exactly the missing bytes, so the line that was cut is completed
+//! in place.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write as _};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::log::{Durability, Shared};
+use super::record::{self, Body, ChainHash, Timestamp};
+use super::recover::{self, Current};
+use super::ring::Consumer;
+use super::verify::Head;
+
+/// A batch stops growing once its lines reach this many bytes.
+pub(crate) const BATCH_BYTES: usize = 1 << 20;
+/// The longest sleep while the ring is empty (the `Interval` fsync and
+/// close are woken directly; this bounds everything else).
+const IDLE: Duration = Duration::from_millis(100);
+/// How long the idle writer polls the ring (six growing spins, then
+/// yields) before it sleeps.
+const IDLE_POLL: Duration = Duration::from_micros(50);
+
+/// What a writer that stopped cleanly leaves.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Summary {
+    pub(crate) head: Option<Head>,
+}
+
+/// Why the writer stopped with records it could not write.
+#[derive(Clone, Debug)]
+pub(crate) struct Unwritten {
+    pub(crate) records: u64,
+    pub(crate) error: Arc<io::Error>,
+}
+
+pub(crate) struct Writer {
+    pub(crate) consumer: Consumer,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) dir: PathBuf,
+    pub(crate) current: Option<Current>,
+    pub(crate) head: Option<Head>,
+    /// Encoded lines not yet accepted by the OS, from `pending_from`.
+    pub(crate) pending: Vec<u8>,
+    pub(crate) pending_from: usize,
+    /// Where the batch's gap marker ends in `pending` (0 if it has none).
+    pub(crate) gap_end: usize,
+    /// Ring positions encoded into `pending` (all of them once it is empty).
+    pub(crate) encoded: u64,
+    /// Ring positions handed to the OS.
+    pub(crate) written: u64,
+    /// Ring positions fsynced.
+    pub(crate) synced: u64,
+    pub(crate) last_sync: Instant,
+    /// Counters already reported to `stats` (`full_waits` is cumulative in
+    /// the ring).
+    pub(crate) full_waits_seen: u64,
+    /// The stream's lock file, locked while the writer runs.
+    pub(crate) _lock: File,
+}
+
+impl Writer {
+    /// Runs until the ring is closed and drained, then returns the head.
+    /// After a close, a write that still fails gives up, reporting how many
+    /// records it could not write.
+    pub(crate) fn run(mut self) -> Result<Summary, Unwritten> {
+        let mut retry = Duration::from_millis(10);
+        loop {
+            match self.turn() {
+                Ok(took) => {
+                    if retry > Duration::from_millis(10) || self.shared.failed.load(relaxed()) {
+                        retry = Duration::from_millis(10);
+                        self.shared.failed.store(false, relaxed());
+                        self.shared.progress.update(|s| s.error = None);
+                    }
+                    if took {
+                        continue;
+                    }
+                    if self.consumer.is_drained() {
+                        return Ok(Summary { head: self.head });
+                    }
+                    let timeout = match self.shared.durability {
+                        Durability::Interval(every) if self.synced < self.written => {
+                            every.saturating_sub(self.last_sync.elapsed()).min(IDLE)
+                        }
+                        _ => IDLE,
+                    };
+                    let shared = &self.shared;
+                    let synced = self.synced;
+                    let wanted = || shared.sync_wanted.load(relaxed()) > synced;
+                    // Poll briefly before sleeping, so that a producer that
+                    // logs soon finds the writer awake and does not pay for
+                    // waking it (a futex call) on its own time.
+                    let mut poll = crate::sync::Poll::new(IDLE_POLL);
+                    while !self.consumer.ready() && !wanted() && poll.next() {}
+                    self.consumer.wait_or(timeout, wanted);
+                }
+                Err(error) => {
+                    if self.consumer.closed_at().is_some() {
+                        return Err(self.give_up(error));
+                    }
+                    self.fail(error);
+                    std::thread::park_timeout(retry);
+                    retry = (retry * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// One turn: finish writing what a failed turn left, take a batch,
+    /// write and fsync it. Returns whether the ring had anything.
+    fn turn(&mut self) -> io::Result<bool> {
+        if self.unwritten() > 0 {
+            self.write_pending()?;
+        }
+        let ts = Timestamp::new(self.shared.clock.now());
+        self.rotate_if_due(recover::day_of(&ts))?;
+        let took = self.take_batch(&ts);
+        self.finish_batch()?;
+        if !took && self.consumer.is_drained() {
+            let final_sync = self.shared.durability != Durability::None;
+            if final_sync && self.synced < self.written {
+                self.sync()?;
+            }
+        }
+        Ok(took)
+    }
+
+    fn unwritten(&self) -> u64 {
+        self.encoded - self.written
+    }
+
+    /// Encodes what the ring holds (and a gap marker for drops) into
+    /// `pending`; returns whether there was anything.
+    fn take_batch(&mut self, ts: &Timestamp) -> bool {
+        let mut took = false;
+        let dropped = self.consumer.take_dropped();
+        self.gap_end = 0;
+        if dropped > 0 {
+            self.append(ts, Body::Gap(dropped));
+            self.gap_end = self.pending.len();
+            self.shared.counts.dropped.add(dropped);
+            self.shared.counts.gap_records.inc();
+            took = true;
+        }
+        let Self {
+            consumer,
+            pending,
+            head,
+            ..
+        } = self;
+        let mut batch = 0;
+        while pending.len() < BATCH_BYTES {
+            let n = consumer.drain(256, |event| {
+                *head = Some(append(pending, head, ts, Body::Event(event)));
+            });
+            batch += n;
+            if n == 0 {
+                break;
+            }
+        }
+        self.encoded += batch as u64;
+        took || batch > 0
+    }
+
+    fn append(&mut self, ts: &Timestamp, body: Body<'_>) {
+        self.head = Some(append(&mut self.pending, &self.head, ts, body));
+    }
+
+    /// Writes `pending`, fsyncs if due, and raises the levels.
+    fn finish_batch(&mut self) -> io::Result<()> {
+        let counts = &self.shared.counts;
+        let waits = self.consumer.full_waits();
+        counts.full_waits.add(waits - self.full_waits_seen);
+        self.full_waits_seen = waits;
+        if !self.pending.is_empty() {
+            self.write_pending()?;
+        }
+        let sync_due = match self.shared.durability {
+            Durability::None => false,
+            Durability::Batch => true,
+            Durability::Interval(every) => self.last_sync.elapsed() >= every,
+        };
+        if self.synced < self.written
+            && (sync_due || self.shared.sync_wanted.load(relaxed()) > self.synced)
+        {
+            self.sync()?;
+        }
+        Ok(())
+    }
+
+    /// Hands `pending` to the OS; on error keeps what is left.
+    fn write_pending(&mut self) -> io::Result<()> {
+        let Some(current) = self.current.as_mut() else {
+            return Err(io::Error::other("no file is open"));
+        };
+        while self.pending_from < self.pending.len() {
+            match current.file.write(&self.pending[self.pending_from..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.pending_from += n;
+                    current.len += n as u64;
+                    self.shared.counts.bytes.add(n as u64);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.shared.counts.write_errors.inc();
+                    return Err(e);
+                }
+            }
+        }
+        self.pending.clear();
+        self.pending_from = 0;
+        let records = self.encoded - self.written;
+        self.written = self.encoded;
+        let counts = &self.shared.counts;
+        counts.written.add(records);
+        counts.batches.inc();
+        let head = self.head;
+        self.shared.progress.set(|s| s.heads.written = head);
+        self.shared
+            .progress
+            .raise(&self.shared.written, self.written);
+        Ok(())
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        let Some(current) = self.current.as_ref() else {
+            return Ok(());
+        };
+        if let Err(e) = current.file.sync_data() {
+            self.shared.counts.write_errors.inc();
+            return Err(e);
+        }
+        self.shared.counts.fsyncs.inc();
+        self.last_sync = Instant::now();
+        self.synced = self.written;
+        let head = self.head;
+        self.shared.progress.set(|s| s.heads.synced = head);
+        self.shared.progress.raise(&self.shared.synced, self.synced);
+        Ok(())
+    }
+
+    /// Starts a new file when the day changed or the file is full. Only
+    /// between batches, with nothing pending, so a file holds whole lines.
+    fn rotate_if_due(&mut self, day: u32) -> io::Result<()> {
+        let (day, n) = match &self.current {
+            Some(c) if day <= c.day && c.len < self.shared.max_file_bytes => return Ok(()),
+            Some(c) if day <= c.day => (c.day, c.n + 1),
+            _ => (day, 0),
+        };
+        if self.unwritten() > 0 {
+            return Ok(());
+        }
+        if self.shared.durability != Durability::None && self.synced < self.written {
+            self.sync()?;
+        }
+        let path = self
+            .dir
+            .join(recover::file_name(&self.shared.prefix, day, n));
+        let file = create(&path)?;
+        if self.shared.durability != Durability::None {
+            // The new name must survive power loss with the records in it.
+            File::open(&self.dir)?.sync_all()?;
+        }
+        self.current = Some(Current {
+            file,
+            day,
+            n,
+            len: 0,
+        });
+        self.shared.counts.files.inc();
+        Ok(())
+    }
+
+    fn fail(&self, error: io::Error) {
+        let error = Arc::new(error);
+        self.shared.failed.store(true, relaxed());
+        self.shared
+            .progress
+            .update(|s| s.error = Some(error.clone()));
+    }
+
+    /// Stops after a close with a write that still fails: counts the
+    /// events that are not in the file as whole lines (a line cut short is
+    /// truncated on the next open), including those still in the ring.
+    fn give_up(&mut self, error: io::Error) -> Unwritten {
+        let unwritten = &self.pending[self.pending_from..];
+        let mut records = unwritten.iter().filter(|&&b| b == b'\n').count() as u64;
+        if self.pending_from < self.gap_end {
+            records -= 1; // The gap marker is not an event.
+        }
+        // Drain the rest, so producers waiting for room publish and are
+        // counted rather than refused.
+        while !self.consumer.is_drained() {
+            if self.consumer.drain(usize::MAX, |_| records += 1) == 0 {
+                self.consumer.wait(Duration::from_millis(1));
+            }
+        }
+        Unwritten {
+            records,
+            error: Arc::new(error),
+        }
+    }
+}
+
+/// Creates a new stream file (it must not exist: names are never reused).
+pub(crate) fn create(path: &std::path::Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create_new(true).open(path)
+}
+
+fn append(out: &mut Vec<u8>, head: &Option<Head>, ts: &Timestamp, body: Body<'_>) -> Head {
+    let (seq, prev) = match head {
+        Some(h) => (h.seq + 1, h.hash),
+        None => (0, ChainHash::GENESIS),
+    };
+    let hash = record::encode_at(out, seq, ts, body, &prev);
+    Head { seq, hash }
+}
+
+fn relaxed() -> std::sync::atomic::Ordering {
+    // The flags and counters the writer shares outside `Progress` are hints
+    // read without ordering anything else.
+    std::sync::atomic::Ordering::Relaxed
+}

@@ -1,0 +1,711 @@
+//! The `audit` workload: one operation per [`Guarantee`], each logging a
+//! realistic ~240-byte event ([`AuditEvent`]) from every thread.
+//!
+//! | op | guarantee | implementations |
+//! |---|---|---|
+//! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`LockedMode::Buffered`]), `crossbeam-channel`, `tracing-appender` |
+//! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`LockedMode::Unbuffered`]) |
+//! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`LockedMode::Synced`]) |
+//!
+//! Every implementation serialises the same [`AuditEvent`] with serde_json on
+//! the calling thread. The peers of `log_async`:
+//!
+//! * `crossbeam-channel`: what a team builds with a channel. A bounded
+//!   channel (4096 lines, latchfree's default ring size) of serialised
+//!   events, each in its own `Vec`; one writer thread numbers, stamps and
+//!   hashes them into the same chained [`record`] lines and writes them
+//!   through a `BufWriter`, flushed whenever the channel is empty. Same work
+//!   as latchfree, so its files verify too.
+//! * `tracing-appender`: its non-blocking writer (`NonBlockingBuilder`
+//!   defaults, `lossy(false)`: 128 000 lines, backpressure instead of drops)
+//!   over `rolling::never`; each thread writes one line per call through its
+//!   own clone of `NonBlocking` (`io::Write`). It does **less** work than the
+//!   others: a `Write` sink cannot number or chain lines without a lock of
+//!   its own, so its lines are the bare events (no `seq`, `ts` or hash). It
+//!   shows what a generic non-blocking file writer costs.
+//!
+//! After each case the runner checks that nothing was lost: latchfree is
+//! closed and must report `total` records written and none dropped, and
+//! [`audit::verify`](crate::audit::verify()) must find exactly `total`
+//! records in an unbroken chain (also for `locked` and `crossbeam-channel`);
+//! the `tracing-appender` file must hold `total` lines once its
+//! `WorkerGuard` is dropped. A shortfall is printed as `NOT EXACT`.
+//!
+//! Each target writes into its own fresh directory from
+//! [`tempfile::tempdir`], so under `TMPDIR` (`/tmp` by default). The `disk`
+//! rows measure that file system's fsync: point `TMPDIR` at the disk you
+//! care about, and never at a tmpfs (its fsync does nothing). The `async`
+//! rows write hundreds of MB per case; each directory is removed when its
+//! thread count is done.
+//!
+//! Between timed slices each target settles (untimed): latchfree is flushed,
+//! and the runner waits until the channel's writer and tracing-appender's
+//! worker have written their backlog, so no implementation's backlog runs
+//! into another's slice. Within a slice a queue still absorbs a burst: 4096
+//! events for latchfree and the channel, 128 000 for tracing-appender, which
+//! flatters it in short slices; `--seconds` of 2 or more shows sustained
+//! rates.
+//!
+//! Latency is sampled (`latency: true`): the runner times one call in
+//! [`LATENCY_SAMPLE_EVERY`](super::LATENCY_SAMPLE_EVERY) with
+//! `Instant::now()` and checks its stop flag before every call, so a slow
+//! call (an fsync queued behind 63 others) overruns a slice by at most one
+//! call per thread.
+//!
+//! Group commit is latchfree's advantage under `disk` (and `os`): many
+//! waiting callers share one write and one fsync, where the locked twin pays
+//! one fsync per record with every other caller queued on its lock. It only
+//! shows with many callers in flight, so run the `os` and `disk` rows at 64
+//! threads too:
+//!
+//! ```text
+//! latchfree bench audit --threads 1,2,4,8
+//! latchfree bench audit --ops log_os,log_disk --threads 64
+//! ```
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{self, BufWriter, Read as _, Write as _};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender};
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+use tempfile::TempDir;
+use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
+
+use super::{Case, Target, expect_eq};
+use crate::audit::record::{self, Body, ChainHash, Timestamp};
+use crate::audit::{self, AuditLog, Guarantee, Head, recover};
+use crate::baseline::{LockedAuditLog, LockedMode};
+
+/// Lines the `crossbeam-channel` peer's channel holds (latchfree's default
+/// ring capacity).
+pub const CHANNEL_CAPACITY: usize = 4096;
+
+/// Events the `crossbeam-channel` peer's writer stamps with one timestamp.
+const CHANNEL_BATCH: usize = 4096;
+
+/// Every case of the `audit` workload.
+pub fn cases() -> Vec<Case> {
+    let case = |op, imp, guarantee, make| Case {
+        workload: "audit",
+        op,
+        imp,
+        guarantee,
+        latency: true,
+        make,
+    };
+    vec![
+        case("log_async", "latchfree", "async", |t| {
+            Box::new(Latchfree::new(t, Guarantee::Async))
+        }),
+        case("log_async", "locked", "async", |t| {
+            Box::new(Locked::new(t, LockedMode::Buffered))
+        }),
+        case("log_async", "crossbeam-channel", "async", |t| {
+            Box::new(Channel::new(t))
+        }),
+        case("log_async", "tracing-appender", "async", |t| {
+            Box::new(Appender::new(t))
+        }),
+        case("log_os", "latchfree", "os", |t| {
+            Box::new(Latchfree::new(t, Guarantee::Os))
+        }),
+        case("log_os", "locked", "os", |t| {
+            Box::new(Locked::new(t, LockedMode::Unbuffered))
+        }),
+        case("log_disk", "latchfree", "disk", |t| {
+            Box::new(Latchfree::new(t, Guarantee::Disk))
+        }),
+        case("log_disk", "locked", "disk", |t| {
+            Box::new(Locked::new(t, LockedMode::Synced))
+        }),
+    ]
+}
+
+/// The event every implementation logs: about 240 bytes of compact JSON,
+/// varying by thread (user, session, client) and by call (request number,
+/// action, resource, amount, outcome).
+#[derive(Clone, Debug, Serialize)]
+pub struct AuditEvent<'a> {
+    /// Who acted, e.g. `user-000017`.
+    pub user: &'a str,
+    /// What they did, e.g. `transfer.create`.
+    pub action: &'static str,
+    /// What they did it to.
+    pub resource: &'static str,
+    /// Their session id (32 hex digits).
+    pub session: &'a str,
+    /// The request's number on this thread.
+    pub request: u64,
+    /// Money moved, in cents.
+    pub amount_cents: u64,
+    /// Currency of `amount_cents`.
+    pub currency: &'static str,
+    /// Whether the action succeeded.
+    pub ok: bool,
+    /// The client's address.
+    pub client: &'a str,
+}
+
+const ACTIONS: [&str; 4] = [
+    "transfer.create",
+    "account.update",
+    "session.refresh",
+    "document.download",
+];
+
+const RESOURCES: [&str; 8] = [
+    "/v1/accounts/ACC-20931/transfers/pending",
+    "/v1/accounts/ACC-20931/profile/address",
+    "/v1/accounts/ACC-77410/statements/2026-10",
+    "/v1/sessions/current/refresh-token",
+    "/v1/documents/DOC-5531/versions/3/content",
+    "/v1/accounts/ACC-10442/transfers/scheduled",
+    "/v1/accounts/ACC-10442/limits/daily",
+    "/v1/documents/DOC-0918/versions/1/content",
+];
+
+const CURRENCIES: [&str; 3] = ["EUR", "USD", "GBP"];
+
+/// Each worker's fixed fields and call counter.
+struct Events {
+    users: Vec<String>,
+    sessions: Vec<String>,
+    clients: Vec<String>,
+    /// Calls made by each worker; only that worker writes its slot.
+    calls: Vec<CachePadded<AtomicU64>>,
+}
+
+impl Events {
+    fn new(threads: usize) -> Self {
+        let threads = threads.max(1);
+        Self {
+            users: (0..threads).map(|t| format!("user-{t:06}")).collect(),
+            sessions: (0..threads)
+                .map(|t| {
+                    let t = t as u128;
+                    format!(
+                        "{:032x}",
+                        0x5f2c_9a0e_7b1d_4c3a_8e6f_0b2d_9c7a_1e4f ^ (t * 0x9e37)
+                    )
+                })
+                .collect(),
+            clients: (0..threads)
+                .map(|t| format!("10.{}.{}.{}", t / 65536 % 256, t / 256 % 256, t % 256))
+                .collect(),
+            calls: (0..threads)
+                .map(|_| CachePadded::new(AtomicU64::new(0)))
+                .collect(),
+        }
+    }
+
+    /// Calls `f` with worker `thread`'s next `n` events.
+    fn each(&self, thread: usize, n: u64, mut f: impl FnMut(&AuditEvent<'_>)) {
+        let t = thread % self.calls.len();
+        // Relaxed: the slot is this worker's own; it only needs distinct
+        // numbers for consecutive calls.
+        let first = self.calls[t].fetch_add(n, Ordering::Relaxed);
+        for request in first..first + n {
+            let i = request as usize;
+            f(&AuditEvent {
+                user: &self.users[t],
+                action: ACTIONS[i % ACTIONS.len()],
+                resource: RESOURCES[(i / 3) % RESOURCES.len()],
+                session: &self.sessions[t],
+                request,
+                amount_cents: request.wrapping_mul(7919) % 1_000_000,
+                currency: CURRENCIES[i % CURRENCIES.len()],
+                ok: request % 16 != 15,
+                client: &self.clients[t],
+            });
+        }
+    }
+}
+
+/// Calls that failed during the run: the first error, and how many.
+#[derive(Default)]
+struct Failures {
+    count: AtomicU64,
+    first: OnceLock<String>,
+}
+
+impl Failures {
+    fn note<T, E: std::fmt::Display>(&self, result: Result<T, E>) {
+        match result {
+            Ok(value) => {
+                black_box(value);
+            }
+            Err(e) => {
+                // Relaxed: a count read after the run's threads are joined.
+                self.count.fetch_add(1, Ordering::Relaxed);
+                let _ = self.first.set(e.to_string());
+            }
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        match self.count.load(Ordering::Relaxed) {
+            0 => Ok(()),
+            n => Err(format!(
+                "{n} calls failed, the first with: {}",
+                self.first.get().map_or("?", String::as_str)
+            )),
+        }
+    }
+}
+
+fn scratch_dir() -> TempDir {
+    tempfile::Builder::new()
+        .prefix("latchfree-bench-audit-")
+        .tempdir()
+        .expect("cannot create a scratch directory under TMPDIR")
+}
+
+/// Checks the stream in `dir` holds exactly `total` records, unbroken.
+fn verify_stream(dir: &Path, total: u64) -> Result<(), String> {
+    let report = audit::verify(dir).map_err(|e| format!("audit::verify: {e}"))?;
+    expect_eq("records in the files", report.records, total)?;
+    expect_eq("events dropped (gap markers)", report.dropped, 0)
+}
+
+/// latchfree's [`AuditLog`] (default builder), waiting for `guarantee`.
+struct Latchfree {
+    log: AuditLog,
+    guarantee: Guarantee,
+    events: Events,
+    failures: Failures,
+    dir: TempDir,
+}
+
+impl Latchfree {
+    fn new(threads: usize, guarantee: Guarantee) -> Self {
+        let dir = scratch_dir();
+        let log = AuditLog::open(dir.path()).expect("cannot open the audit log");
+        Self {
+            log,
+            guarantee,
+            events: Events::new(threads),
+            failures: Failures::default(),
+            dir,
+        }
+    }
+}
+
+impl Target for Latchfree {
+    fn run(&self, thread: usize, n: u64) {
+        self.events.each(thread, n, |event| {
+            let result = match self.guarantee {
+                Guarantee::Async => self.log.log(event),
+                guarantee => self.log.log_wait(event, guarantee),
+            };
+            self.failures.note(result);
+        });
+    }
+
+    fn settle(&self) {
+        // Everything logged is written (to the OS) when it returns; an error
+        // shows in `verify`.
+        let _ = self.log.flush();
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let check = || {
+            self.failures.check()?;
+            self.log.close().map_err(|e| format!("close: {e}"))?;
+            let metrics = self.log.metrics();
+            expect_eq("records written (metrics)", metrics.written, total_ops)?;
+            expect_eq("events dropped (metrics)", metrics.dropped, 0)?;
+            verify_stream(self.dir.path(), total_ops)
+        };
+        Some(check())
+    }
+}
+
+/// The locked twin, in the mode that gives the row's guarantee.
+struct Locked {
+    log: LockedAuditLog,
+    events: Events,
+    failures: Failures,
+    dir: TempDir,
+}
+
+impl Locked {
+    fn new(threads: usize, mode: LockedMode) -> Self {
+        let dir = scratch_dir();
+        let log = LockedAuditLog::open(dir.path(), mode).expect("cannot open the locked log");
+        Self {
+            log,
+            events: Events::new(threads),
+            failures: Failures::default(),
+            dir,
+        }
+    }
+}
+
+impl Target for Locked {
+    fn run(&self, thread: usize, n: u64) {
+        self.events
+            .each(thread, n, |event| self.failures.note(self.log.log(event)));
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let check = || {
+            self.failures.check()?;
+            let head = self.log.close().map_err(|e| format!("close: {e}"))?;
+            expect_eq("records written", head.map_or(0, |h| h.seq + 1), total_ops)?;
+            verify_stream(self.dir.path(), total_ops)
+        };
+        Some(check())
+    }
+}
+
+/// A bounded crossbeam channel of serialised events and one writer thread
+/// that chains them into records through a `BufWriter`.
+struct Channel {
+    sender: Sender<Vec<u8>>,
+    /// Events sent.
+    sent: AtomicU64,
+    /// Records the writer has flushed to the file.
+    flushed: Arc<AtomicU64>,
+    /// The writer, until it is stopped; it returns the records it wrote.
+    writer: Mutex<Option<JoinHandle<io::Result<u64>>>>,
+    events: Events,
+    failures: Failures,
+    dir: TempDir,
+}
+
+impl Channel {
+    fn new(threads: usize) -> Self {
+        let dir = scratch_dir();
+        let day = recover::day_of(&Timestamp::new(SystemTime::now()));
+        let path = dir.path().join(recover::file_name("audit", day, 0));
+        let file = File::create_new(&path).expect("cannot create the channel peer's file");
+        let (sender, receiver) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
+        let flushed = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let flushed = flushed.clone();
+            std::thread::Builder::new()
+                .name("channel-writer".into())
+                .spawn(move || channel_writer(&receiver, file, &flushed))
+                .expect("cannot spawn the channel peer's writer")
+        };
+        Self {
+            sender,
+            sent: AtomicU64::new(0),
+            flushed,
+            writer: Mutex::new(Some(writer)),
+            events: Events::new(threads),
+            failures: Failures::default(),
+            dir,
+        }
+    }
+
+    /// Stops the writer once it has written everything sent before, and
+    /// returns what it wrote (`None` if it was already stopped).
+    fn stop(&self) -> Option<Result<u64, String>> {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()?;
+        // The empty line is the stop marker (events are never empty).
+        let _ = self.sender.send(Vec::new());
+        Some(match writer.join() {
+            Ok(Ok(records)) => Ok(records),
+            Ok(Err(e)) => Err(format!("the channel writer failed: {e}")),
+            Err(_) => Err("the channel writer panicked".into()),
+        })
+    }
+}
+
+/// The `crossbeam-channel` peer's writer: blocks for an event, then drains
+/// what the channel holds (up to [`CHANNEL_BATCH`] events under one
+/// timestamp), and flushes its `BufWriter` whenever the channel is empty,
+/// publishing the records flushed in `flushed`. Stops at an empty line.
+fn channel_writer(events: &Receiver<Vec<u8>>, file: File, flushed: &AtomicU64) -> io::Result<u64> {
+    let mut out = BufWriter::new(file);
+    let mut line = Vec::with_capacity(1024);
+    let mut head: Option<Head> = None;
+    let mut records = 0u64;
+    while let Ok(first) = events.recv() {
+        let ts = Timestamp::new(SystemTime::now());
+        let mut next = Some(first);
+        let mut batch = 0;
+        while let Some(event) = next.take() {
+            if event.is_empty() {
+                out.flush()?;
+                flushed.store(records, Ordering::Release);
+                return Ok(records);
+            }
+            let (seq, prev) = match head {
+                Some(h) => (h.seq + 1, h.hash),
+                None => (0, ChainHash::GENESIS),
+            };
+            line.clear();
+            let hash = record::encode_at(&mut line, seq, &ts, Body::Event(&event), &prev);
+            out.write_all(&line)?;
+            head = Some(Head { seq, hash });
+            records += 1;
+            batch += 1;
+            if batch < CHANNEL_BATCH {
+                next = events.try_recv().ok();
+            }
+        }
+        if events.is_empty() {
+            out.flush()?;
+            // Release: pairs with the Acquire load in `settle`.
+            flushed.store(records, Ordering::Release);
+        }
+    }
+    out.flush()?;
+    flushed.store(records, Ordering::Release);
+    Ok(records)
+}
+
+impl Target for Channel {
+    fn run(&self, thread: usize, n: u64) {
+        self.events.each(thread, n, |event| {
+            let mut json = Vec::with_capacity(512);
+            let result = serde_json::to_writer(&mut json, event)
+                .map_err(|e| e.to_string())
+                .and_then(|()| self.sender.send(json).map_err(|e| e.to_string()));
+            if result.is_ok() {
+                // Relaxed: read in `settle`, after the workers are joined.
+                self.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            self.failures.note(result);
+        });
+    }
+
+    fn settle(&self) {
+        let sent = self.sent.load(Ordering::Relaxed);
+        // Acquire: pairs with the writer's Release store.
+        wait_until(|| {
+            self.flushed.load(Ordering::Acquire) >= sent
+                || self
+                    .writer
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .is_none_or(JoinHandle::is_finished)
+        });
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let check = || {
+            self.failures.check()?;
+            let written = self
+                .stop()
+                .unwrap_or_else(|| Err("the writer was already stopped".into()))?;
+            expect_eq("records written", written, total_ops)?;
+            verify_stream(self.dir.path(), total_ops)
+        };
+        Some(check())
+    }
+}
+
+impl Drop for Channel {
+    fn drop(&mut self) {
+        if let Some(Err(e)) = self.stop() {
+            eprintln!("latchfree bench: {e}");
+        }
+    }
+}
+
+/// tracing-appender's `NonBlocking` over `rolling::never`.
+struct Appender {
+    /// Each worker's clone of the writer and its line buffer.
+    writers: Vec<CachePadded<Mutex<AppenderSlot>>>,
+    /// Dropping it flushes the lines queued before (waiting up to 1 s).
+    guard: Mutex<Option<WorkerGuard>>,
+    /// Bytes written to `NonBlocking` (queued for the file).
+    sent: AtomicU64,
+    events: Events,
+    failures: Failures,
+    dir: TempDir,
+}
+
+/// One worker's writer and line buffer.
+struct AppenderSlot {
+    writer: NonBlocking,
+    line: Vec<u8>,
+}
+
+/// The `tracing-appender` peer's file name.
+const APPENDER_FILE: &str = "x.log";
+
+impl Appender {
+    fn new(threads: usize) -> Self {
+        let dir = scratch_dir();
+        let file = tracing_appender::rolling::never(dir.path(), APPENDER_FILE);
+        let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(file);
+        Self {
+            writers: (0..threads.max(1))
+                .map(|_| {
+                    CachePadded::new(Mutex::new(AppenderSlot {
+                        writer: writer.clone(),
+                        line: Vec::with_capacity(512),
+                    }))
+                })
+                .collect(),
+            guard: Mutex::new(Some(guard)),
+            sent: AtomicU64::new(0),
+            events: Events::new(threads),
+            failures: Failures::default(),
+            dir,
+        }
+    }
+}
+
+impl Target for Appender {
+    fn run(&self, thread: usize, n: u64) {
+        // Uncontended: only worker `thread` takes its slot.
+        let mut slot = self.writers[thread % self.writers.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let AppenderSlot { writer, line } = &mut *slot;
+        self.events.each(thread, n, |event| {
+            line.clear();
+            let result = serde_json::to_writer(&mut *line, event)
+                .map_err(io::Error::from)
+                .and_then(|()| {
+                    line.push(b'\n');
+                    // One `write` call: one message, one line.
+                    writer.write_all(line)
+                });
+            if result.is_ok() {
+                // Relaxed: read in `settle`, after the workers are joined.
+                self.sent.fetch_add(line.len() as u64, Ordering::Relaxed);
+            }
+            self.failures.note(result);
+        });
+    }
+
+    fn settle(&self) {
+        // The worker has written the queue once the file holds every byte.
+        let sent = self.sent.load(Ordering::Relaxed);
+        let path = self.dir.path().join(APPENDER_FILE);
+        wait_until(|| std::fs::metadata(&path).is_ok_and(|m| m.len() >= sent));
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let check = || {
+            self.failures.check()?;
+            drop(
+                self.guard
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take(),
+            );
+            let path = self.dir.path().join(APPENDER_FILE);
+            let lines = count_lines(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            expect_eq("lines in the file after the guard's drop", lines, total_ops)
+        };
+        Some(check())
+    }
+}
+
+/// Polls `done` every 100 µs for up to [`SETTLE_LIMIT`].
+fn wait_until(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SETTLE_LIMIT;
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// The longest a peer's backlog is waited for between slices; one still
+/// behind after it shows in the exactness check.
+const SETTLE_LIMIT: Duration = Duration::from_secs(30);
+
+/// Counts the newlines in a file.
+fn count_lines(path: &Path) -> io::Result<u64> {
+    let mut file = File::open(path)?;
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut lines = 0u64;
+    loop {
+        match file.read(&mut buffer) {
+            Ok(0) => return Ok(lines),
+            Ok(n) => lines += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_about_240_bytes_and_vary() {
+        let events = Events::new(4);
+        let mut lines = Vec::new();
+        for t in 0..4 {
+            events.each(t, 8, |e| lines.push(serde_json::to_string(e).unwrap()));
+        }
+        for line in &lines {
+            assert!(
+                (220..=260).contains(&line.len()),
+                "{} bytes: {line}",
+                line.len()
+            );
+        }
+        let distinct: std::collections::HashSet<_> = lines.iter().collect();
+        assert_eq!(distinct.len(), lines.len());
+    }
+
+    #[test]
+    fn the_channel_writer_keeps_events_across_batches() {
+        let dir = scratch_dir();
+        let path = dir.path().join(recover::file_name("audit", 20261123, 0));
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let total = 2 * CHANNEL_BATCH as u64 + 7;
+        for i in 0..total {
+            sender.send(i.to_string().into_bytes()).unwrap();
+        }
+        sender.send(Vec::new()).unwrap();
+        let flushed = AtomicU64::new(0);
+        let file = File::create_new(&path).unwrap();
+        assert_eq!(channel_writer(&receiver, file, &flushed).unwrap(), total);
+        assert_eq!(flushed.load(Ordering::Relaxed), total);
+        assert_eq!(verify_stream(dir.path(), total), Ok(()));
+    }
+
+    #[test]
+    fn every_case_counts_exactly() {
+        for case in cases() {
+            for threads in [1, 3] {
+                let target = (case.make)(threads);
+                std::thread::scope(|s| {
+                    for t in 0..threads {
+                        let target = &target;
+                        s.spawn(move || target.run(t, 50));
+                    }
+                });
+                let total = 50 * threads as u64;
+                assert_eq!(
+                    target.verify(total),
+                    Some(Ok(())),
+                    "{} {} ×{threads}",
+                    case.op,
+                    case.imp
+                );
+                // One record short of the claim is reported.
+                let target = (case.make)(threads);
+                target.run(0, 3);
+                assert!(
+                    matches!(target.verify(4), Some(Err(_))),
+                    "{} {}",
+                    case.op,
+                    case.imp
+                );
+            }
+        }
+    }
+}
