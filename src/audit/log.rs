@@ -458,6 +458,17 @@ struct Inner {
 /// throughput at one core's serde speed, and would need a heap allocation
 /// per event to move it there.
 ///
+/// What the records do not promise:
+///
+/// * A record's `ts` is when the writer took its batch, not when `log` was
+///   called: it can trail the call by the batch's latency and is the same for
+///   every record of a batch (it never runs backwards within a stream unless
+///   the clock does).
+/// * A gap record sits where the writer noticed the drops (the next batch
+///   after them), not at the exact position of each dropped event; its `N` is
+///   exact. An event dropped while [`close`](Self::close) runs may be
+///   counted in [`AuditMetrics::dropped`] without a gap record.
+///
 /// ```
 /// use latchfree::audit::{AuditLog, Guarantee};
 ///

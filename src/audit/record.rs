@@ -11,7 +11,7 @@
 //! * `hash` is the SHA-256 of every byte of the line before `,"hash":"` —
 //!   which includes `seq`, `ts`, the event and `prev`, the previous record's
 //!   hash (64 zeros for the first). Editing, deleting, inserting or swapping
-//!   any record breaks the chain at that point, and [`verify`](super::verify)
+//!   any record breaks the chain at that point, and [`verify`](super::verify())
 //!   names the first broken line.
 //!
 //! # What the chain proves, and what it does not
