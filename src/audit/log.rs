@@ -18,7 +18,7 @@ use super::record::RecordError;
 use super::recover::{self, RecoverError};
 use super::ring::{self, OnFull, Producer, PushError, RingConfig};
 use super::verify::Head;
-use super::writer::{self, Summary, Unwritten, Writer};
+use super::writer::{self, Desk, Summary, Unwritten, Writer};
 use crate::clock::{Clock, SystemClock};
 use crate::stats::{Counter, Stats, StatsError};
 
@@ -384,15 +384,18 @@ impl AuditBuilder {
             synced: 0,
             last_sync: Instant::now(),
             full_waits_seen: 0,
-            _lock: lock,
+            lock: Some(lock),
+            stopped: false,
         };
+        let desk = Desk::new(writer);
         let thread = {
             let shared = shared.clone();
+            let desk = desk.clone();
             std::thread::Builder::new()
                 .name(format!("latchfree-{}", self.prefix))
                 .spawn(move || {
                     let _stopped = StopGuard(shared);
-                    writer.run()
+                    desk.run()
                 })
                 .map_err(open_err(&self.dir))?
         };
@@ -405,6 +408,7 @@ impl AuditBuilder {
                 truncated: recovered.truncated,
                 stats,
                 writer: Mutex::new(Some(thread)),
+                desk,
                 closed: OnceLock::new(),
             }),
         })
@@ -428,6 +432,7 @@ struct Inner {
     truncated: u64,
     stats: Stats,
     writer: Mutex<Option<JoinHandle<Result<Summary, Unwritten>>>>,
+    desk: Arc<Desk>,
     closed: OnceLock<Result<Option<Head>, AuditError>>,
 }
 
@@ -666,6 +671,8 @@ impl AuditLog {
                 (&shared.synced, Duration::ZERO)
             }
         };
+        // Take the writer's turn while it is idle, rather than wake it.
+        while level.get() < target && self.inner.desk.assist() {}
         let waited = shared.progress.wait(level, target, poll);
         waited.map_err(|e| match e {
             Stalled::Failed(error) => AuditError::Write(error),

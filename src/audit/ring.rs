@@ -198,6 +198,25 @@ pub struct Consumer {
     head: u64,
 }
 
+/// A consumer's position, detached: it can wait for the record there but not
+/// take it (see [`Consumer::sleeper`]).
+pub struct Sleeper {
+    ring: Arc<Ring>,
+    head: u64,
+}
+
+impl Sleeper {
+    /// Whether the record at this position is published.
+    pub fn ready(&self) -> bool {
+        self.ring.ready_at(self.head)
+    }
+
+    /// [`Consumer::wait_or`] at this position.
+    pub fn wait_or(&self, timeout: Duration, also: impl Fn() -> bool) {
+        self.ring.wait_or_at(self.head, timeout, also);
+    }
+}
+
 /// A new ring: the producer side (clone it for every thread) and the one
 /// consumer.
 pub fn channel(config: RingConfig) -> (Producer, Consumer) {
@@ -227,6 +246,31 @@ pub fn channel(config: RingConfig) -> (Producer, Consumer) {
 }
 
 impl Ring {
+    /// Whether the record at `head` is published.
+    fn ready_at(&self, head: u64) -> bool {
+        // Acquire: pairs with the publishing Release store.
+        self.slot(head).stamp.load(Ordering::Acquire) == head + 1
+    }
+
+    /// [`Consumer::wait_or`] for a consumer at `head`.
+    fn wait_or_at(&self, head: u64, timeout: Duration, also: impl Fn() -> bool) {
+        let ring = self;
+        let ready =
+            || ring.ready_at(head) || ring.closed_at.load(Ordering::Acquire) != u64::MAX || also();
+        if ready() {
+            return;
+        }
+        ring.consumer_waiting.store(1, Ordering::Relaxed);
+        // SeqCst fence: pairs with the fence in `wake_consumer`, so either the
+        // producer sees `consumer_waiting` or the check below sees its record.
+        fence(Ordering::SeqCst);
+        let guard = ring.wait_lock();
+        if !ready() {
+            let _ = ring.data.wait_timeout(guard, timeout);
+        }
+        ring.consumer_waiting.store(0, Ordering::Relaxed);
+    }
+
     fn slot(&self, pos: u64) -> &Slot {
         &self.slots[(pos & self.mask) as usize]
     }
@@ -455,8 +499,18 @@ impl Consumer {
 
     /// Whether the next record is published (a `drain` would pass it on).
     pub fn ready(&self) -> bool {
-        // Acquire: pairs with the publishing Release store.
-        self.ring.slot(self.head).stamp.load(Ordering::Acquire) == self.head + 1
+        self.ring.ready_at(self.head)
+    }
+
+    /// A view of this consumer's position that can wait for the next record
+    /// but not take it, for a thread that sleeps while another holds the
+    /// consumer (and may move on: then the view is stale, and its wait ends
+    /// at the next wake-up or timeout).
+    pub fn sleeper(&self) -> Sleeper {
+        Sleeper {
+            ring: self.ring.clone(),
+            head: self.head,
+        }
     }
 
     /// Whether the ring is closed and every record before the close was
@@ -478,25 +532,7 @@ impl Consumer {
     /// at least `Relaxed` atomics written before that call, and the fences
     /// of the wake-up protocol make sure one of the two sees the other.
     pub fn wait_or(&self, timeout: Duration, also: impl Fn() -> bool) {
-        let ring = &*self.ring;
-        let ready = || {
-            // Acquire: pairs with the publishing Release store.
-            ring.slot(self.head).stamp.load(Ordering::Acquire) == self.head + 1
-                || ring.closed_at.load(Ordering::Acquire) != u64::MAX
-                || also()
-        };
-        if ready() {
-            return;
-        }
-        ring.consumer_waiting.store(1, Ordering::Relaxed);
-        // SeqCst fence: pairs with the fence in `wake_consumer`, so either the
-        // producer sees `consumer_waiting` or the check below sees its record.
-        fence(Ordering::SeqCst);
-        let guard = ring.wait_lock();
-        if !ready() {
-            let _ = ring.data.wait_timeout(guard, timeout);
-        }
-        ring.consumer_waiting.store(0, Ordering::Relaxed);
+        self.ring.wait_or_at(self.head, timeout, also);
     }
 
     /// The final position once the ring is closed (records below it will all

@@ -8,6 +8,10 @@
 //! empty it sleeps in [`Consumer::wait_or`] until a record arrives, a caller
 //! wants an fsync, the interval's fsync is due, or the ring is closed.
 //!
+//! A caller waiting for a guarantee takes a turn itself when the thread is
+//! idle (see [`Desk::assist`]): the thread and the callers share the
+//! writer's state behind a lock that only they take, never `log`.
+//!
 //! A write error does not lose the batch: the unwritten bytes stay in the
 //! buffer, the error is published (callers waiting get it, new `log` calls
 //! fail fast), and the writer retries them, backing off to once a second,
@@ -18,7 +22,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write as _};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
 use super::log::{Durability, Shared};
@@ -71,54 +75,135 @@ pub(crate) struct Writer {
     /// the ring).
     pub(crate) full_waits_seen: u64,
     /// The stream's lock file, locked while the writer runs.
-    pub(crate) _lock: File,
+    pub(crate) lock: Option<File>,
+    /// Set by the thread when it returns: no turn may run after it.
+    pub(crate) stopped: bool,
 }
 
-impl Writer {
-    /// Runs until the ring is closed and drained, then returns the head.
-    /// After a close, a write that still fails gives up, reporting how many
-    /// records it could not write.
-    pub(crate) fn run(mut self) -> Result<Summary, Unwritten> {
+/// The writer's state, shared by its thread and by callers waiting for a
+/// guarantee (see [`Desk::assist`]). Its lock is never taken by `log`.
+pub(crate) struct Desk {
+    writer: Mutex<Writer>,
+}
+
+impl Desk {
+    pub(crate) fn new(writer: Writer) -> Arc<Self> {
+        Arc::new(Self {
+            writer: Mutex::new(writer),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Writer> {
+        // A turn that panicked left the state as consistent as a failed
+        // write does: the bytes not handed to the OS are still pending.
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A waiting caller's turn: if the writer is idle (its lock is free),
+    /// take one turn here rather than wake the thread and wait for it.
+    /// Returns whether the turn took records and succeeded (another may
+    /// help); `false` when the lock was taken, the ring had nothing ready
+    /// (a producer between claim and publish holds the order up: sleep
+    /// instead of spinning here), or the turn failed (the error is published
+    /// to every waiter; the thread retries).
+    ///
+    /// On a machine with few cores the hand-off costs more than the turn:
+    /// waking a sleeping writer, and then the caller, takes two wake-ups
+    /// (tens of microseconds on a virtual machine); a write takes a few. A
+    /// caller that finds the lock taken leaves the work to whoever holds it,
+    /// so callers waiting at once still share one write and one fsync.
+    pub(crate) fn assist(&self) -> bool {
+        let mut writer = match self.writer.try_lock() {
+            Ok(writer) => writer,
+            Err(TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(TryLockError::WouldBlock) => return false,
+        };
+        if writer.stopped {
+            return false;
+        }
+        match writer.turn() {
+            Ok(took) => {
+                writer.succeeded();
+                took
+            }
+            Err(error) => {
+                writer.fail(error);
+                false
+            }
+        }
+    }
+
+    /// The writer thread: runs until the ring is closed and drained, then
+    /// returns the head. After a close, a write that still fails gives up,
+    /// reporting how many records it could not write.
+    pub(crate) fn run(&self) -> Result<Summary, Unwritten> {
         let mut retry = Duration::from_millis(10);
         loop {
-            match self.turn() {
+            let mut writer = self.lock();
+            match writer.turn() {
                 Ok(took) => {
-                    if retry > Duration::from_millis(10) || self.shared.failed.load(relaxed()) {
-                        retry = Duration::from_millis(10);
-                        self.shared.failed.store(false, relaxed());
-                        self.shared.progress.update(|s| s.error = None);
-                    }
+                    retry = Duration::from_millis(10);
+                    writer.succeeded();
                     if took {
                         continue;
                     }
-                    if self.consumer.is_drained() {
-                        return Ok(Summary { head: self.head });
+                    if writer.consumer.is_drained() {
+                        writer.stop();
+                        return Ok(Summary { head: writer.head });
                     }
-                    let timeout = match self.shared.durability {
-                        Durability::Interval(every) if self.synced < self.written => {
-                            every.saturating_sub(self.last_sync.elapsed()).min(IDLE)
+                    let timeout = match writer.shared.durability {
+                        Durability::Interval(every) if writer.synced < writer.written => {
+                            every.saturating_sub(writer.last_sync.elapsed()).min(IDLE)
                         }
                         _ => IDLE,
                     };
-                    let shared = &self.shared;
-                    let synced = self.synced;
+                    let shared = writer.shared.clone();
+                    let synced = writer.synced;
+                    let sleeper = writer.consumer.sleeper();
+                    // Sleep without the lock: a waiting caller may take the
+                    // next turn (then the sleeper's position is stale, and
+                    // the next record's wake-up or the timeout ends the sleep).
+                    drop(writer);
                     let wanted = || shared.sync_wanted.load(relaxed()) > synced;
                     // Poll briefly before sleeping, so that a producer that
                     // logs soon finds the writer awake and does not pay for
                     // waking it (a futex call) on its own time.
                     let mut poll = crate::sync::Poll::new(IDLE_POLL);
-                    while !self.consumer.ready() && !wanted() && poll.next() {}
-                    self.consumer.wait_or(timeout, wanted);
+                    while !sleeper.ready() && !wanted() && poll.next() {}
+                    sleeper.wait_or(timeout, wanted);
                 }
                 Err(error) => {
-                    if self.consumer.closed_at().is_some() {
-                        return Err(self.give_up(error));
+                    if writer.consumer.closed_at().is_some() {
+                        let unwritten = writer.give_up(error);
+                        writer.stop();
+                        return Err(unwritten);
                     }
-                    self.fail(error);
+                    writer.fail(error);
+                    drop(writer);
                     std::thread::park_timeout(retry);
                     retry = (retry * 2).min(Duration::from_secs(1));
                 }
             }
+        }
+    }
+}
+
+impl Writer {
+    /// Ends the stream for this process: no turn runs after it; the file,
+    /// the buffer and the lock file (so the stream can be opened again)
+    /// are released.
+    fn stop(&mut self) {
+        self.stopped = true;
+        self.current = None;
+        self.pending = Vec::new();
+        self.lock = None;
+    }
+
+    /// Clears a published write error after a turn that succeeded.
+    fn succeeded(&self) {
+        if self.shared.failed.load(relaxed()) {
+            self.shared.failed.store(false, relaxed());
+            self.shared.progress.update(|s| s.error = None);
         }
     }
 
