@@ -49,20 +49,20 @@ pub fn cases() -> Vec<Case> {
     };
     vec![
         case("load", "latchfree", |t| {
-            Bench::<Latchfree>::boxed(t, Op::Load)
+            Bench::<Latchfree<false>>::boxed(t, Op::Load)
         }),
         case("load", "latchfree-arc", |t| {
-            Bench::<LatchfreeArc>::boxed(t, Op::Load)
+            Bench::<Latchfree<true>>::boxed(t, Op::Load)
         }),
         case("load", "locked", |t| Bench::<Locked>::boxed(t, Op::Load)),
         case("load", "crossbeam-epoch", |t| {
             Bench::<Epoch>::boxed(t, Op::Load)
         }),
         case("load_during_swaps", "latchfree", |t| {
-            Bench::<Latchfree>::boxed(t, Op::LoadDuringSwaps)
+            Bench::<Latchfree<false>>::boxed(t, Op::LoadDuringSwaps)
         }),
         case("load_during_swaps", "latchfree-arc", |t| {
-            Bench::<LatchfreeArc>::boxed(t, Op::LoadDuringSwaps)
+            Bench::<Latchfree<true>>::boxed(t, Op::LoadDuringSwaps)
         }),
         case("load_during_swaps", "locked", |t| {
             Bench::<Locked>::boxed(t, Op::LoadDuringSwaps)
@@ -71,7 +71,7 @@ pub fn cases() -> Vec<Case> {
             Bench::<Epoch>::boxed(t, Op::LoadDuringSwaps)
         }),
         case("swap", "latchfree", |t| {
-            Bench::<Latchfree>::boxed(t, Op::Swap)
+            Bench::<Latchfree<false>>::boxed(t, Op::Swap)
         }),
         case("swap", "locked", |t| Bench::<Locked>::boxed(t, Op::Swap)),
         case("swap", "crossbeam-epoch", |t| {
@@ -133,34 +133,22 @@ trait Cell: Send + Sync + 'static {
     fn replace(&self, value: Value);
 }
 
-struct Latchfree(Shared<Value>);
+/// latchfree: reads through a guard ([`Shared::load`]), or with `ARC`
+/// through an `Arc` clone ([`Shared::load_arc`]).
+struct Latchfree<const ARC: bool>(Shared<Value>);
 
-impl Cell for Latchfree {
+impl<const ARC: bool> Cell for Latchfree<ARC> {
     const FREES_AT_ONCE: bool = true;
     fn new(value: Value) -> Self {
         Self(Shared::with_value(value))
     }
     #[inline]
     fn read(&self) {
-        if let Some(v) = self.0.load() {
-            v.read();
-        }
-    }
-    fn replace(&self, value: Value) {
-        self.0.store(value);
-    }
-}
-
-struct LatchfreeArc(Shared<Value>);
-
-impl Cell for LatchfreeArc {
-    const FREES_AT_ONCE: bool = true;
-    fn new(value: Value) -> Self {
-        Self(Shared::with_value(value))
-    }
-    #[inline]
-    fn read(&self) {
-        if let Some(v) = self.0.load_arc() {
+        if ARC {
+            if let Some(v) = self.0.load_arc() {
+                v.read();
+            }
+        } else if let Some(v) = self.0.load() {
             v.read();
         }
     }
