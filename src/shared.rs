@@ -22,9 +22,9 @@
 //! pays it (increments the count on the reader's behalf) before it drops its
 //! own. So the old value is freed exactly when its last reader — guard or
 //! `Arc` — lets go, on that reader's thread, and its `Drop` runs exactly once.
-//! A read is a few uncontended stores and loads on the reader's own cache
-//! line plus one read of the shared pointer: no lock, no shared write, so
-//! readers scale with cores and a writer never blocks them.
+//! A read is a few atomic operations on the reader's own debt slot plus
+//! one read of the shared pointer: no lock and no write to a shared cache
+//! line, so readers scale with cores and a writer never blocks them.
 //!
 //! Initialisation is single-flight. [`get_or_init`](Shared::get_or_init)
 //! first reads; only when the slot is empty does it take the *init lock*
@@ -40,36 +40,51 @@
 //!
 //! # Why arc-swap, not crossbeam-epoch
 //!
-//! Both give lock-free reads. Measured with `latchfree bench shared` (one
-//! run, implementations interleaved, median of 3 rounds of 0.4 s, a shared
-//! 2-core machine, so ±15 % noise; total reads per second, in millions;
-//! `+w` is the same with one extra thread swapping the value in a loop):
+//! Both give lock-free reads that never wait for a writer. Measured with
+//! `latchfree bench shared` (defaults: one process, implementations
+//! interleaved, median of 3 rounds of 0.2 s; a 2-core machine shared with
+//! other builds, load average ~3, so figures move by ±20 % between runs
+//! and 2 threads barely beat 1). Total reads per second, in millions; `+w`
+//! is the same with one extra thread replacing the value in a loop:
 //!
-//! | readers | latchfree (arc-swap guard) | crossbeam-epoch pin | `RwLock<Option<Arc>>` | arc-swap `load_full` (`Arc` clone) |
+//! | readers | latchfree (arc-swap guard) | crossbeam-epoch pin | locked `RwLock<Option<Arc>>` | arc-swap `load_full` (`Arc` clone) |
 //! |---:|---:|---:|---:|---:|
-//! | 1 | 86 | 68 | 41 | 63 |
-//! | 2 | 160 | 128 | 14 | 16 |
-//! | 4 | 157 | 124 | 14 | 17 |
-//! | 8 | 155 | 126 | 14 | 17 |
-//! | 1 +w | 26 | 55 | 3.4 | 17 |
-//! | 2 +w | 30 | 70 | 4.3 | 6.6 |
-//! | 4 +w | 52 | 71 | 5.3 | 7.6 |
-//! | 8 +w | 59 | 72 | 6.2 | 8.4 |
+//! | 1    | 54.0 | 118.2 | 45.7 | 39.1 |
+//! | 2    | 83.0 | 130.6 | 50.9 | 43.9 |
+//! | 4    | 78.4 | 136.2 | 49.1 | 46.9 |
+//! | 8    | 78.1 | 131.1 | 34.3 | 45.2 |
+//! | 1 +w | 36.0 |  56.7 | 26.0 | 21.8 |
+//! | 2 +w | 48.2 |  52.7 | 21.9 | 24.7 |
+//! | 4 +w | 58.1 |  89.8 | 43.1 | 34.9 |
+//! | 8 +w | 67.1 |  98.0 | 24.5 | 36.6 |
 //!
-//! Without a writer the arc-swap guard is the fastest read (~1.3× epoch
-//! pinning, ~11× the lock at 2 threads). A writer swapping flat out costs
-//! arc-swap readers more than epoch readers (each swap walks the debt
-//! slots and may push a reader onto its slow path), but a shared instance
-//! is replaced rarely, not millions of times a second, and even then the
-//! guard keeps ~10× the lock. What decides it is the free: arc-swap frees
-//! an old value deterministically when its last reader lets go, with no
-//! `T: 'static` bound, while an epoch scheme defers the free to a later
-//! collection at an unspecified time on an unspecified thread — a replaced
-//! connection pool or multi-gigabyte model would linger, and "every value
-//! dropped exactly once after the last handle is gone" could not be
-//! asserted. Cloning the `Arc` on every read (`load_full`) is the trap the
-//! table also shows: the shared reference count makes it as slow as the
-//! lock once two threads read.
+//! Replacements per second (millions, every thread swapping), 1 / 2 / 4 / 8
+//! threads: latchfree 4.5 / 5.0 / 4.9 / 4.2, crossbeam-epoch 12.1 / 12.2 /
+//! 9.3 / 9.4, locked 17.4 / 18.5 / 17.3 / 13.7.
+//!
+//! On reads the epoch pin is faster: 1.5–2.2× the arc-swap guard without a
+//! writer (one fenced store per pin, against the guard's two atomic
+//! read-modify-writes on its debt slot), and the guard is 1.2–2.7× the lock,
+//! gaining most where readers outnumber cores (8 threads on 2 cores: a
+//! preempted lock holder stalls everyone). A swap is slowest on arc-swap
+//! (~225 ns: it walks every thread's debt slots), ~4× the lock.
+//!
+//! `Shared` uses arc-swap anyway, for what a shared *instance* needs and an
+//! epoch scheme does not give: **the old value is freed when its last
+//! reader lets go**, on that reader's thread. Under crossbeam-epoch a
+//! replaced value is destroyed by a later collection, at a time and on a
+//! thread nobody chooses; a replaced multi-gigabyte model or a connection
+//! pool holding sockets lingers until enough pins advance the global epoch
+//! (and a quiet server may never advance it), one reader that stays pinned
+//! holds back every deferred free in the process, and the deferred
+//! destructor needs `T: Send + 'static`. With arc-swap "every stored value
+//! is dropped exactly once, after its last handle is gone" is a property
+//! a test can assert (`tests/shared_stress.rs` does), and a guard turns
+//! into an `Arc` ([`SharedGuard::into_arc`]) for a long hold. The
+//! difference the epoch pin saves, 10–20 ns per read, is small beside the
+//! work a request does with the instance it read; replacements are rare.
+//! Cloning the `Arc` on every read (`load_full`) is the design to avoid: the
+//! shared reference count makes it no faster than the lock.
 //!
 //! # Guards
 //!
@@ -123,7 +138,7 @@ use crate::sync::{Mutex, MutexGuard};
 ///
 /// Guarantees:
 ///
-/// * **Reads never block** and do no shared write: [`load`](Self::load) is
+/// * **Reads never block** and write no shared cache line: [`load`](Self::load) is
 ///   lock-free, and a concurrent writer never makes a reader wait for it.
 /// * **No use after free**: a value replaced or reset while a reader holds
 ///   it stays alive until that reader lets go; its `Drop` runs exactly once,
@@ -744,6 +759,39 @@ mod tests {
         shared.reset();
         assert_eq!((*arc, *b), (5, 5));
         assert_eq!(format!("{shared:?}"), "Shared { value: None, .. }");
+    }
+
+    /// Miri-sized: two readers hold guards and `Arc`s across a writer's
+    /// swaps and resets; every value is freed once, after its readers.
+    #[test]
+    fn readers_and_a_writer_on_threads() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let shared = Shared::with_value(Tracked(drops.clone()));
+        std::thread::scope(|s| {
+            for _ in 0..2 {
+                s.spawn(|| {
+                    for _ in 0..20 {
+                        let guard = shared.load();
+                        let arc = shared.load_arc();
+                        let _ = shared.get_or_init(|| Tracked(drops.clone()));
+                        drop((guard, arc));
+                    }
+                });
+            }
+            for i in 0..20 {
+                if i % 3 == 0 {
+                    shared.reset();
+                } else {
+                    shared.store(Tracked(drops.clone()));
+                }
+            }
+        });
+        drop(shared);
+        // Each value holds a clone of `drops`: only the test's is left, so
+        // every value is gone; the initial one and the 13 stored ones were
+        // counted (plus any a reader initialised after a reset).
+        assert_eq!(Arc::strong_count(&drops), 1);
+        assert!(drops.load(Ordering::Relaxed) >= 14);
     }
 
     #[test]
