@@ -13,6 +13,7 @@
 //! |---|---|
 //! | [`stats`] | counters, gauges, histograms: per-thread shards, atomic batches, Prometheus text |
 //! | [`audit`] | lossless, hash-chained JSONL audit and telemetry streams: MPSC ring → one writer thread, group commit, rotation, recovery, verifier |
+//! | [`shared`] | a swappable shared instance: initialised once, lock-free reads, replaced or reset during use |
 //! | [`clock`] | injectable time (`ManualClock` for tests) |
 //! | [`baseline`] | the locked twins |
 //!
@@ -34,6 +35,7 @@ pub mod bench;
 pub mod clock;
 #[cfg(not(latchfree_loom))]
 mod per_thread;
+pub mod shared;
 pub mod stats;
 mod sync;
 

@@ -7,7 +7,9 @@
 //! the baseline of every benchmark (`impl = "locked"`).
 
 mod audit;
+mod shared;
 mod stats;
 
 pub use audit::{LockedAuditLog, LockedMode};
+pub use shared::LockedShared;
 pub use stats::LockedStats;

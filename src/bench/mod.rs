@@ -18,10 +18,12 @@
 //! [`LATENCY_SAMPLE_EVERY`] is timed with `Instant::now()` (about 25 ns) and
 //! percentiles are per call, in ns.
 //!
-//! Workloads: [`stats`] (counters, batches, snapshots) and [`audit`] (the
-//! audit log under each guarantee: `async`, `os`, `disk`).
+//! Workloads: [`stats`] (counters, batches, snapshots), [`audit`] (the
+//! audit log under each guarantee: `async`, `os`, `disk`) and [`shared`]
+//! (reads and replacements of a swappable shared instance).
 
 pub mod audit;
+pub mod shared;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -334,7 +336,11 @@ pub fn time_iters(target: &Arc<dyn Target>, threads: usize, iters: u64) -> Durat
 
 /// Every workload known to the harness, by name.
 pub fn workloads() -> Vec<(&'static str, Vec<Case>)> {
-    vec![("stats", stats::cases()), ("audit", audit::cases())]
+    vec![
+        ("stats", stats::cases()),
+        ("audit", audit::cases()),
+        ("shared", shared::cases()),
+    ]
 }
 
 /// Checks `actual == expected`, naming `what` when they differ.

@@ -56,6 +56,9 @@ enum Workload {
     /// `log_disk`); run `--ops log_os,log_disk --threads 64` too, where group
     /// commit shows. Scratch files go under TMPDIR (not a tmpfs, for `disk`).
     Audit,
+    /// A swappable shared instance (`load`, `load_during_swaps`, `swap`):
+    /// latchfree vs `RwLock<Option<Arc<T>>>` vs crossbeam-epoch.
+    Shared,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +148,7 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             Workload::All => true,
             Workload::Stats => *name == "stats",
             Workload::Audit => *name == "audit",
+            Workload::Shared => *name == "shared",
         })
         .flat_map(|(_, cases)| cases)
         .filter(|c| args.ops.is_empty() || args.ops.iter().any(|op| op == c.op))
