@@ -18,10 +18,15 @@
 //! [`LATENCY_SAMPLE_EVERY`] is timed with `Instant::now()` (about 25 ns) and
 //! percentiles are per call, in ns.
 //!
-//! Workloads: [`stats`] (counters, batches, snapshots) and [`audit`] (the
-//! audit log under each guarantee: `async`, `os`, `disk`).
+//! Workloads: [`stats`] (counters, batches, snapshots), [`audit`] (the
+//! audit log under each guarantee: `async`, `os`, `disk`), [`sessions`] and
+//! [`cache`] (hits, a 90/10 read/write mix and a get-or-create storm on
+//! fresh keys, driven by [`map`]).
 
 pub mod audit;
+pub mod cache;
+pub mod map;
+pub mod sessions;
 pub mod stats;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -334,7 +339,12 @@ pub fn time_iters(target: &Arc<dyn Target>, threads: usize, iters: u64) -> Durat
 
 /// Every workload known to the harness, by name.
 pub fn workloads() -> Vec<(&'static str, Vec<Case>)> {
-    vec![("stats", stats::cases()), ("audit", audit::cases())]
+    vec![
+        ("stats", stats::cases()),
+        ("audit", audit::cases()),
+        ("sessions", sessions::cases()),
+        ("cache", cache::cases()),
+    ]
 }
 
 /// Checks `actual == expected`, naming `what` when they differ.

@@ -56,6 +56,11 @@ enum Workload {
     /// `log_disk`); run `--ops log_os,log_disk --threads 64` too, where group
     /// commit shows. Scratch files go under TMPDIR (not a tmpfs, for `disk`).
     Audit,
+    /// Session registries: 100k string ids (`hit`, `mix_90_10`,
+    /// `create_storm`).
+    Sessions,
+    /// TTL caches: 100k u64 keys (`hit`, `mix_90_10`, `create_storm`).
+    Cache,
 }
 
 #[derive(clap::Args)]
@@ -145,6 +150,8 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             Workload::All => true,
             Workload::Stats => *name == "stats",
             Workload::Audit => *name == "audit",
+            Workload::Sessions => *name == "sessions",
+            Workload::Cache => *name == "cache",
         })
         .flat_map(|(_, cases)| cases)
         .filter(|c| args.ops.is_empty() || args.ops.iter().any(|op| op == c.op))

@@ -1,0 +1,209 @@
+//! The `cache` workload: [`ENTRIES`] cached values under `u64` keys, under
+//! the three operations of [`map`] (`hit`, `mix_90_10`, `create_storm` as
+//! single-flight loads of fresh keys).
+//!
+//! | impl | lookup | get-or-load | write | expiry | exactly-once load |
+//! |---|---|---|---|---|---|
+//! | `locked` | [`LockedTtlCache::get`] | `get_or_load` (loader under the mutex) | `insert` | TTL | yes |
+//! | `moka` | `sync::Cache::get` | `get_with` | `insert` | `time_to_live` | yes (moka coalesces concurrent `get_with`) |
+//! | `quick_cache` | `sync::Cache::get` | `get_or_insert_with` | `insert` | none | yes while resident (waiters wait on the loader's guard) |
+//! | `dashmap` | `DashMap::get` | `get`, then `entry(k).or_insert_with` | `insert` | none | yes (the entry holds its shard's write lock) |
+//!
+//! Every implementation that expires entries is configured with a one-hour
+//! time to live, so a hit checks the deadline; `quick_cache` and `dashmap`
+//! have no TTL (`guarantee` `no-ttl`): they do less work per hit. The bounded
+//! caches are sized at twice [`ENTRIES`] for `hit` and `mix_90_10` (nothing
+//! is evicted: a miss would fail the exactness check) and at
+//! [`STORM_CAPACITY`] for `create_storm`, well above the fresh keys one timed
+//! slice creates (they are removed between slices). Values are
+//! `Arc<Payload>` (64 bytes), cloned out on every hit by every
+//! implementation.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::Case;
+use super::map::{ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, cases_of};
+use crate::baseline::LockedTtlCache;
+
+/// The time to live of every implementation that expires entries.
+pub const TTL: Duration = Duration::from_secs(60 * 60);
+
+/// Capacity of the bounded caches in `create_storm`.
+pub const STORM_CAPACITY: u64 = 1 << 22;
+
+/// The capacity a bounded cache gets for `op`.
+pub fn capacity(op: MapOp) -> u64 {
+    match op {
+        MapOp::CreateStorm => STORM_CAPACITY,
+        MapOp::Hit | MapOp::Mix => 2 * ENTRIES,
+    }
+}
+
+/// Every case of the `cache` workload.
+pub fn cases() -> Vec<Case> {
+    by_op([
+        cases_of::<Locked>("cache", "locked", "ttl"),
+        cases_of::<Moka>("cache", "moka", "ttl"),
+        cases_of::<Quick>("cache", "quick_cache", "no-ttl"),
+        cases_of::<Dash>("cache", "dashmap", "no-ttl"),
+    ])
+}
+
+/// The locked twin.
+struct Locked(LockedTtlCache<u64, Arc<Payload>>);
+
+impl NewMap for Locked {
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            LockedTtlCache::builder()
+                .time_to_live(TTL)
+                .max_capacity(capacity(op) as usize)
+                .build(),
+        )
+    }
+}
+
+impl MapOps for Locked {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        self.0.get(&i)
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        self.0.get_or_load(i, || Arc::new(init()))
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, Arc::new(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.invalidate(&i);
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// moka's `sync::Cache` with a time to live.
+struct Moka(moka::sync::Cache<u64, Arc<Payload>>);
+
+impl NewMap for Moka {
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(capacity(op))
+                .time_to_live(TTL)
+                .build(),
+        )
+    }
+}
+
+impl MapOps for Moka {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        self.0.get(&i)
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        self.0.get_with(i, || Arc::new(init()))
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, Arc::new(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.invalidate(&i);
+    }
+
+    fn len(&self) -> Option<usize> {
+        // Exact once pending tasks have run (`sync`).
+        usize::try_from(self.0.entry_count()).ok()
+    }
+
+    fn sync(&self) {
+        self.0.run_pending_tasks();
+    }
+}
+
+/// quick_cache's `sync::Cache` (S3-FIFO, no TTL).
+struct Quick(quick_cache::sync::Cache<u64, Arc<Payload>>);
+
+impl NewMap for Quick {
+    fn new_map(op: MapOp) -> Self {
+        Self(quick_cache::sync::Cache::new(capacity(op) as usize))
+    }
+}
+
+impl MapOps for Quick {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        self.0.get(&i)
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        match self
+            .0
+            .get_or_insert_with(&i, || Ok::<_, std::convert::Infallible>(Arc::new(init())))
+        {
+            Ok(v) => v,
+            Err(never) => match never {},
+        }
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, Arc::new(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(&i);
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// dashmap: a concurrent map with no expiry and no bound, for reference.
+struct Dash(DashMap<u64, Arc<Payload>>);
+
+impl NewMap for Dash {
+    fn new_map(_: MapOp) -> Self {
+        Self(DashMap::new())
+    }
+}
+
+impl MapOps for Dash {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        self.0.get(&i).map(|r| Arc::clone(&r))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        match self.0.get(&i) {
+            Some(r) => Arc::clone(&r),
+            None => Arc::clone(&self.0.entry(i).or_insert_with(|| Arc::new(init()))),
+        }
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, Arc::new(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(&i);
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}

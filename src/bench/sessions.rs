@@ -1,0 +1,212 @@
+//! The `sessions` workload: [`ENTRIES`](super::map::ENTRIES) sessions keyed
+//! by 32-hex-digit id strings, under the three operations of [`map`]
+//! (`hit`, `mix_90_10`, `create_storm`).
+//!
+//! | impl | lookup | get-or-create | expiry | exactly-once |
+//! |---|---|---|---|---|
+//! | `locked` | [`LockedSessionRegistry::get`] (read lock) | double-checked locking, init under the write lock | idle timeout | yes |
+//! | `dashmap` | `DashMap::get` | `get`, then `entry(id).or_insert_with` | none | yes (the entry holds its shard's write lock) |
+//! | `moka` | `sync::Cache::get` | `get_with_by_ref` | `time_to_idle` | yes (moka coalesces concurrent `get_with`) |
+//!
+//! Every implementation that expires sessions is configured with a 30-minute
+//! idle timeout, so a hit checks the deadline and (where the design keeps
+//! one) stamps the last access; `dashmap` does neither (its `guarantee` says
+//! `no-expiry`). A write (10 % of `mix_90_10`) ends a session and opens it
+//! again: a remove, then a get-or-create of the same id.
+//!
+//! Ids of the populated sessions are precomputed; the fresh ids of
+//! `create_storm` are formatted into a stack buffer (about 10 ns), the same
+//! for every implementation. Values are `Arc<Payload>` (64 bytes).
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::Case;
+use super::map::{ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, cases_of};
+use crate::baseline::LockedSessionRegistry;
+
+/// The idle timeout of every implementation that expires sessions.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Length of a session id.
+pub const ID_LEN: usize = 32;
+
+/// Writes the id of session `i` (32 lowercase hex digits, scrambled so that
+/// neighbouring indices share no prefix) into `buf`.
+pub fn write_id(i: u64, buf: &mut [u8; ID_LEN]) -> &str {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mix = |x: u64| {
+        let x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        let x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        x ^ (x >> 31)
+    };
+    // The low half is `i` itself, so distinct indices give distinct ids.
+    let words = [mix(i.wrapping_add(0x9E37_79B9_7F4A_7C15)), i];
+    for (w, word) in words.iter().enumerate() {
+        for d in 0..16 {
+            buf[w * 16 + d] = HEX[((word >> (60 - 4 * d)) & 0xf) as usize];
+        }
+    }
+    // Only ASCII hex digits were written.
+    std::str::from_utf8(buf).unwrap_or_default()
+}
+
+/// Calls `f` with the id of session `i`: precomputed for the populated
+/// sessions, formatted into a stack buffer for fresh ones.
+#[inline]
+pub fn with_id<R>(i: u64, f: impl FnOnce(&str) -> R) -> R {
+    static IDS: OnceLock<Vec<Box<str>>> = OnceLock::new();
+    let ids = IDS.get_or_init(|| {
+        let mut buf = [0; ID_LEN];
+        (0..ENTRIES).map(|i| write_id(i, &mut buf).into()).collect()
+    });
+    match ids.get(i as usize) {
+        Some(id) => f(id),
+        None => f(write_id(i, &mut [0; ID_LEN])),
+    }
+}
+
+/// Every case of the `sessions` workload.
+pub fn cases() -> Vec<Case> {
+    by_op([
+        cases_of::<Locked>("sessions", "locked", "idle-expiry"),
+        cases_of::<Dash>("sessions", "dashmap", "no-expiry"),
+        cases_of::<Moka>("sessions", "moka", "idle-expiry"),
+    ])
+}
+
+/// The locked twin.
+struct Locked(LockedSessionRegistry<Payload>);
+
+impl NewMap for Locked {
+    fn new_map(_: MapOp) -> Self {
+        Self(
+            LockedSessionRegistry::builder()
+                .idle_timeout(IDLE_TIMEOUT)
+                .build(),
+        )
+    }
+}
+
+impl MapOps for Locked {
+    const WRITE_IS_ATOMIC: bool = false;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        with_id(i, |id| self.0.get(id))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        with_id(i, |id| self.0.get_or_create(id, init)).expect("valid id, unbounded registry")
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.remove(i);
+        self.get_or_create(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        with_id(i, |id| self.0.remove(id));
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// dashmap: `get`, then the entry API on a miss.
+struct Dash(DashMap<String, Arc<Payload>>);
+
+impl NewMap for Dash {
+    fn new_map(_: MapOp) -> Self {
+        Self(DashMap::new())
+    }
+}
+
+impl MapOps for Dash {
+    const WRITE_IS_ATOMIC: bool = false;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        with_id(i, |id| self.0.get(id).map(|r| Arc::clone(&r)))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        with_id(i, |id| match self.0.get(id) {
+            Some(r) => Arc::clone(&r),
+            None => Arc::clone(&self.0.entry(id.to_owned()).or_insert_with(|| Arc::new(init()))),
+        })
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.remove(i);
+        self.get_or_create(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        with_id(i, |id| self.0.remove(id));
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// moka's `sync::Cache` with an idle timeout, `get_with_by_ref` to create.
+struct Moka(moka::sync::Cache<String, Arc<Payload>>);
+
+impl NewMap for Moka {
+    fn new_map(_: MapOp) -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .time_to_idle(IDLE_TIMEOUT)
+                .build(),
+        )
+    }
+}
+
+impl MapOps for Moka {
+    const WRITE_IS_ATOMIC: bool = false;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        with_id(i, |id| self.0.get(id))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        with_id(i, |id| self.0.get_with_by_ref(id, || Arc::new(init())))
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.remove(i);
+        self.get_or_create(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        with_id(i, |id| self.0.invalidate(id));
+    }
+
+    fn len(&self) -> Option<usize> {
+        // Exact once pending tasks have run (`sync`).
+        usize::try_from(self.0.entry_count()).ok()
+    }
+
+    fn sync(&self) {
+        self.0.run_pending_tasks();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_distinct_valid_and_precomputed_ones_match() {
+        let mut seen = std::collections::HashSet::new();
+        for i in (0..2_000).chain(ENTRIES - 10..ENTRIES + 10).chain([u64::MAX]) {
+            let id = with_id(i, str::to_owned);
+            assert_eq!(id, write_id(i, &mut [0; ID_LEN]));
+            assert!(crate::baseline::session::validate_id(&id), "{id}");
+            assert!(seen.insert(id));
+        }
+    }
+}
