@@ -13,44 +13,32 @@
 //!   A failed load stores nothing; callers queued behind it then run their
 //!   own loader in turn. A panicking loader poisons the mutex, which this
 //!   twin ignores: the map is only changed after the loader returns.
-//! * At `max_capacity`, an insertion first purges every expired entry, then
+//! * At `max_entries`, an insertion first purges every expired entry, then
 //!   evicts the least recently used one (full scans under the lock).
 //!
 //! The listener runs after the lock is released, once per entry that leaves
-//! the cache other than by being overwritten by [`insert`](LockedTtlCache::insert)
-//! ([`RemovalCause::Replaced`] then).
+//! the cache, with its [`EvictionCause`] (an overwritten value:
+//! [`EvictionCause::Replaced`]).
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::fmt;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::timed::{self, Lifetimes, Timed};
+use crate::cache::{BuildError, DEFAULT_MAX_ENTRIES, EvictionCause, LoadError};
 use crate::clock::{Clock, SystemClock};
 
-/// Why an entry left the cache, as told to the listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum RemovalCause {
-    /// Its time to live or idle time passed.
-    Expired,
-    /// [`LockedTtlCache::invalidate`].
-    Invalidated,
-    /// Evicted to make room ([`LockedTtlCache`]'s capacity bound).
-    Capacity,
-    /// Overwritten by [`LockedTtlCache::insert`].
-    Replaced,
-    /// [`LockedTtlCache::invalidate_all`].
-    Cleared,
-}
-
-type Listener<K, V> = Arc<dyn Fn(&K, &V, RemovalCause) + Send + Sync>;
+type Listener<K, V> = Arc<dyn Fn(&K, V, EvictionCause) + Send + Sync>;
 
 /// Builds a [`LockedTtlCache`].
 #[must_use]
 pub struct LockedTtlCacheBuilder<K, V> {
     lifetimes: Lifetimes,
-    max_capacity: usize,
+    max_entries: usize,
     clock: Arc<dyn Clock>,
     listener: Option<Listener<K, V>>,
 }
@@ -69,10 +57,10 @@ impl<K, V> LockedTtlCacheBuilder<K, V> {
         self
     }
 
-    /// At most `max` entries (default: unbounded); beyond it the expired go
-    /// first, then the least recently used.
-    pub fn max_capacity(mut self, max: usize) -> Self {
-        self.max_capacity = max;
+    /// At most `max` entries (default [`DEFAULT_MAX_ENTRIES`]); beyond it
+    /// the expired go first, then the least recently used.
+    pub fn max_entries(mut self, max: usize) -> Self {
+        self.max_entries = max;
         self
     }
 
@@ -86,21 +74,24 @@ impl<K, V> LockedTtlCacheBuilder<K, V> {
     /// the lock is released.
     pub fn eviction_listener(
         mut self,
-        listener: impl Fn(&K, &V, RemovalCause) + Send + Sync + 'static,
+        listener: impl Fn(&K, V, EvictionCause) + Send + Sync + 'static,
     ) -> Self {
         self.listener = Some(Arc::new(listener));
         self
     }
 
-    /// The cache.
-    pub fn build(self) -> LockedTtlCache<K, V> {
-        LockedTtlCache {
+    /// The cache, or why the settings are unusable (a zero `max_entries`,
+    /// a zero timeout).
+    pub fn build(self) -> Result<LockedTtlCache<K, V>, BuildError> {
+        self.lifetimes
+            .validate(self.max_entries, "time_to_live", "time_to_idle")?;
+        Ok(LockedTtlCache {
             entries: Mutex::new(HashMap::new()),
             lifetimes: self.lifetimes,
-            max_capacity: self.max_capacity,
+            max_entries: self.max_entries,
             clock: self.clock,
             listener: self.listener,
-        }
+        })
     }
 }
 
@@ -120,16 +111,17 @@ impl<K, V> LockedTtlCacheBuilder<K, V> {
 /// let cache = LockedTtlCache::builder()
 ///     .time_to_live(Duration::from_secs(30))
 ///     .clock(clock.clone())
-///     .build();
-/// assert_eq!(cache.get_or_load(7, || "loaded"), "loaded");
+///     .build()?;
+/// assert_eq!(cache.get_or_load(7, || "loaded")?, "loaded");
 /// assert_eq!(cache.get(&7), Some("loaded"));
 /// clock.advance(Duration::from_secs(30));
 /// assert_eq!(cache.get(&7), None);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct LockedTtlCache<K, V> {
     entries: Mutex<HashMap<K, Timed<V>>>,
     lifetimes: Lifetimes,
-    max_capacity: usize,
+    max_entries: usize,
     clock: Arc<dyn Clock>,
     listener: Option<Listener<K, V>>,
 }
@@ -138,20 +130,33 @@ impl<K, V> fmt::Debug for LockedTtlCache<K, V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LockedTtlCache")
             .field("len", &self.lock().len())
-            .field("max_capacity", &self.max_capacity)
+            .field("max_entries", &self.max_entries)
             .finish_non_exhaustive()
     }
 }
 
 /// Entries removed under the lock, told to the listener once it is released.
-type Removed<K, V> = Vec<(K, V, RemovalCause)>;
+type Removed<K, V> = Vec<(K, V, EvictionCause)>;
 
 impl<K, V> LockedTtlCache<K, V> {
-    /// A builder: unbounded, no expiry, on the system clock.
+    /// A cache of at most `max_entries` entries, no expiry, on the system
+    /// clock.
+    ///
+    /// # Panics
+    ///
+    /// If `max_entries` is zero (the builder returns this as an error).
+    pub fn new(max_entries: usize) -> Self {
+        Self::builder()
+            .max_entries(max_entries)
+            .build()
+            .expect("LockedTtlCache::new: max_entries must be at least 1")
+    }
+
+    /// A builder: [`DEFAULT_MAX_ENTRIES`], no expiry, on the system clock.
     pub fn builder() -> LockedTtlCacheBuilder<K, V> {
         LockedTtlCacheBuilder {
             lifetimes: Lifetimes::default(),
-            max_capacity: usize::MAX,
+            max_entries: DEFAULT_MAX_ENTRIES,
             clock: Arc::new(SystemClock),
             listener: None,
         }
@@ -169,10 +174,15 @@ impl<K, V> LockedTtlCache<K, V> {
 
     fn notify(&self, removed: Removed<K, V>) {
         if let Some(listener) = &self.listener {
-            for (k, v, cause) in &removed {
-                listener(k, v, *cause);
+            for (k, v, cause) in removed {
+                listener(&k, v, cause);
             }
         }
+    }
+
+    /// The configured bound.
+    pub fn max_entries(&self) -> usize {
+        self.max_entries
     }
 
     /// Entries held, expired ones not yet removed included.
@@ -187,51 +197,80 @@ impl<K, V> LockedTtlCache<K, V> {
 }
 
 impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
-    /// The live value of `key`, stamping its last access; an expired entry
-    /// is removed ([`RemovalCause::Expired`]) and `None` returned.
-    pub fn get(&self, key: &K) -> Option<V> {
-        let now = self.now();
-        let mut removed = Vec::new();
-        let value = {
-            let mut entries = self.lock();
-            self.live(&mut entries, key, now, &mut removed)
-        };
-        self.notify(removed);
-        value
+    /// A copy of the live value of `key`, stamping its last access; an
+    /// expired entry is removed ([`EvictionCause::Expired`]) and `None`
+    /// returned.
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.with(key, V::clone)
     }
 
-    /// Under the lock: the live value of `key`, removing it if expired.
-    fn live(
+    /// Calls `f` on the live value of `key` under the lock (no clone).
+    pub fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let now = self.now();
+        let mut removed = Vec::new();
+        let found = {
+            let mut entries = self.lock();
+            self.live(&mut entries, key, now, &mut removed).map(f)
+        };
+        self.notify(removed);
+        found
+    }
+
+    /// Whether `key` is live.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.with(key, |_| ()).is_some()
+    }
+
+    /// Under the lock: the live entry of `key`, removing it if expired.
+    fn live<'m, Q>(
         &self,
-        entries: &mut HashMap<K, Timed<V>>,
-        key: &K,
+        entries: &'m mut HashMap<K, Timed<V>>,
+        key: &Q,
         now: u64,
         removed: &mut Removed<K, V>,
-    ) -> Option<V> {
-        let entry = entries.get(key)?;
-        if entry.is_expired(now) {
+    ) -> Option<&'m V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if entries.get(key)?.is_expired(now) {
             if let Some((k, e)) = entries.remove_entry(key) {
-                removed.push((k, e.value, RemovalCause::Expired));
+                removed.push((k, e.value, EvictionCause::Expired));
             }
             return None;
         }
+        let entry = entries.get(key)?;
         entry.touch(now);
-        Some(entry.value.clone())
+        Some(&entry.value)
     }
 
     /// Inserts `value` under `key` with the cache's lifetimes, replacing any
-    /// previous value.
-    pub fn insert(&self, key: K, value: V) {
-        self.insert_entry(key, value, None);
+    /// previous value ([`EvictionCause::Replaced`]). Always `true`: there is
+    /// always something to evict at the bound (the `bool` mirrors
+    /// [`TtlCache::insert`](crate::cache::TtlCache::insert)).
+    pub fn insert(&self, key: K, value: V) -> bool {
+        self.insert_entry(key, value, None)
     }
 
     /// Inserts `value` under `key`, expiring `ttl` from now instead of after
     /// the cache's time to live.
-    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
-        self.insert_entry(key, value, Some(ttl));
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> bool {
+        self.insert_entry(key, value, Some(ttl))
     }
 
-    fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) {
+    fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) -> bool {
         let now = self.now();
         let mut removed = Vec::new();
         {
@@ -239,6 +278,7 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
             self.store(&mut entries, key, value, now, ttl, &mut removed);
         }
         self.notify(removed);
+        true
     }
 
     /// Under the lock: makes room and stores the entry.
@@ -253,82 +293,115 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
     ) {
         if let Some((k, old)) = entries.remove_entry(&key) {
             let cause = if old.is_expired(now) {
-                RemovalCause::Expired
+                EvictionCause::Expired
             } else {
-                RemovalCause::Replaced
+                EvictionCause::Replaced
             };
             removed.push((k, old.value, cause));
         }
-        if entries.len() >= self.max_capacity {
+        if entries.len() >= self.max_entries {
             let expired = timed::drain_expired(entries, now);
-            removed.extend(expired.into_iter().map(|(k, v)| (k, v, RemovalCause::Expired)));
+            removed.extend(expired.into_iter().map(|(k, v)| (k, v, EvictionCause::Expired)));
         }
-        while entries.len() >= self.max_capacity.max(1) {
-            match timed::evict_lru(entries) {
-                Some((k, v)) => removed.push((k, v, RemovalCause::Capacity)),
-                None => break,
-            }
+        // `max_entries >= 1` (checked by `build`): the map is not empty here.
+        while entries.len() >= self.max_entries {
+            let Some((k, v)) = timed::evict_lru(entries) else {
+                break;
+            };
+            removed.push((k, v, EvictionCause::Capacity));
         }
-        if self.max_capacity > 0 {
-            entries.insert(key, Timed::new(value, now, self.lifetimes, ttl));
-        }
+        entries.insert(key, Timed::new(value, now, self.lifetimes, ttl));
     }
 
-    /// The live value of `key`, loaded by `loader` (under the lock, so once)
-    /// on a miss.
-    pub fn get_or_load(&self, key: K, loader: impl FnOnce() -> V) -> V {
-        match self.try_get_or_load(key, || Ok::<V, std::convert::Infallible>(loader())) {
-            Ok(v) => v,
-            Err(never) => match never {},
-        }
+    /// The live value of `key`, loaded by `loader` (under the lock, so once
+    /// per live key) on a miss. Never fails (the `Result` mirrors
+    /// [`TtlCache::get_or_load`](crate::cache::TtlCache::get_or_load)).
+    pub fn get_or_load(&self, key: K, loader: impl FnOnce() -> V) -> Result<V, LoadError> {
+        self.try_get_or_load(key, || Ok::<V, Infallible>(loader()))
     }
 
     /// [`get_or_load`](Self::get_or_load) with a fallible loader: its error
-    /// is returned and nothing is stored.
+    /// is returned ([`LoadError::Load`]) and nothing is stored.
     pub fn try_get_or_load<E>(
         &self,
         key: K,
         loader: impl FnOnce() -> Result<V, E>,
-    ) -> Result<V, E> {
+    ) -> Result<V, LoadError<E>> {
+        self.try_get_or_load_with_ttl(key, None, loader)
+    }
+
+    /// [`try_get_or_load`](Self::try_get_or_load), the loaded value expiring
+    /// `ttl` from now where given.
+    pub fn try_get_or_load_with_ttl<E>(
+        &self,
+        key: K,
+        ttl: Option<Duration>,
+        loader: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, LoadError<E>> {
         let now = self.now();
         let mut removed = Vec::new();
         let result = {
             let mut entries = self.lock();
             match self.live(&mut entries, &key, now, &mut removed) {
-                Some(v) => Ok(v),
-                None => loader().map(|v| {
-                    self.store(&mut entries, key, v.clone(), now, None, &mut removed);
-                    v
-                }),
+                Some(v) => Ok(v.clone()),
+                None => match loader() {
+                    Ok(v) => {
+                        self.store(&mut entries, key, v.clone(), now, ttl, &mut removed);
+                        Ok(v)
+                    }
+                    Err(e) => Err(LoadError::Load(Arc::new(e))),
+                },
             }
         };
         self.notify(removed);
         result
     }
 
-    /// Removes `key`, returning its value if it was live.
-    pub fn invalidate(&self, key: &K) -> Option<V> {
+    /// Removes `key` ([`EvictionCause::Removed`]), returning its value if
+    /// it was live.
+    pub fn invalidate<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let now = self.now();
         let (k, entry) = self.lock().remove_entry(key)?;
         let live = !entry.is_expired(now);
         let cause = if live {
-            RemovalCause::Invalidated
+            EvictionCause::Removed
         } else {
-            RemovalCause::Expired
+            EvictionCause::Expired
         };
         let value = entry.value;
         self.notify(vec![(k, value.clone(), cause)]);
         live.then_some(value)
     }
 
-    /// Removes every entry ([`RemovalCause::Cleared`]).
-    pub fn invalidate_all(&self) {
+    /// Removes every entry ([`EvictionCause::Cleared`]); returns how many.
+    pub fn invalidate_all(&self) -> usize {
         let drained: Removed<K, V> = self
             .lock()
             .drain()
-            .map(|(k, e)| (k, e.value, RemovalCause::Cleared))
+            .map(|(k, e)| (k, e.value, EvictionCause::Cleared))
             .collect();
+        let n = drained.len();
         self.notify(drained);
+        n
+    }
+
+    /// Calls `f` with each live entry, from a copy taken under the lock (so
+    /// `f` may use the cache).
+    pub fn for_each(&self, mut f: impl FnMut(&K, &V)) {
+        let now = self.now();
+        let live: Vec<(K, V)> = self
+            .lock()
+            .iter()
+            .filter(|(_, e)| !e.is_expired(now))
+            .map(|(k, e)| (k.clone(), e.value.clone()))
+            .collect();
+        for (k, v) in &live {
+            f(k, v);
+        }
     }
 
     /// Removes every expired entry (one full scan under the lock); returns
@@ -340,7 +413,7 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
         self.notify(
             expired
                 .into_iter()
-                .map(|(k, v)| (k, v, RemovalCause::Expired))
+                .map(|(k, v)| (k, v, EvictionCause::Expired))
                 .collect(),
         );
         n
@@ -354,7 +427,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::time::SystemTime;
 
-    type Log = Arc<Mutex<Vec<(u64, u64, RemovalCause)>>>;
+    type Log = Arc<Mutex<Vec<(u64, u64, EvictionCause)>>>;
 
     fn cache(
         build: impl FnOnce(LockedTtlCacheBuilder<u64, u64>) -> LockedTtlCacheBuilder<u64, u64>,
@@ -364,11 +437,11 @@ mod tests {
         let sink = Arc::clone(&log);
         let builder = LockedTtlCache::builder()
             .clock(clock.clone())
-            .eviction_listener(move |k, v, cause| sink.lock().unwrap().push((*k, *v, cause)));
-        (build(builder).build(), clock, log)
+            .eviction_listener(move |k, v, cause| sink.lock().unwrap().push((*k, v, cause)));
+        (build(builder).build().unwrap(), clock, log)
     }
 
-    fn taken(log: &Log) -> Vec<(u64, u64, RemovalCause)> {
+    fn taken(log: &Log) -> Vec<(u64, u64, EvictionCause)> {
         let mut events = std::mem::take(&mut *log.lock().unwrap());
         events.sort_by_key(|e| e.0);
         events
@@ -382,10 +455,12 @@ mod tests {
             for _ in 0..8 {
                 s.spawn(|| {
                     for k in 0..2_000u64 {
-                        let v = cache.get_or_load(k, || {
-                            calls.fetch_add(1, Ordering::Relaxed);
-                            k * 10
-                        });
+                        let v = cache
+                            .get_or_load(k, || {
+                                calls.fetch_add(1, Ordering::Relaxed);
+                                k * 10
+                            })
+                            .unwrap();
                         assert_eq!(v, k * 10);
                     }
                 });
@@ -417,43 +492,57 @@ mod tests {
         assert!(cache.is_empty(), "expired entries are removed when met");
         assert_eq!(
             taken(&log),
-            [(1, 10, RemovalCause::Expired), (2, 20, RemovalCause::Expired)]
+            [(1, 10, EvictionCause::Expired), (2, 20, EvictionCause::Expired)]
         );
         cache.insert(3, 30);
         clock.advance(Duration::from_secs(8));
         assert_eq!(cache.sweep(), 1, "idle limit reached");
-        assert_eq!(taken(&log), [(3, 30, RemovalCause::Expired)]);
+        assert_eq!(taken(&log), [(3, 30, EvictionCause::Expired)]);
     }
 
     #[test]
     fn capacity_purges_the_expired_then_evicts_the_least_recently_used() {
-        let (cache, clock, log) = cache(|b| b.max_capacity(2));
+        let (cache, clock, log) = cache(|b| b.max_entries(2));
         cache.insert_with_ttl(1, 10, Duration::from_secs(1));
         cache.insert(2, 20);
         clock.advance(Duration::from_secs(1));
         cache.insert(3, 30);
-        assert_eq!(taken(&log), [(1, 10, RemovalCause::Expired)]);
+        assert_eq!(taken(&log), [(1, 10, EvictionCause::Expired)]);
         clock.advance(Duration::from_secs(1));
         assert_eq!(cache.get(&2), Some(20));
         cache.insert(4, 40);
-        assert_eq!(taken(&log), [(3, 30, RemovalCause::Capacity)]);
+        assert_eq!(taken(&log), [(3, 30, EvictionCause::Capacity)]);
         cache.insert(4, 41);
-        assert_eq!(taken(&log), [(4, 40, RemovalCause::Replaced)]);
+        assert_eq!(taken(&log), [(4, 40, EvictionCause::Replaced)]);
         assert_eq!(cache.len(), 2);
     }
 
     #[test]
     fn failed_and_panicking_loads_store_nothing_and_a_retry_loads() {
         let (cache, _, _) = cache(|b| b);
-        assert_eq!(cache.try_get_or_load(1, || Err("down")), Err("down"));
+        match cache.try_get_or_load(1, || Err("down")) {
+            Err(LoadError::Load(e)) => assert_eq!(*e, "down"),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(cache.get(&1), None);
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             cache.get_or_load(2, || panic!("loader panics"))
         }));
         assert!(panicked.is_err());
-        assert_eq!(cache.get_or_load(2, || 5), 5);
-        assert_eq!(cache.try_get_or_load(1, || Ok::<_, ()>(6)), Ok(6));
+        assert_eq!(cache.get_or_load(2, || 5).unwrap(), 5);
+        assert_eq!(cache.try_get_or_load(1, || Ok::<_, ()>(6)).unwrap(), 6);
         assert_eq!(cache.len(), 2);
+        assert_eq!(
+            LockedTtlCache::<u64, u64>::builder().max_entries(0).build().err(),
+            Some(BuildError::ZeroCapacity)
+        );
+        assert_eq!(
+            LockedTtlCache::<u64, u64>::builder()
+                .time_to_idle(Duration::ZERO)
+                .build()
+                .err(),
+            Some(BuildError::ZeroTimeout("time_to_idle"))
+        );
     }
 
     #[test]
@@ -464,14 +553,22 @@ mod tests {
         }
         assert_eq!(cache.invalidate(&2), Some(20));
         assert_eq!(cache.invalidate(&2), None);
-        cache.invalidate_all();
+        let mut seen = Vec::new();
+        cache.for_each(|k, v| {
+            // The callback may use the cache: it runs outside the lock.
+            assert!(cache.contains_key(k));
+            seen.push((*k, *v));
+        });
+        seen.sort_unstable();
+        assert_eq!(seen, [(1, 10), (3, 30)]);
+        assert_eq!(cache.invalidate_all(), 2);
         assert!(cache.is_empty());
         assert_eq!(
             taken(&log),
             [
-                (1, 10, RemovalCause::Cleared),
-                (2, 20, RemovalCause::Invalidated),
-                (3, 30, RemovalCause::Cleared),
+                (1, 10, EvictionCause::Cleared),
+                (2, 20, EvictionCause::Removed),
+                (3, 30, EvictionCause::Cleared),
             ]
         );
     }

@@ -7,12 +7,12 @@
 //! the baseline of every benchmark (`impl = "locked"`).
 
 mod audit;
-pub mod cache;
-pub mod session;
+mod cache;
+mod session;
 mod stats;
 mod timed;
 
 pub use audit::{LockedAuditLog, LockedMode};
 pub use cache::{LockedTtlCache, LockedTtlCacheBuilder};
-pub use session::{LockedSessionError, LockedSessionRegistry, LockedSessionRegistryBuilder};
+pub use session::{LockedSessionRegistry, LockedSessionRegistryBuilder};
 pub use stats::LockedStats;

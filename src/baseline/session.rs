@@ -34,64 +34,37 @@ use std::time::Duration;
 
 use super::timed::{self, Lifetimes, Timed};
 use crate::clock::{Clock, SystemClock};
+use crate::session::{
+    BuildError, CapacityPolicy, DEFAULT_MAX_ID_LEN, DEFAULT_MAX_SESSIONS, EvictionCause, InvalidId,
+    SessionError,
+};
 
-/// The longest session id accepted, in bytes.
-pub const MAX_ID_LEN: usize = 128;
-
-/// What happens when a new session would exceed `max_sessions` after the
-/// expired ones are gone.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum CapacityPolicy {
-    /// Refuse the new session with [`LockedSessionError::CapacityExceeded`].
-    #[default]
-    Reject,
-    /// Evict the least recently used session (a full scan under the lock).
-    EvictLru,
+/// Checks `id` the way [`SessionRegistry`](crate::session::SessionRegistry)
+/// does: not empty, at most `max` bytes, no control or whitespace character.
+fn validate_id(id: &str, max: usize) -> Result<(), InvalidId> {
+    if id.is_empty() {
+        return Err(InvalidId::Empty);
+    }
+    if id.len() > max {
+        return Err(InvalidId::TooLong { len: id.len(), max });
+    }
+    match id
+        .char_indices()
+        .find(|(_, c)| c.is_control() || c.is_whitespace())
+    {
+        Some((position, _)) => Err(InvalidId::NotPrintable { position }),
+        None => Ok(()),
+    }
 }
 
-/// Why a session left the registry, as told to the listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum EvictionCause {
-    /// Its idle timeout or lifetime passed.
-    Expired,
-    /// [`LockedSessionRegistry::remove`].
-    Removed,
-    /// Evicted to make room for a new session ([`CapacityPolicy::EvictLru`]).
-    Capacity,
-    /// [`LockedSessionRegistry::clear`].
-    Cleared,
-}
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum LockedSessionError<E = std::convert::Infallible> {
-    /// The id is empty, longer than [`MAX_ID_LEN`], or not printable ASCII.
-    #[error("invalid session id (need 1..={MAX_ID_LEN} printable ASCII bytes)")]
-    InvalidId,
-    /// The registry holds `max_sessions` live sessions and the policy is
-    /// [`CapacityPolicy::Reject`].
-    #[error("session capacity of {max} reached")]
-    CapacityExceeded {
-        /// The configured `max_sessions`.
-        max: usize,
-    },
-    /// The initialiser failed; nothing was stored.
-    #[error("session initialiser failed")]
-    Init(E),
-}
-
-/// Checks an id: 1 to [`MAX_ID_LEN`] bytes of printable, non-space ASCII.
-pub fn validate_id(id: &str) -> bool {
-    !id.is_empty() && id.len() <= MAX_ID_LEN && id.bytes().all(|b| b.is_ascii_graphic())
-}
-
-type Listener<S> = Arc<dyn Fn(&str, &Arc<S>, EvictionCause) + Send + Sync>;
+type Listener<S> = Arc<dyn Fn(&str, Arc<S>, EvictionCause) + Send + Sync>;
 
 /// Builds a [`LockedSessionRegistry`].
 #[must_use]
 pub struct LockedSessionRegistryBuilder<S> {
     lifetimes: Lifetimes,
     max_sessions: usize,
+    max_id_len: usize,
     policy: CapacityPolicy,
     clock: Arc<dyn Clock>,
     listener: Option<Listener<S>>,
@@ -105,14 +78,21 @@ impl<S> LockedSessionRegistryBuilder<S> {
     }
 
     /// A session expires `lifetime` after its creation, however busy.
-    pub fn lifetime(mut self, lifetime: Duration) -> Self {
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
         self.lifetimes.absolute = Some(lifetime);
         self
     }
 
-    /// At most `max` live sessions (default: unbounded).
+    /// At most `max` sessions (default [`DEFAULT_MAX_SESSIONS`]).
     pub fn max_sessions(mut self, max: usize) -> Self {
         self.max_sessions = max;
+        self
+    }
+
+    /// Ids longer than `max` bytes are refused (default
+    /// [`DEFAULT_MAX_ID_LEN`]).
+    pub fn max_id_len(mut self, max: usize) -> Self {
+        self.max_id_len = max;
         self
     }
 
@@ -132,18 +112,26 @@ impl<S> LockedSessionRegistryBuilder<S> {
     /// after the lock is released.
     pub fn eviction_listener(
         mut self,
-        listener: impl Fn(&str, &Arc<S>, EvictionCause) + Send + Sync + 'static,
+        listener: impl Fn(&str, Arc<S>, EvictionCause) + Send + Sync + 'static,
     ) -> Self {
         self.listener = Some(Arc::new(listener));
         self
     }
 
-    /// The registry.
-    pub fn build(self) -> LockedSessionRegistry<S> {
+    /// The registry, or why the settings are unusable (a zero
+    /// `max_sessions`, a zero timeout).
+    pub fn build(self) -> Result<LockedSessionRegistry<S>, BuildError> {
+        self.lifetimes
+            .validate(self.max_sessions, "max_lifetime", "idle_timeout")?;
+        Ok(self.assemble())
+    }
+
+    fn assemble(self) -> LockedSessionRegistry<S> {
         LockedSessionRegistry {
             sessions: RwLock::new(HashMap::new()),
             lifetimes: self.lifetimes,
             max_sessions: self.max_sessions,
+            max_id_len: self.max_id_len,
             policy: self.policy,
             clock: self.clock,
             listener: self.listener,
@@ -169,18 +157,19 @@ impl<S> LockedSessionRegistryBuilder<S> {
 /// let sessions = LockedSessionRegistry::builder()
 ///     .idle_timeout(Duration::from_secs(60))
 ///     .clock(clock.clone())
-///     .build();
+///     .build()?;
 /// let a = sessions.get_or_create("s-1", || String::from("alice"))?;
 /// let b = sessions.get_or_create("s-1", || unreachable!("exists"))?;
 /// assert!(std::sync::Arc::ptr_eq(&a, &b));
 /// clock.advance(Duration::from_secs(60));
 /// assert!(sessions.get("s-1").is_none());
-/// # Ok::<(), latchfree::baseline::LockedSessionError>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct LockedSessionRegistry<S> {
     sessions: RwLock<HashMap<Box<str>, Timed<Arc<S>>>>,
     lifetimes: Lifetimes,
     max_sessions: usize,
+    max_id_len: usize,
     policy: CapacityPolicy,
     clock: Arc<dyn Clock>,
     listener: Option<Listener<S>>,
@@ -198,7 +187,7 @@ impl<S> fmt::Debug for LockedSessionRegistry<S> {
 
 impl<S> Default for LockedSessionRegistry<S> {
     fn default() -> Self {
-        Self::builder().build()
+        Self::new()
     }
 }
 
@@ -206,16 +195,18 @@ impl<S> Default for LockedSessionRegistry<S> {
 type Evicted<S> = Vec<(Box<str>, Arc<S>, EvictionCause)>;
 
 impl<S> LockedSessionRegistry<S> {
-    /// An unbounded registry with no expiry, on the system clock.
+    /// A registry of at most [`DEFAULT_MAX_SESSIONS`] sessions with no
+    /// expiry, on the system clock.
     pub fn new() -> Self {
-        Self::default()
+        Self::builder().assemble()
     }
 
     /// A builder with the defaults of [`new`](Self::new).
     pub fn builder() -> LockedSessionRegistryBuilder<S> {
         LockedSessionRegistryBuilder {
             lifetimes: Lifetimes::default(),
-            max_sessions: usize::MAX,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_id_len: DEFAULT_MAX_ID_LEN,
             policy: CapacityPolicy::Reject,
             clock: Arc::new(SystemClock),
             listener: None,
@@ -239,28 +230,46 @@ impl<S> LockedSessionRegistry<S> {
     fn notify(&self, evicted: Evicted<S>) {
         if let Some(listener) = &self.listener {
             for (id, session, cause) in evicted {
-                listener(&id, &session, cause);
+                listener(&id, session, cause);
             }
         }
+    }
+
+    /// Checks `id`: not empty, at most `max_id_len` bytes, no control or
+    /// whitespace character.
+    pub fn validate_id(&self, id: &str) -> Result<(), InvalidId> {
+        validate_id(id, self.max_id_len)
     }
 
     /// The live session `id`, stamping its last access; `None` if absent,
     /// expired or invalid. Takes the read lock.
     pub fn get(&self, id: &str) -> Option<Arc<S>> {
+        self.with(id, |s| Arc::clone(s))
+    }
+
+    /// Calls `f` on the live session `id` under the read lock (no `Arc`
+    /// clone), stamping its last access.
+    pub fn with<R>(&self, id: &str, f: impl FnOnce(&Arc<S>) -> R) -> Option<R> {
         let now = self.now();
         let sessions = self.read();
         let entry = sessions.get(id).filter(|e| !e.is_expired(now))?;
         entry.touch(now);
-        Some(Arc::clone(&entry.value))
+        Some(f(&entry.value))
+    }
+
+    /// Whether `id` is live.
+    pub fn contains(&self, id: &str) -> bool {
+        self.with(id, |_| ()).is_some()
+    }
+
+    /// The configured bound.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
     }
 
     /// The live session `id`, created by `init` if absent (exactly once per
     /// live id: `init` runs under the write lock).
-    pub fn get_or_create(
-        &self,
-        id: &str,
-        init: impl FnOnce() -> S,
-    ) -> Result<Arc<S>, LockedSessionError> {
+    pub fn get_or_create(&self, id: &str, init: impl FnOnce() -> S) -> Result<Arc<S>, SessionError> {
         self.try_get_or_create(id, || Ok(init()))
     }
 
@@ -270,10 +279,8 @@ impl<S> LockedSessionRegistry<S> {
         &self,
         id: &str,
         init: impl FnOnce() -> Result<S, E>,
-    ) -> Result<Arc<S>, LockedSessionError<E>> {
-        if !validate_id(id) {
-            return Err(LockedSessionError::InvalidId);
-        }
+    ) -> Result<Arc<S>, SessionError<E>> {
+        self.validate_id(id)?;
         // First check, under the read lock.
         if let Some(session) = self.get(id) {
             return Ok(session);
@@ -304,7 +311,7 @@ impl<S> LockedSessionRegistry<S> {
         now: u64,
         init: impl FnOnce() -> Result<S, E>,
         evicted: &mut Evicted<S>,
-    ) -> Result<Arc<S>, LockedSessionError<E>> {
+    ) -> Result<Arc<S>, SessionError<E>> {
         if let Some((id, e)) = sessions.remove_entry(id) {
             evicted.push((id, e.value, EvictionCause::Expired));
         }
@@ -315,21 +322,21 @@ impl<S> LockedSessionRegistry<S> {
         while sessions.len() >= self.max_sessions {
             match self.policy {
                 CapacityPolicy::Reject => {
-                    return Err(LockedSessionError::CapacityExceeded {
+                    return Err(SessionError::CapacityExceeded {
                         max: self.max_sessions,
                     });
                 }
-                CapacityPolicy::EvictLru => match timed::evict_lru(sessions) {
-                    Some((k, v)) => evicted.push((k, v, EvictionCause::Capacity)),
-                    None => {
-                        return Err(LockedSessionError::CapacityExceeded {
-                            max: self.max_sessions,
-                        });
-                    }
-                },
+                CapacityPolicy::EvictLeastRecentlyUsed => {
+                    // `max_sessions >= 1` (checked by `build`), so the map is
+                    // not empty here.
+                    let Some((k, v)) = timed::evict_lru(sessions) else {
+                        break;
+                    };
+                    evicted.push((k, v, EvictionCause::Capacity));
+                }
             }
         }
-        let session = Arc::new(init().map_err(LockedSessionError::Init)?);
+        let session = Arc::new(init().map_err(|e| SessionError::Init(Arc::new(e)))?);
         sessions.insert(
             id.into(),
             Timed::new(Arc::clone(&session), now, self.lifetimes, None),
@@ -364,14 +371,16 @@ impl<S> LockedSessionRegistry<S> {
         self.len() == 0
     }
 
-    /// Removes every session ([`EvictionCause::Cleared`]).
-    pub fn clear(&self) {
+    /// Removes every session ([`EvictionCause::Cleared`]); returns how many.
+    pub fn clear(&self) -> usize {
         let drained: Evicted<S> = self
             .write()
             .drain()
             .map(|(k, e)| (k, e.value, EvictionCause::Cleared))
             .collect();
+        let n = drained.len();
         self.notify(drained);
+        n
     }
 
     /// Removes every expired session (one full scan under the write lock);
@@ -414,8 +423,9 @@ mod tests {
     use std::time::SystemTime;
 
     type Log = Arc<Mutex<Vec<(String, EvictionCause)>>>;
+    type Builder = LockedSessionRegistryBuilder<u32>;
 
-    fn registry(build: impl FnOnce(LockedSessionRegistryBuilder<u32>) -> LockedSessionRegistryBuilder<u32>) -> (LockedSessionRegistry<u32>, ManualClock, Log) {
+    fn registry(build: impl FnOnce(Builder) -> Builder) -> (LockedSessionRegistry<u32>, ManualClock, Log) {
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
         let log: Log = Arc::default();
         let sink = Arc::clone(&log);
@@ -424,7 +434,7 @@ mod tests {
             .eviction_listener(move |id, _, cause| {
                 sink.lock().unwrap().push((id.to_owned(), cause));
             });
-        (build(builder).build(), clock, log)
+        (build(builder).build().unwrap(), clock, log)
     }
 
     fn taken(log: &Log) -> Vec<(String, EvictionCause)> {
@@ -468,7 +478,7 @@ mod tests {
     fn idle_and_absolute_expiry_are_exact_and_told_once() {
         let (sessions, clock, log) = registry(|b| {
             b.idle_timeout(Duration::from_secs(10))
-                .lifetime(Duration::from_secs(25))
+                .max_lifetime(Duration::from_secs(25))
         });
         sessions.get_or_create("a", || 1).unwrap();
         clock.advance(Duration::from_secs(9));
@@ -494,14 +504,14 @@ mod tests {
 
     #[test]
     fn capacity_rejects_by_default_after_purging_the_expired() {
-        let (sessions, clock, log) = registry(|b| b.max_sessions(2).lifetime(Duration::from_secs(5)));
+        let (sessions, clock, log) = registry(|b| b.max_sessions(2).max_lifetime(Duration::from_secs(5)));
         sessions.get_or_create("a", || 1).unwrap();
         clock.advance(Duration::from_secs(3));
         sessions.get_or_create("b", || 2).unwrap();
-        assert_eq!(
+        assert!(matches!(
             sessions.get_or_create("c", || 3),
-            Err(LockedSessionError::CapacityExceeded { max: 2 })
-        );
+            Err(SessionError::CapacityExceeded { max: 2 })
+        ));
         assert!(taken(&log).is_empty());
         clock.advance(Duration::from_secs(2));
         assert_eq!(*sessions.get_or_create("c", || 3).unwrap(), 3, "a expired first");
@@ -512,7 +522,7 @@ mod tests {
     #[test]
     fn capacity_evicts_the_least_recently_used_when_asked() {
         let (sessions, clock, log) =
-            registry(|b| b.max_sessions(2).capacity_policy(CapacityPolicy::EvictLru));
+            registry(|b| b.max_sessions(2).capacity_policy(CapacityPolicy::EvictLeastRecentlyUsed));
         sessions.get_or_create("a", || 1).unwrap();
         clock.advance(Duration::from_secs(1));
         sessions.get_or_create("b", || 2).unwrap();
@@ -526,28 +536,45 @@ mod tests {
 
     #[test]
     fn bad_ids_failures_and_panics_leave_nothing_behind() {
-        let (sessions, _, log) = registry(|b| b);
-        let long = "x".repeat(MAX_ID_LEN + 1);
-        for bad in ["", "has space", "tab\t", "é", long.as_str()] {
-            assert_eq!(
-                sessions.get_or_create(bad, || 0),
-                Err(LockedSessionError::InvalidId),
-                "{bad:?}"
-            );
+        let (sessions, _, log) = registry(|b| b.max_id_len(8));
+        let bad = [
+            ("", InvalidId::Empty),
+            ("123456789", InvalidId::TooLong { len: 9, max: 8 }),
+            ("has sp", InvalidId::NotPrintable { position: 3 }),
+            ("tab\t", InvalidId::NotPrintable { position: 3 }),
+        ];
+        for (id, why) in bad {
+            assert_eq!(sessions.validate_id(id), Err(why.clone()), "{id:?}");
+            match sessions.get_or_create(id, || 0) {
+                Err(SessionError::InvalidId(e)) => assert_eq!(e, why),
+                other => panic!("{id:?}: {other:?}"),
+            }
         }
-        assert!(sessions.get_or_create(&"x".repeat(MAX_ID_LEN), || 0).is_ok());
-        assert_eq!(
-            sessions.try_get_or_create("f", || Err::<u32, _>("down")),
-            Err(LockedSessionError::Init("down"))
-        );
+        assert!(sessions.get_or_create("12345678", || 0).is_ok());
+        assert!(sessions.get_or_create("é-ok", || 0).is_ok(), "printable non-ASCII");
+        match sessions.try_get_or_create("f", || Err::<u32, _>("down")) {
+            Err(SessionError::Init(e)) => assert_eq!(*e, "down"),
+            other => panic!("{other:?}"),
+        }
         assert!(sessions.get("f").is_none());
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             sessions.get_or_create("p", || panic!("init panics"))
         }));
         assert!(panicked.is_err());
         assert_eq!(*sessions.get_or_create("p", || 7).unwrap(), 7, "retry works");
-        assert_eq!(sessions.len(), 2);
+        assert_eq!(sessions.len(), 3);
         assert!(taken(&log).is_empty());
+        assert_eq!(
+            LockedSessionRegistry::<u32>::builder().max_sessions(0).build().err(),
+            Some(BuildError::ZeroCapacity)
+        );
+        assert_eq!(
+            LockedSessionRegistry::<u32>::builder()
+                .idle_timeout(Duration::ZERO)
+                .build()
+                .err(),
+            Some(BuildError::ZeroTimeout("idle_timeout"))
+        );
     }
 
     #[test]
@@ -566,7 +593,7 @@ mod tests {
         });
         seen.sort();
         assert_eq!(seen, [("a".into(), 0), ("c".into(), 2)]);
-        sessions.clear();
+        assert_eq!(sessions.clear(), 2);
         assert!(sessions.is_empty());
         let mut events = taken(&log);
         events.sort_by(|x, y| x.0.cmp(&y.0));

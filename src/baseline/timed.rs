@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use crate::clock::Clock;
+use crate::ttl::BuildError;
 
 /// `clock`'s time in nanoseconds since the epoch (0 before it, saturating
 /// after year 2554).
@@ -38,6 +39,28 @@ pub(super) struct Lifetimes {
     pub(super) absolute: Option<Duration>,
     /// From the last access; `None`: no idle limit.
     pub(super) idle: Option<Duration>,
+}
+
+impl Lifetimes {
+    /// The builders' checks, with the same errors as latchfree's: a zero
+    /// bound or a zero timeout (named as the builder method that set it).
+    pub(super) fn validate(
+        &self,
+        max: usize,
+        absolute_name: &'static str,
+        idle_name: &'static str,
+    ) -> Result<(), BuildError> {
+        if max == 0 {
+            return Err(BuildError::ZeroCapacity);
+        }
+        if self.absolute.is_some_and(|d| d.is_zero()) {
+            return Err(BuildError::ZeroTimeout(absolute_name));
+        }
+        if self.idle.is_some_and(|d| d.is_zero()) {
+            return Err(BuildError::ZeroTimeout(idle_name));
+        }
+        Ok(())
+    }
 }
 
 /// One value with its deadlines.

@@ -1,9 +1,10 @@
-//! The `cache` workload: [`ENTRIES`] cached values under `u64` keys, under
+//! The `cache` workload: [`ENTRIES`](super::map::ENTRIES) cached values under `u64` keys, under
 //! the three operations of [`map`] (`hit`, `mix_90_10`, `create_storm` as
 //! single-flight loads of fresh keys).
 //!
 //! | impl | lookup | get-or-load | write | expiry | exactly-once load |
 //! |---|---|---|---|---|---|
+//! | `latchfree` | [`TtlCache::get`] (lock-free) | `get_or_load` (single-flight) | `insert` | TTL | yes |
 //! | `locked` | [`LockedTtlCache::get`] | `get_or_load` (loader under the mutex) | `insert` | TTL | yes |
 //! | `moka` | `sync::Cache::get` | `get_with` | `insert` | `time_to_live` | yes (moka coalesces concurrent `get_with`) |
 //! | `quick_cache` | `sync::Cache::get` | `get_or_insert_with` | `insert` | none | yes while resident (waiters wait on the loader's guard) |
@@ -12,10 +13,9 @@
 //! Every implementation that expires entries is configured with a one-hour
 //! time to live, so a hit checks the deadline; `quick_cache` and `dashmap`
 //! have no TTL (`guarantee` `no-ttl`): they do less work per hit. The bounded
-//! caches are sized at twice [`ENTRIES`] for `hit` and `mix_90_10` (nothing
-//! is evicted: a miss would fail the exactness check) and at
-//! [`STORM_CAPACITY`] for `create_storm`, well above the fresh keys one timed
-//! slice creates (they are removed between slices). Values are
+//! caches are sized by [`capacity`]: twice `ENTRIES` for `hit` and
+//! `mix_90_10` (nothing is evicted: a miss would fail the exactness check),
+//! far above one slice's fresh keys for `create_storm`. Values are
 //! `Arc<Payload>` (64 bytes), cloned out on every hit by every
 //! implementation.
 
@@ -25,31 +25,63 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::Case;
-use super::map::{ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, cases_of};
+use super::map::{MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of};
 use crate::baseline::LockedTtlCache;
+use crate::cache::TtlCache;
 
 /// The time to live of every implementation that expires entries.
 pub const TTL: Duration = Duration::from_secs(60 * 60);
 
-/// Capacity of the bounded caches in `create_storm`.
-pub const STORM_CAPACITY: u64 = 1 << 22;
-
-/// The capacity a bounded cache gets for `op`.
-pub fn capacity(op: MapOp) -> u64 {
-    match op {
-        MapOp::CreateStorm => STORM_CAPACITY,
-        MapOp::Hit | MapOp::Mix => 2 * ENTRIES,
-    }
-}
-
 /// Every case of the `cache` workload.
 pub fn cases() -> Vec<Case> {
     by_op([
+        cases_of::<Latchfree>("cache", "latchfree", "ttl"),
         cases_of::<Locked>("cache", "locked", "ttl"),
         cases_of::<Moka>("cache", "moka", "ttl"),
         cases_of::<Quick>("cache", "quick_cache", "no-ttl"),
         cases_of::<Dash>("cache", "dashmap", "no-ttl"),
     ])
+}
+
+/// latchfree's [`TtlCache`] (default sweeper).
+struct Latchfree(TtlCache<u64, Arc<Payload>>);
+
+impl NewMap for Latchfree {
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            TtlCache::builder()
+                .time_to_live(TTL)
+                .max_entries(capacity(op) as usize)
+                .build()
+                .expect("valid settings"),
+        )
+    }
+}
+
+impl MapOps for Latchfree {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        self.0.get(&i)
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        self.0
+            .get_or_load(i, || Arc::new(init()))
+            .expect("loads do not fail below the bound")
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, Arc::new(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.invalidate(&i);
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
 }
 
 /// The locked twin.
@@ -60,8 +92,9 @@ impl NewMap for Locked {
         Self(
             LockedTtlCache::builder()
                 .time_to_live(TTL)
-                .max_capacity(capacity(op) as usize)
-                .build(),
+                .max_entries(capacity(op) as usize)
+                .build()
+                .expect("valid settings"),
         )
     }
 }
@@ -74,7 +107,9 @@ impl MapOps for Locked {
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
-        self.0.get_or_load(i, || Arc::new(init()))
+        self.0
+            .get_or_load(i, || Arc::new(init()))
+            .expect("the locked twin's loads do not fail")
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {

@@ -39,6 +39,20 @@ pub const ENTRIES: u64 = 100_000;
 /// The first fresh key of `create_storm`: far above the populated keys.
 pub const FRESH_BASE: u64 = 1 << 40;
 
+/// The bound of the bounded maps in `create_storm`: well above the fresh
+/// keys one timed slice creates (they are removed between slices).
+pub const STORM_CAPACITY: u64 = 1 << 22;
+
+/// The bound a bounded map gets for `op`: twice [`ENTRIES`] for `hit` and
+/// `mix_90_10` (nothing is evicted, so a miss is a failure), and
+/// [`STORM_CAPACITY`] for `create_storm`.
+pub fn capacity(op: MapOp) -> u64 {
+    match op {
+        MapOp::CreateStorm => STORM_CAPACITY,
+        MapOp::Hit | MapOp::Mix => 2 * ENTRIES,
+    }
+}
+
 /// The value every implementation stores: 64 bytes, tagged with its key's
 /// index so that every read can check it got the right one.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -4,6 +4,7 @@
 //!
 //! | impl | lookup | get-or-create | expiry | exactly-once |
 //! |---|---|---|---|---|
+//! | `latchfree` | [`SessionRegistry::get`] (lock-free) | single-flight: one initialiser, the other callers sleep on it | idle timeout | yes |
 //! | `locked` | [`LockedSessionRegistry::get`] (read lock) | double-checked locking, init under the write lock | idle timeout | yes |
 //! | `dashmap` | `DashMap::get` | `get`, then `entry(id).or_insert_with` | none | yes (the entry holds its shard's write lock) |
 //! | `moka` | `sync::Cache::get` | `get_with_by_ref` | `time_to_idle` | yes (moka coalesces concurrent `get_with`) |
@@ -24,8 +25,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::Case;
-use super::map::{ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, cases_of};
+use super::map::{ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of};
 use crate::baseline::LockedSessionRegistry;
+use crate::session::SessionRegistry;
 
 /// The idle timeout of every implementation that expires sessions.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
@@ -71,21 +73,64 @@ pub fn with_id<R>(i: u64, f: impl FnOnce(&str) -> R) -> R {
 /// Every case of the `sessions` workload.
 pub fn cases() -> Vec<Case> {
     by_op([
+        cases_of::<Latchfree>("sessions", "latchfree", "idle-expiry"),
         cases_of::<Locked>("sessions", "locked", "idle-expiry"),
         cases_of::<Dash>("sessions", "dashmap", "no-expiry"),
         cases_of::<Moka>("sessions", "moka", "idle-expiry"),
     ])
 }
 
+/// latchfree's [`SessionRegistry`] (default sweeper).
+struct Latchfree(SessionRegistry<Payload>);
+
+impl NewMap for Latchfree {
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            SessionRegistry::builder()
+                .idle_timeout(IDLE_TIMEOUT)
+                .max_sessions(capacity(op) as usize)
+                .build()
+                .expect("valid settings"),
+        )
+    }
+}
+
+impl MapOps for Latchfree {
+    const WRITE_IS_ATOMIC: bool = false;
+
+    fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        with_id(i, |id| self.0.get(id))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        with_id(i, |id| self.0.get_or_create(id, init)).expect("valid id, below the bound")
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.remove(i);
+        self.get_or_create(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        with_id(i, |id| self.0.remove(id));
+    }
+
+    fn len(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
 /// The locked twin.
 struct Locked(LockedSessionRegistry<Payload>);
 
 impl NewMap for Locked {
-    fn new_map(_: MapOp) -> Self {
+    fn new_map(op: MapOp) -> Self {
         Self(
             LockedSessionRegistry::builder()
                 .idle_timeout(IDLE_TIMEOUT)
-                .build(),
+                .max_sessions(capacity(op) as usize)
+                .build()
+                .expect("valid settings"),
         )
     }
 }
@@ -201,11 +246,12 @@ mod tests {
 
     #[test]
     fn ids_are_distinct_valid_and_precomputed_ones_match() {
+        let registry = LockedSessionRegistry::<()>::new();
         let mut seen = std::collections::HashSet::new();
         for i in (0..2_000).chain(ENTRIES - 10..ENTRIES + 10).chain([u64::MAX]) {
             let id = with_id(i, str::to_owned);
             assert_eq!(id, write_id(i, &mut [0; ID_LEN]));
-            assert!(crate::baseline::session::validate_id(&id), "{id}");
+            assert_eq!(registry.validate_id(&id), Ok(()), "{id}");
             assert!(seen.insert(id));
         }
     }
