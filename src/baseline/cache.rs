@@ -301,7 +301,11 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
         }
         if entries.len() >= self.max_entries {
             let expired = timed::drain_expired(entries, now);
-            removed.extend(expired.into_iter().map(|(k, v)| (k, v, EvictionCause::Expired)));
+            removed.extend(
+                expired
+                    .into_iter()
+                    .map(|(k, v)| (k, v, EvictionCause::Expired)),
+            );
         }
         // `max_entries >= 1` (checked by `build`): the map is not empty here.
         while entries.len() >= self.max_entries {
@@ -492,7 +496,10 @@ mod tests {
         assert!(cache.is_empty(), "expired entries are removed when met");
         assert_eq!(
             taken(&log),
-            [(1, 10, EvictionCause::Expired), (2, 20, EvictionCause::Expired)]
+            [
+                (1, 10, EvictionCause::Expired),
+                (2, 20, EvictionCause::Expired)
+            ]
         );
         cache.insert(3, 30);
         clock.advance(Duration::from_secs(8));
@@ -533,7 +540,10 @@ mod tests {
         assert_eq!(cache.try_get_or_load(1, || Ok::<_, ()>(6)).unwrap(), 6);
         assert_eq!(cache.len(), 2);
         assert_eq!(
-            LockedTtlCache::<u64, u64>::builder().max_entries(0).build().err(),
+            LockedTtlCache::<u64, u64>::builder()
+                .max_entries(0)
+                .build()
+                .err(),
             Some(BuildError::ZeroCapacity)
         );
         assert_eq!(

@@ -220,7 +220,9 @@ impl<S> LockedSessionRegistry<S> {
     fn write(&self) -> RwLockWriteGuard<'_, HashMap<Box<str>, Timed<Arc<S>>>> {
         // Poisoned only by a panicking initialiser, which runs before the map
         // is touched: the map is consistent.
-        self.sessions.write().unwrap_or_else(PoisonError::into_inner)
+        self.sessions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn now(&self) -> u64 {
@@ -244,7 +246,7 @@ impl<S> LockedSessionRegistry<S> {
     /// The live session `id`, stamping its last access; `None` if absent,
     /// expired or invalid. Takes the read lock.
     pub fn get(&self, id: &str) -> Option<Arc<S>> {
-        self.with(id, |s| Arc::clone(s))
+        self.with(id, Arc::clone)
     }
 
     /// Calls `f` on the live session `id` under the read lock (no `Arc`
@@ -269,7 +271,11 @@ impl<S> LockedSessionRegistry<S> {
 
     /// The live session `id`, created by `init` if absent (exactly once per
     /// live id: `init` runs under the write lock).
-    pub fn get_or_create(&self, id: &str, init: impl FnOnce() -> S) -> Result<Arc<S>, SessionError> {
+    pub fn get_or_create(
+        &self,
+        id: &str,
+        init: impl FnOnce() -> S,
+    ) -> Result<Arc<S>, SessionError> {
         self.try_get_or_create(id, || Ok(init()))
     }
 
@@ -317,7 +323,11 @@ impl<S> LockedSessionRegistry<S> {
         }
         if sessions.len() >= self.max_sessions {
             let expired = timed::drain_expired(sessions, now);
-            evicted.extend(expired.into_iter().map(|(k, v)| (k, v, EvictionCause::Expired)));
+            evicted.extend(
+                expired
+                    .into_iter()
+                    .map(|(k, v)| (k, v, EvictionCause::Expired)),
+            );
         }
         while sessions.len() >= self.max_sessions {
             match self.policy {
@@ -425,7 +435,9 @@ mod tests {
     type Log = Arc<Mutex<Vec<(String, EvictionCause)>>>;
     type Builder = LockedSessionRegistryBuilder<u32>;
 
-    fn registry(build: impl FnOnce(Builder) -> Builder) -> (LockedSessionRegistry<u32>, ManualClock, Log) {
+    fn registry(
+        build: impl FnOnce(Builder) -> Builder,
+    ) -> (LockedSessionRegistry<u32>, ManualClock, Log) {
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000));
         let log: Log = Arc::default();
         let sink = Arc::clone(&log);
@@ -504,7 +516,8 @@ mod tests {
 
     #[test]
     fn capacity_rejects_by_default_after_purging_the_expired() {
-        let (sessions, clock, log) = registry(|b| b.max_sessions(2).max_lifetime(Duration::from_secs(5)));
+        let (sessions, clock, log) =
+            registry(|b| b.max_sessions(2).max_lifetime(Duration::from_secs(5)));
         sessions.get_or_create("a", || 1).unwrap();
         clock.advance(Duration::from_secs(3));
         sessions.get_or_create("b", || 2).unwrap();
@@ -514,15 +527,21 @@ mod tests {
         ));
         assert!(taken(&log).is_empty());
         clock.advance(Duration::from_secs(2));
-        assert_eq!(*sessions.get_or_create("c", || 3).unwrap(), 3, "a expired first");
+        assert_eq!(
+            *sessions.get_or_create("c", || 3).unwrap(),
+            3,
+            "a expired first"
+        );
         assert_eq!(taken(&log), [("a".into(), EvictionCause::Expired)]);
         assert_eq!(sessions.len(), 2);
     }
 
     #[test]
     fn capacity_evicts_the_least_recently_used_when_asked() {
-        let (sessions, clock, log) =
-            registry(|b| b.max_sessions(2).capacity_policy(CapacityPolicy::EvictLeastRecentlyUsed));
+        let (sessions, clock, log) = registry(|b| {
+            b.max_sessions(2)
+                .capacity_policy(CapacityPolicy::EvictLeastRecentlyUsed)
+        });
         sessions.get_or_create("a", || 1).unwrap();
         clock.advance(Duration::from_secs(1));
         sessions.get_or_create("b", || 2).unwrap();
@@ -551,7 +570,10 @@ mod tests {
             }
         }
         assert!(sessions.get_or_create("12345678", || 0).is_ok());
-        assert!(sessions.get_or_create("é-ok", || 0).is_ok(), "printable non-ASCII");
+        assert!(
+            sessions.get_or_create("é-ok", || 0).is_ok(),
+            "printable non-ASCII"
+        );
         match sessions.try_get_or_create("f", || Err::<u32, _>("down")) {
             Err(SessionError::Init(e)) => assert_eq!(*e, "down"),
             other => panic!("{other:?}"),
@@ -561,11 +583,18 @@ mod tests {
             sessions.get_or_create("p", || panic!("init panics"))
         }));
         assert!(panicked.is_err());
-        assert_eq!(*sessions.get_or_create("p", || 7).unwrap(), 7, "retry works");
+        assert_eq!(
+            *sessions.get_or_create("p", || 7).unwrap(),
+            7,
+            "retry works"
+        );
         assert_eq!(sessions.len(), 3);
         assert!(taken(&log).is_empty());
         assert_eq!(
-            LockedSessionRegistry::<u32>::builder().max_sessions(0).build().err(),
+            LockedSessionRegistry::<u32>::builder()
+                .max_sessions(0)
+                .build()
+                .err(),
             Some(BuildError::ZeroCapacity)
         );
         assert_eq!(

@@ -96,7 +96,11 @@ impl<V> Timed<V> {
     /// idle for its idle limit or longer.
     pub(super) fn is_expired(&self, now: u64) -> bool {
         now >= self.deadline
-            || now >= self.last_access.load(Ordering::Relaxed).saturating_add(self.idle)
+            || now
+                >= self
+                    .last_access
+                    .load(Ordering::Relaxed)
+                    .saturating_add(self.idle)
     }
 
     /// Records an access at `now` (never moves the stamp backwards).
@@ -157,7 +161,10 @@ mod tests {
         assert!(e.is_expired(1_100), "the absolute deadline wins");
         let custom = Timed::new((), 0, lifetimes, Some(Duration::from_nanos(10)));
         custom.touch(9);
-        assert!(custom.is_expired(10), "a per-entry ttl replaces the absolute one");
+        assert!(
+            custom.is_expired(10),
+            "a per-entry ttl replaces the absolute one"
+        );
         let forever = Timed::new((), 5, Lifetimes::default(), None);
         assert!(!forever.is_expired(u64::MAX - 1));
     }

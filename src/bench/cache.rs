@@ -5,6 +5,7 @@
 //! | impl | lookup | get-or-load | write | expiry | exactly-once load |
 //! |---|---|---|---|---|---|
 //! | `latchfree` | [`TtlCache::get`] (lock-free) | `get_or_load` (single-flight) | `insert` | TTL | yes |
+//! | `latchfree-with` | [`TtlCache::with`] (no clone; `hit` and `mix_90_10` only) | as `latchfree` | `insert` | TTL | yes |
 //! | `locked` | [`LockedTtlCache::get`] | `get_or_load` (loader under the mutex) | `insert` | TTL | yes |
 //! | `moka` | `sync::Cache::get` | `get_with` | `insert` | `time_to_live` | yes (moka coalesces concurrent `get_with`) |
 //! | `quick_cache` | `sync::Cache::get` | `get_or_insert_with` | `insert` | none | yes while resident (waiters wait on the loader's guard) |
@@ -17,7 +18,7 @@
 //! `mix_90_10` (nothing is evicted: a miss would fail the exactness check),
 //! far above one slice's fresh keys for `create_storm`. Values are
 //! `Arc<Payload>` (64 bytes), cloned out on every hit by every
-//! implementation.
+//! implementation but `latchfree-with`, which reads the value in place.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,7 +26,7 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::Case;
-use super::map::{MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of};
+use super::map::{MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, read_cases_of};
 use crate::baseline::LockedTtlCache;
 use crate::cache::TtlCache;
 
@@ -35,11 +36,12 @@ pub const TTL: Duration = Duration::from_secs(60 * 60);
 /// Every case of the `cache` workload.
 pub fn cases() -> Vec<Case> {
     by_op([
-        cases_of::<Latchfree>("cache", "latchfree", "ttl"),
-        cases_of::<Locked>("cache", "locked", "ttl"),
-        cases_of::<Moka>("cache", "moka", "ttl"),
-        cases_of::<Quick>("cache", "quick_cache", "no-ttl"),
-        cases_of::<Dash>("cache", "dashmap", "no-ttl"),
+        cases_of::<Latchfree>("cache", "latchfree", "ttl").to_vec(),
+        read_cases_of::<LatchfreeWith>("cache", "latchfree-with", "ttl"),
+        cases_of::<Locked>("cache", "locked", "ttl").to_vec(),
+        cases_of::<Moka>("cache", "moka", "ttl").to_vec(),
+        cases_of::<Quick>("cache", "quick_cache", "no-ttl").to_vec(),
+        cases_of::<Dash>("cache", "dashmap", "no-ttl").to_vec(),
     ])
 }
 
@@ -61,14 +63,15 @@ impl NewMap for Latchfree {
 impl MapOps for Latchfree {
     const WRITE_IS_ATOMIC: bool = true;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        self.0.get(&i)
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.index)
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         self.0
             .get_or_load(i, || Arc::new(init()))
             .expect("loads do not fail below the bound")
+            .index
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
@@ -79,8 +82,42 @@ impl MapOps for Latchfree {
         self.0.invalidate(&i);
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.0.len())
+    }
+}
+
+/// latchfree read through [`TtlCache::with`]: no clone of the value (no
+/// reference-count write) on a hit.
+struct LatchfreeWith(Latchfree);
+
+impl NewMap for LatchfreeWith {
+    fn new_map(op: MapOp) -> Self {
+        Self(Latchfree::new_map(op))
+    }
+}
+
+impl MapOps for LatchfreeWith {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.0.with(&i, |v| v.index)
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0.get_or_create(i, init)
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.write(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        self.0.entries()
     }
 }
 
@@ -102,14 +139,15 @@ impl NewMap for Locked {
 impl MapOps for Locked {
     const WRITE_IS_ATOMIC: bool = true;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        self.0.get(&i)
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.index)
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         self.0
             .get_or_load(i, || Arc::new(init()))
             .expect("the locked twin's loads do not fail")
+            .index
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
@@ -120,7 +158,7 @@ impl MapOps for Locked {
         self.0.invalidate(&i);
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.0.len())
     }
 }
@@ -142,12 +180,12 @@ impl NewMap for Moka {
 impl MapOps for Moka {
     const WRITE_IS_ATOMIC: bool = true;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        self.0.get(&i)
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.index)
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
-        self.0.get_with(i, || Arc::new(init()))
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0.get_with(i, || Arc::new(init())).index
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
@@ -158,7 +196,7 @@ impl MapOps for Moka {
         self.0.invalidate(&i);
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         // Exact once pending tasks have run (`sync`).
         usize::try_from(self.0.entry_count()).ok()
     }
@@ -180,16 +218,16 @@ impl NewMap for Quick {
 impl MapOps for Quick {
     const WRITE_IS_ATOMIC: bool = true;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        self.0.get(&i)
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.index)
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         match self
             .0
             .get_or_insert_with(&i, || Ok::<_, std::convert::Infallible>(Arc::new(init())))
         {
-            Ok(v) => v,
+            Ok(v) => v.index,
             Err(never) => match never {},
         }
     }
@@ -202,7 +240,7 @@ impl MapOps for Quick {
         self.0.remove(&i);
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.0.len())
     }
 }
@@ -219,14 +257,14 @@ impl NewMap for Dash {
 impl MapOps for Dash {
     const WRITE_IS_ATOMIC: bool = true;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        self.0.get(&i).map(|r| Arc::clone(&r))
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|r| Arc::clone(&r).index)
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         match self.0.get(&i) {
-            Some(r) => Arc::clone(&r),
-            None => Arc::clone(&self.0.entry(i).or_insert_with(|| Arc::new(init()))),
+            Some(r) => Arc::clone(&r).index,
+            None => Arc::clone(&self.0.entry(i).or_insert_with(|| Arc::new(init()))).index,
         }
     }
 
@@ -238,7 +276,7 @@ impl MapOps for Dash {
         self.0.remove(&i);
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.0.len())
     }
 }

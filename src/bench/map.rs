@@ -26,7 +26,6 @@
 //! starts all workers on the same fresh key again and keys stay fresh.
 
 use std::hint::black_box;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
@@ -81,11 +80,13 @@ pub trait MapOps: Send + Sync + 'static {
     /// misses).
     const WRITE_IS_ATOMIC: bool;
 
-    /// The value of key `i`, if present.
-    fn get(&self, i: u64) -> Option<Arc<Payload>>;
+    /// The [tag](Payload::index) of the value of key `i`, if present, read
+    /// the way the implementation hands out values (a clone of the `Arc`
+    /// for most; a borrow for the `-with` rows).
+    fn get(&self, i: u64) -> Option<u64>;
 
-    /// The value of key `i`, created by `init` if absent.
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload>;
+    /// The tag of the value of key `i`, created by `init` if absent.
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64;
 
     /// Replaces the value of key `i` with `init()` (see the module docs).
     fn write(&self, i: u64, init: impl FnOnce() -> Payload);
@@ -94,7 +95,7 @@ pub trait MapOps: Send + Sync + 'static {
     fn remove(&self, i: u64);
 
     /// Entries held, where the implementation counts them exactly.
-    fn len(&self) -> Option<usize>;
+    fn entries(&self) -> Option<usize>;
 
     /// Finishes deferred maintenance (moka's pending tasks), untimed.
     fn sync(&self) {}
@@ -108,7 +109,11 @@ pub trait NewMap: MapOps + Sized {
 }
 
 fn make_target<M: NewMap, const OP: usize>(threads: usize) -> Box<dyn Target> {
-    Box::new(MapTarget::new(M::new_map(MapOp::ALL[OP]), MapOp::ALL[OP], threads))
+    Box::new(MapTarget::new(
+        M::new_map(MapOp::ALL[OP]),
+        MapOp::ALL[OP],
+        threads,
+    ))
 }
 
 /// The cases of implementation `M` (one per [`MapOp`]), named `imp` with
@@ -133,9 +138,23 @@ pub fn cases_of<M: NewMap>(
     ]
 }
 
+/// The `hit` and `mix_90_10` cases of implementation `M`: for a variant
+/// that differs from another only in how it reads.
+pub fn read_cases_of<M: NewMap>(
+    workload: &'static str,
+    imp: &'static str,
+    guarantee: &'static str,
+) -> Vec<Case> {
+    let mut cases = cases_of::<M>(workload, imp, guarantee).to_vec();
+    cases.retain(|c| c.op != MapOp::CreateStorm.name());
+    cases
+}
+
 /// Every case of `implementations` (from [`cases_of`]), ordered by
 /// operation, then implementation.
-pub fn by_op(implementations: impl IntoIterator<Item = [Case; 3]>) -> Vec<Case> {
+pub fn by_op<I: IntoIterator<Item = Case>>(
+    implementations: impl IntoIterator<Item = I>,
+) -> Vec<Case> {
     let mut cases: Vec<Case> = implementations.into_iter().flatten().collect();
     cases.sort_by_key(|c| MapOp::ALL.iter().position(|op| op.name() == c.op));
     cases
@@ -245,7 +264,7 @@ impl<M: MapOps> MapTarget<M> {
             map.get_or_create(i, || Payload::new(i));
         }
         map.sync();
-        if let Some(len) = map.len() {
+        if let Some(len) = map.entries() {
             assert_eq!(len as u64, ENTRIES, "populating the map");
         }
         let threads = threads.max(1);
@@ -276,7 +295,7 @@ impl<M: MapOps> MapTarget<M> {
     fn lookup(&self, i: u64, tally: &mut Tally) {
         tally.lookups += 1;
         match self.map.get(i) {
-            Some(v) => tally.wrong += u64::from(v.index != i),
+            Some(tag) => tally.wrong += u64::from(tag != i),
             None => tally.misses += 1,
         }
     }
@@ -312,11 +331,11 @@ impl<M: MapOps> Target for MapTarget<M> {
                 let start = worker.cursor.load(Ordering::Relaxed);
                 for c in start..start + n {
                     let i = FRESH_BASE + c;
-                    let v = self.map.get_or_create(i, || {
+                    let tag = self.map.get_or_create(i, || {
                         tally.inits += 1;
                         Payload::new(i)
                     });
-                    tally.wrong += u64::from(black_box(v).index != i);
+                    tally.wrong += u64::from(black_box(tag) != i);
                 }
                 tally.creates += n;
                 worker.cursor.store(start + n, Ordering::Relaxed);
@@ -341,7 +360,11 @@ impl<M: MapOps> Target for MapTarget<M> {
             return;
         }
         let start = self.slice_start.load(Ordering::Relaxed);
-        let furthest = self.workers.iter().map(|w| w.cursor.load(Ordering::Relaxed)).max();
+        let furthest = self
+            .workers
+            .iter()
+            .map(|w| w.cursor.load(Ordering::Relaxed))
+            .max();
         let furthest = furthest.unwrap_or(start);
         for c in start..furthest {
             self.map.remove(FRESH_BASE + c);
@@ -381,7 +404,7 @@ impl<M: MapOps> Target for MapTarget<M> {
                     expect_eq("initialiser calls (distinct keys)", inits, distinct)?;
                 }
             }
-            if let Some(len) = self.map.len() {
+            if let Some(len) = self.map.entries() {
                 expect_eq("entries", len as u64, ENTRIES)?;
             }
             Ok(())
@@ -394,7 +417,7 @@ impl<M: MapOps> Target for MapTarget<M> {
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
 
     /// A correct mutex map.
     #[derive(Default)]
@@ -404,12 +427,12 @@ mod tests {
 
     impl MapOps for Plain {
         const WRITE_IS_ATOMIC: bool = true;
-        fn get(&self, i: u64) -> Option<Arc<Payload>> {
-            self.map.lock().unwrap().get(&i).cloned()
+        fn get(&self, i: u64) -> Option<u64> {
+            self.map.lock().unwrap().get(&i).map(|v| v.index)
         }
-        fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
             let mut map = self.map.lock().unwrap();
-            Arc::clone(map.entry(i).or_insert_with(|| Arc::new(init())))
+            map.entry(i).or_insert_with(|| Arc::new(init())).index
         }
         fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
             self.map.lock().unwrap().insert(i, Arc::new(init()));
@@ -417,7 +440,7 @@ mod tests {
         fn remove(&self, i: u64) {
             self.map.lock().unwrap().remove(&i);
         }
-        fn len(&self) -> Option<usize> {
+        fn entries(&self) -> Option<usize> {
             Some(self.map.lock().unwrap().len())
         }
     }
@@ -426,18 +449,19 @@ mod tests {
 
     impl MapOps for Racy {
         const WRITE_IS_ATOMIC: bool = true;
-        fn get(&self, i: u64) -> Option<Arc<Payload>> {
+        fn get(&self, i: u64) -> Option<u64> {
             self.0.get(i)
         }
-        fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+        fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
             // Check-then-act: two workers may both create.
-            if let Some(v) = self.get(i) {
-                return v;
+            if let Some(tag) = self.get(i) {
+                return tag;
             }
             std::thread::yield_now();
-            let v = Arc::new(init());
-            self.0.map.lock().unwrap().insert(i, Arc::clone(&v));
-            v
+            let v = init();
+            let tag = v.index;
+            self.0.map.lock().unwrap().insert(i, Arc::new(v));
+            tag
         }
         fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
             self.0.write(i, init);
@@ -445,8 +469,8 @@ mod tests {
         fn remove(&self, i: u64) {
             self.0.remove(i);
         }
-        fn len(&self) -> Option<usize> {
-            self.0.len()
+        fn entries(&self) -> Option<usize> {
+            self.0.entries()
         }
     }
 

@@ -5,6 +5,7 @@
 //! | impl | lookup | get-or-create | expiry | exactly-once |
 //! |---|---|---|---|---|
 //! | `latchfree` | [`SessionRegistry::get`] (lock-free) | single-flight: one initialiser, the other callers sleep on it | idle timeout | yes |
+//! | `latchfree-with` | [`SessionRegistry::with`] (no `Arc` clone; `hit` and `mix_90_10` only) | as `latchfree` | idle timeout | yes |
 //! | `locked` | [`LockedSessionRegistry::get`] (read lock) | double-checked locking, init under the write lock | idle timeout | yes |
 //! | `dashmap` | `DashMap::get` | `get`, then `entry(id).or_insert_with` | none | yes (the entry holds its shard's write lock) |
 //! | `moka` | `sync::Cache::get` | `get_with_by_ref` | `time_to_idle` | yes (moka coalesces concurrent `get_with`) |
@@ -25,7 +26,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::Case;
-use super::map::{ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of};
+use super::map::{
+    ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, read_cases_of,
+};
 use crate::baseline::LockedSessionRegistry;
 use crate::session::SessionRegistry;
 
@@ -55,28 +58,34 @@ pub fn write_id(i: u64, buf: &mut [u8; ID_LEN]) -> &str {
     std::str::from_utf8(buf).unwrap_or_default()
 }
 
-/// Calls `f` with the id of session `i`: precomputed for the populated
-/// sessions, formatted into a stack buffer for fresh ones.
+/// Calls `f` with the id of session `i`: precomputed (in one contiguous
+/// buffer) for the populated sessions, formatted into a stack buffer for
+/// fresh ones.
 #[inline]
 pub fn with_id<R>(i: u64, f: impl FnOnce(&str) -> R) -> R {
-    static IDS: OnceLock<Vec<Box<str>>> = OnceLock::new();
+    static IDS: OnceLock<Box<str>> = OnceLock::new();
     let ids = IDS.get_or_init(|| {
-        let mut buf = [0; ID_LEN];
-        (0..ENTRIES).map(|i| write_id(i, &mut buf).into()).collect()
+        let mut all = String::with_capacity(ENTRIES as usize * ID_LEN);
+        for i in 0..ENTRIES {
+            all.push_str(write_id(i, &mut [0; ID_LEN]));
+        }
+        all.into()
     });
-    match ids.get(i as usize) {
-        Some(id) => f(id),
-        None => f(write_id(i, &mut [0; ID_LEN])),
+    let at = (i as usize).wrapping_mul(ID_LEN);
+    match ids.get(at..at.wrapping_add(ID_LEN)) {
+        Some(id) if i < ENTRIES => f(id),
+        _ => f(write_id(i, &mut [0; ID_LEN])),
     }
 }
 
 /// Every case of the `sessions` workload.
 pub fn cases() -> Vec<Case> {
     by_op([
-        cases_of::<Latchfree>("sessions", "latchfree", "idle-expiry"),
-        cases_of::<Locked>("sessions", "locked", "idle-expiry"),
-        cases_of::<Dash>("sessions", "dashmap", "no-expiry"),
-        cases_of::<Moka>("sessions", "moka", "idle-expiry"),
+        cases_of::<Latchfree>("sessions", "latchfree", "idle-expiry").to_vec(),
+        read_cases_of::<LatchfreeWith>("sessions", "latchfree-with", "idle-expiry"),
+        cases_of::<Locked>("sessions", "locked", "idle-expiry").to_vec(),
+        cases_of::<Dash>("sessions", "dashmap", "no-expiry").to_vec(),
+        cases_of::<Moka>("sessions", "moka", "idle-expiry").to_vec(),
     ])
 }
 
@@ -98,12 +107,14 @@ impl NewMap for Latchfree {
 impl MapOps for Latchfree {
     const WRITE_IS_ATOMIC: bool = false;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        with_id(i, |id| self.0.get(id))
+    fn get(&self, i: u64) -> Option<u64> {
+        with_id(i, |id| self.0.get(id).map(|s| s.index))
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
-        with_id(i, |id| self.0.get_or_create(id, init)).expect("valid id, below the bound")
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        with_id(i, |id| self.0.get_or_create(id, init))
+            .expect("valid id, below the bound")
+            .index
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
@@ -115,8 +126,42 @@ impl MapOps for Latchfree {
         with_id(i, |id| self.0.remove(id));
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.0.len())
+    }
+}
+
+/// latchfree read through [`SessionRegistry::with`]: no `Arc` clone (no
+/// reference-count write) on a hit.
+struct LatchfreeWith(Latchfree);
+
+impl NewMap for LatchfreeWith {
+    fn new_map(op: MapOp) -> Self {
+        Self(Latchfree::new_map(op))
+    }
+}
+
+impl MapOps for LatchfreeWith {
+    const WRITE_IS_ATOMIC: bool = false;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        with_id(i, |id| self.0.0.with(id, |s| s.index))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0.get_or_create(i, init)
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.write(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        self.0.entries()
     }
 }
 
@@ -138,12 +183,14 @@ impl NewMap for Locked {
 impl MapOps for Locked {
     const WRITE_IS_ATOMIC: bool = false;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        with_id(i, |id| self.0.get(id))
+    fn get(&self, i: u64) -> Option<u64> {
+        with_id(i, |id| self.0.get(id).map(|s| s.index))
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
-        with_id(i, |id| self.0.get_or_create(id, init)).expect("valid id, unbounded registry")
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        with_id(i, |id| self.0.get_or_create(id, init))
+            .expect("valid id, below the bound")
+            .index
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
@@ -155,7 +202,7 @@ impl MapOps for Locked {
         with_id(i, |id| self.0.remove(id));
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.0.len())
     }
 }
@@ -172,14 +219,22 @@ impl NewMap for Dash {
 impl MapOps for Dash {
     const WRITE_IS_ATOMIC: bool = false;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        with_id(i, |id| self.0.get(id).map(|r| Arc::clone(&r)))
+    fn get(&self, i: u64) -> Option<u64> {
+        with_id(i, |id| self.0.get(id).map(|r| Arc::clone(&r).index))
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         with_id(i, |id| match self.0.get(id) {
-            Some(r) => Arc::clone(&r),
-            None => Arc::clone(&self.0.entry(id.to_owned()).or_insert_with(|| Arc::new(init()))),
+            Some(r) => Arc::clone(&r).index,
+            None => {
+                Arc::clone(
+                    &self
+                        .0
+                        .entry(id.to_owned())
+                        .or_insert_with(|| Arc::new(init())),
+                )
+                .index
+            }
         })
     }
 
@@ -192,7 +247,7 @@ impl MapOps for Dash {
         with_id(i, |id| self.0.remove(id));
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         Some(self.0.len())
     }
 }
@@ -213,12 +268,14 @@ impl NewMap for Moka {
 impl MapOps for Moka {
     const WRITE_IS_ATOMIC: bool = false;
 
-    fn get(&self, i: u64) -> Option<Arc<Payload>> {
-        with_id(i, |id| self.0.get(id))
+    fn get(&self, i: u64) -> Option<u64> {
+        with_id(i, |id| self.0.get(id).map(|s| s.index))
     }
 
-    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> Arc<Payload> {
-        with_id(i, |id| self.0.get_with_by_ref(id, || Arc::new(init())))
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        with_id(i, |id| {
+            self.0.get_with_by_ref(id, || Arc::new(init())).index
+        })
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
@@ -230,7 +287,7 @@ impl MapOps for Moka {
         with_id(i, |id| self.0.invalidate(id));
     }
 
-    fn len(&self) -> Option<usize> {
+    fn entries(&self) -> Option<usize> {
         // Exact once pending tasks have run (`sync`).
         usize::try_from(self.0.entry_count()).ok()
     }
@@ -248,7 +305,10 @@ mod tests {
     fn ids_are_distinct_valid_and_precomputed_ones_match() {
         let registry = LockedSessionRegistry::<()>::new();
         let mut seen = std::collections::HashSet::new();
-        for i in (0..2_000).chain(ENTRIES - 10..ENTRIES + 10).chain([u64::MAX]) {
+        for i in (0..2_000)
+            .chain(ENTRIES - 10..ENTRIES + 10)
+            .chain([u64::MAX])
+        {
             let id = with_id(i, str::to_owned);
             assert_eq!(id, write_id(i, &mut [0; ID_LEN]));
             assert_eq!(registry.validate_id(&id), Ok(()), "{id}");
