@@ -29,7 +29,10 @@ fn assert_exact(rows: &[Row], cases: usize) {
         .collect();
     assert!(failed.is_empty(), "not exact: {failed:#?}");
     for op in ["hit", "mix_90_10", "create_storm"] {
-        assert!(rows.iter().any(|r| r.op == op && r.imp == "latchfree"), "{op}");
+        assert!(
+            rows.iter().any(|r| r.op == op && r.imp == "latchfree"),
+            "{op}"
+        );
         assert!(rows.iter().any(|r| r.op == op && r.imp == "locked"), "{op}");
     }
 }

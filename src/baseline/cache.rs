@@ -424,6 +424,11 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
     }
 }
 
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<LockedTtlCache<String, std::sync::Arc<String>>>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,12 +458,12 @@ mod tests {
 
     #[test]
     fn loads_are_exactly_once_across_racing_threads() {
-        let (cache, _, _) = cache(|b| b);
+        let (cache, _, _) = cache(|b| b.max_entries(10_000));
         let calls = AtomicUsize::new(0);
         std::thread::scope(|s| {
             for _ in 0..8 {
                 s.spawn(|| {
-                    for k in 0..2_000u64 {
+                    for k in 0..10_000u64 {
                         let v = cache
                             .get_or_load(k, || {
                                 calls.fetch_add(1, Ordering::Relaxed);
@@ -470,8 +475,8 @@ mod tests {
                 });
             }
         });
-        assert_eq!(calls.load(Ordering::Relaxed), 2_000);
-        assert_eq!(cache.len(), 2_000);
+        assert_eq!(calls.load(Ordering::Relaxed), 10_000);
+        assert_eq!(cache.len(), 10_000);
     }
 
     #[test]

@@ -424,6 +424,11 @@ impl<S> LockedSessionRegistry<S> {
     }
 }
 
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<LockedSessionRegistry<String>>();
+};
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,7 +461,7 @@ mod tests {
     #[test]
     fn creation_is_exactly_once_across_racing_threads() {
         let (sessions, _, _) = registry(|b| b);
-        let ids: Vec<String> = (0..2_000).map(|i| format!("s-{i}")).collect();
+        let ids: Vec<String> = (0..10_000).map(|i| format!("s-{i}")).collect();
         let calls = AtomicUsize::new(0);
         let per_thread: Vec<Vec<Arc<u32>>> = std::thread::scope(|s| {
             let workers: Vec<_> = (0..8)
@@ -551,6 +556,45 @@ mod tests {
         assert_eq!(taken(&log), [("b".into(), EvictionCause::Capacity)]);
         assert!(sessions.get("a").is_some() && sessions.get("c").is_some());
         assert_eq!(sessions.len(), 2);
+    }
+
+    #[test]
+    fn a_flood_of_new_ids_stays_within_the_bound_under_either_policy() {
+        for policy in [
+            CapacityPolicy::Reject,
+            CapacityPolicy::EvictLeastRecentlyUsed,
+        ] {
+            let (sessions, clock, log) =
+                registry(|b| b.max_sessions(1_000).capacity_policy(policy));
+            let mut rejected = 0;
+            for i in 0..20_000 {
+                clock.advance(Duration::from_millis(1));
+                match sessions.get_or_create(&format!("flood-{i}"), || i) {
+                    Ok(s) => assert_eq!(*s, i),
+                    Err(SessionError::CapacityExceeded { max: 1_000 }) => rejected += 1,
+                    Err(e) => panic!("{e}"),
+                }
+                assert!(sessions.len() <= 1_000);
+            }
+            let evicted = taken(&log);
+            match policy {
+                CapacityPolicy::Reject => {
+                    assert_eq!((rejected, evicted.len()), (19_000, 0));
+                    assert!(
+                        sessions.get("flood-999").is_some() && sessions.get("flood-1000").is_none()
+                    );
+                }
+                CapacityPolicy::EvictLeastRecentlyUsed => {
+                    assert_eq!(rejected, 0);
+                    assert_eq!(evicted.len(), 19_000);
+                    assert!(evicted.iter().all(|(_, c)| *c == EvictionCause::Capacity));
+                    assert_eq!(evicted[0].0, "flood-0", "the oldest goes first");
+                    assert!(
+                        sessions.get("flood-19999").is_some() && sessions.get("flood-0").is_none()
+                    );
+                }
+            }
+        }
     }
 
     #[test]
