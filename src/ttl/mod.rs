@@ -100,7 +100,7 @@ const AMORTISED_SWEEP: usize = 8;
 const BACKGROUND_SWEEP: usize = 65_536;
 
 /// Why an entry left the map: the cause given to an eviction listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EvictionCause {
     /// Its deadline passed (idle timeout, lifetime or per-entry TTL).
     Expired,
