@@ -45,10 +45,10 @@ fn get_or_load_runs_once_per_key_with_8_threads_over_10_000_keys() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(calls.load(Ordering::Relaxed), KEYS as usize);
-    for k in 0..KEYS as usize {
-        assert_eq!(*seen[0][k], k as u64);
-        for t in 1..8 {
-            assert!(Arc::ptr_eq(&seen[0][k], &seen[t][k]));
+    for (k, first) in seen[0].iter().enumerate() {
+        assert_eq!(**first, k as u64);
+        for other in &seen[1..] {
+            assert!(Arc::ptr_eq(first, &other[k]));
         }
     }
     let m = cache.metrics();

@@ -50,10 +50,10 @@ fn exactly_once_with_8_threads_over_10_000_ids() {
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert_eq!(calls.load(Ordering::Relaxed), IDS);
-    for i in 0..IDS {
-        assert_eq!(*seen[0][i], i);
-        for t in 1..8 {
-            assert!(Arc::ptr_eq(&seen[0][i], &seen[t][i]), "id {i}, thread {t}");
+    for (i, first) in seen[0].iter().enumerate() {
+        assert_eq!(**first, i);
+        for (t, other) in seen.iter().enumerate().skip(1) {
+            assert!(Arc::ptr_eq(first, &other[i]), "id {i}, thread {t}");
         }
     }
     assert_eq!(registry.len(), IDS);
@@ -167,8 +167,14 @@ fn a_panicking_init_poisons_nothing() {
         thread::yield_now();
     }
     release_tx.send(()).unwrap();
-    assert!(leader.join().is_err(), "the panic unwinds in its own caller");
-    assert!(matches!(waiter.join().unwrap(), Err(SessionError::InitPanicked)));
+    assert!(
+        leader.join().is_err(),
+        "the panic unwinds in its own caller"
+    );
+    assert!(matches!(
+        waiter.join().unwrap(),
+        Err(SessionError::InitPanicked)
+    ));
     assert!(registry.get("p").is_none());
     assert_eq!(*registry.get_or_create("p", || 9).unwrap(), 9);
     assert_eq!(registry.len(), 1);
@@ -280,7 +286,12 @@ fn sweep_evicts_in_deadline_order_and_listener_runs_once_per_cause() {
     assert_eq!(got, want);
     let m = registry.metrics();
     assert_eq!(
-        (m.evicted_removed, m.evicted_expired, m.evicted_cleared, m.live),
+        (
+            m.evicted_removed,
+            m.evicted_expired,
+            m.evicted_cleared,
+            m.live
+        ),
         (1, 2, 2, 0)
     );
 }
@@ -350,12 +361,17 @@ fn sweeper_runs_while_4_threads_read_and_write() {
     let created = created.load(Ordering::Relaxed);
     assert_eq!(created, registry.len() + evicted.load(Ordering::Relaxed));
     let m = registry.metrics();
-    assert!(m.evicted_expired > 0, "the clock moved 2 s past 50 ms lifetimes");
+    assert!(
+        m.evicted_expired > 0,
+        "the clock moved 2 s past 50 ms lifetimes"
+    );
     assert_eq!(m.creations as usize, created);
     // Two seconds have passed: after a final sweep nothing created before
     // the last 50 ms is left.
     registry.sweep();
-    registry.for_each(|_, s| assert!(clock.now() < s.1 + Duration::from_millis(50) + Duration::from_secs(1)));
+    registry.for_each(|_, s| {
+        assert!(clock.now() < s.1 + Duration::from_millis(50) + Duration::from_secs(1))
+    });
 }
 
 #[test]

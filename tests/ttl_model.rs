@@ -37,8 +37,16 @@ fn registry_and_cache_agree_with_the_model() {
         let config = Config {
             session: round % 2 == 0,
             cap: rng.below(16) as u8,
-            ttl_ms: if rng.below(3) == 0 { 0 } else { rng.below(100) as u16 },
-            idle_ms: if rng.below(3) == 0 { 0 } else { rng.below(60) as u16 },
+            ttl_ms: if rng.below(3) == 0 {
+                0
+            } else {
+                rng.below(100) as u16
+            },
+            idle_ms: if rng.below(3) == 0 {
+                0
+            } else {
+                rng.below(60) as u16
+            },
             evict: rng.below(2) == 0,
         };
         let ops = ops(&mut rng, 300);

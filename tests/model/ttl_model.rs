@@ -143,7 +143,9 @@ pub fn run(config: &Config, ops: &[Op]) {
                 CapacityPolicy::Reject
             })
             .eviction_listener(move |id, v, cause| {
-                ev.lock().unwrap().push((id[1..].parse().unwrap(), *v, cause))
+                ev.lock()
+                    .unwrap()
+                    .push((id[1..].parse().unwrap(), *v, cause))
             });
         if let Some(t) = ttl {
             b = b.max_lifetime(t);
@@ -179,10 +181,15 @@ pub fn run(config: &Config, ops: &[Op]) {
     // the op may produce besides `Expired`.
     let drain = |model: &mut Model, allowed: &[EvictionCause]| {
         for (k, v, cause) in events.lock().unwrap().drain(..) {
-            let e = model.entries.get(&k).unwrap_or_else(|| panic!("evicted {k}, not in model"));
+            let e = model
+                .entries
+                .get(&k)
+                .unwrap_or_else(|| panic!("evicted {k}, not in model"));
             assert_eq!(e.value, v, "evicted {k} with the wrong value");
             match cause {
-                EvictionCause::Expired => assert!(!model.is_live(k), "{k} evicted as expired while live"),
+                EvictionCause::Expired => {
+                    assert!(!model.is_live(k), "{k} evicted as expired while live")
+                }
                 EvictionCause::Capacity => {
                     assert!(evicts, "capacity eviction under the reject policy");
                     assert!(model.is_live(k), "an expired entry evicted for capacity");
@@ -214,7 +221,9 @@ pub fn run(config: &Config, ops: &[Op]) {
             {
                 let k = k % 32;
                 let live = model.live_value(k);
-                let full = model.entries.len() - usize::from(model.entries.contains_key(&k) && live.is_none()) >= cap;
+                let full = model.entries.len()
+                    - usize::from(model.entries.contains_key(&k) && live.is_none())
+                    >= cap;
                 let reject = live.is_none() && full && !evicts && !model.any_expired();
                 let mut ran = false;
                 let got = match &real {
@@ -298,7 +307,10 @@ pub fn run(config: &Config, ops: &[Op]) {
                     Some(t) => c.insert_with_ttl(k, v, Duration::from_millis(t)),
                     None => c.insert(k, v),
                 });
-                drain(&mut model, &[EvictionCause::Capacity, EvictionCause::Replaced]);
+                drain(
+                    &mut model,
+                    &[EvictionCause::Capacity, EvictionCause::Replaced],
+                );
                 model.entries.insert(
                     k,
                     ModelEntry {
