@@ -126,7 +126,8 @@ impl<V> Flight<V> {
         // SAFETY: the caller is the leader and calls once, so this is the one
         // write; no waiter reads the cell before `done` is true, which is
         // stored below, after the write.
-        self.outcome.with_mut(|cell| unsafe { *cell = Some(outcome) });
+        self.outcome
+            .with_mut(|cell| unsafe { *cell = Some(outcome) });
         {
             let _held = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             // Release: pairs with the Acquire loads in `wait` and `is_done`:
@@ -186,7 +187,9 @@ impl<V> Leader<V> {
 
     /// The flight led.
     pub fn flight(&self) -> &Arc<Flight<V>> {
-        self.flight.as_ref().expect("a leader holds its flight until it finishes")
+        self.flight
+            .as_ref()
+            .expect("a leader holds its flight until it finishes")
     }
 
     /// Ends the flight with `outcome`.

@@ -90,7 +90,9 @@ pub enum InvalidId {
     #[error("the session id is empty")]
     Empty,
     /// The id is longer than the configured bound.
-    #[error("the session id is {len} bytes long; the limit is {max} (SessionRegistryBuilder::max_id_len)")]
+    #[error(
+        "the session id is {len} bytes long; the limit is {max} (SessionRegistryBuilder::max_id_len)"
+    )]
     TooLong {
         /// Its length in bytes.
         len: usize,
@@ -403,7 +405,11 @@ impl<S: Send + Sync + 'static> SessionRegistry<S> {
     /// The live session under `id`, or a new one from `init`, which runs at
     /// most once per live id however many callers race (the others wait
     /// for it, sleeping).
-    pub fn get_or_create(&self, id: &str, init: impl FnOnce() -> S) -> Result<Arc<S>, SessionError> {
+    pub fn get_or_create(
+        &self,
+        id: &str,
+        init: impl FnOnce() -> S,
+    ) -> Result<Arc<S>, SessionError> {
         self.try_get_or_create(id, || Ok::<S, Infallible>(init()))
     }
 

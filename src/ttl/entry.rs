@@ -68,7 +68,10 @@ impl<K, V> Entry<K, V> {
         } else {
             // Relaxed: the stamp is one value; a stale one only makes this
             // earlier (it only grows), which a sweep re-checks.
-            let idle = self.last_access.load(Ordering::Relaxed).saturating_add(self.idle);
+            let idle = self
+                .last_access
+                .load(Ordering::Relaxed)
+                .saturating_add(self.idle);
             idle.min(self.expires)
         }
     }

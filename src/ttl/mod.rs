@@ -100,7 +100,7 @@ const AMORTISED_SWEEP: usize = 8;
 const BACKGROUND_SWEEP: usize = 65_536;
 
 /// Why an entry left the map: the cause given to an eviction listener.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EvictionCause {
     /// Its deadline passed (idle timeout, lifetime or per-entry TTL).
     Expired,
@@ -279,7 +279,11 @@ pub(crate) struct Options<K, V> {
 
 impl<K, V> Options<K, V> {
     /// Checks the values a builder collected.
-    pub(crate) fn validate(&self, lifetime: &'static str, idle: &'static str) -> Result<(), BuildError> {
+    pub(crate) fn validate(
+        &self,
+        lifetime: &'static str,
+        idle: &'static str,
+    ) -> Result<(), BuildError> {
         if self.max_entries == 0 {
             return Err(BuildError::ZeroCapacity);
         }
@@ -341,9 +345,8 @@ where
             Sweep::Background { interval } => Some(interval),
             _ => None,
         };
-        let coarse = background.is_some()
-            && !options.resolution.is_zero()
-            && !options.clock.is_cheap();
+        let coarse =
+            background.is_some() && !options.resolution.is_zero() && !options.clock.is_cheap();
         let map = Arc::new(Self {
             index: scc::HashIndex::new(),
             flights: scc::HashMap::new(),

@@ -1,9 +1,9 @@
 //! The background sweeper: one thread per map that ticks the coarse time
 //! and evicts expired entries, holding only a weak reference to the map.
 
+use std::sync::Arc;
 use std::sync::Weak;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
