@@ -1,5 +1,5 @@
 //! The `cache` workload: [`ENTRIES`](super::map::ENTRIES) cached values under `u64` keys, under
-//! the three operations of [`map`] (`hit`, `mix_90_10`, `create_storm` as
+//! the three operations of [`map`](super::map) (`hit`, `mix_90_10`, `create_storm` as
 //! single-flight loads of fresh keys).
 //!
 //! | impl | lookup | get-or-load | write | expiry | exactly-once load |

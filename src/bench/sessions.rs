@@ -1,5 +1,5 @@
-//! The `sessions` workload: [`ENTRIES`](super::map::ENTRIES) sessions keyed
-//! by 32-hex-digit id strings, under the three operations of [`map`]
+//! The `sessions` workload: [`ENTRIES`] sessions keyed
+//! by 32-hex-digit id strings, under the three operations of [`map`](super::map)
 //! (`hit`, `mix_90_10`, `create_storm`).
 //!
 //! | impl | lookup | get-or-create | expiry | exactly-once |
