@@ -11,6 +11,9 @@
 //! | `quick_cache` | `sync::Cache::get` | `get_or_insert_with` | `insert` | none | yes while resident (waiters wait on the loader's guard) |
 //! | `dashmap` | `DashMap::get` | `get`, then `entry(k).or_insert_with` | `insert` | none | yes (the entry holds its shard's write lock) |
 //!
+//! `ideal-vec` (`hit` only) is the floor, not a cache: the values in a `Vec`
+//! indexed by key ([`Floor`]).
+//!
 //! Every implementation that expires entries is configured with a one-hour
 //! time to live, so a hit checks the deadline; `quick_cache` and `dashmap`
 //! have no TTL (`guarantee` `no-ttl`): they do less work per hit. The bounded
@@ -26,7 +29,9 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use super::Case;
-use super::map::{MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, read_cases_of};
+use super::map::{
+    Floor, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, floor_case, read_cases_of,
+};
 use crate::baseline::LockedTtlCache;
 use crate::cache::TtlCache;
 
@@ -42,6 +47,7 @@ pub fn cases() -> Vec<Case> {
         cases_of::<Moka>("cache", "moka", "ttl").to_vec(),
         cases_of::<Quick>("cache", "quick_cache", "no-ttl").to_vec(),
         cases_of::<Dash>("cache", "dashmap", "no-ttl").to_vec(),
+        vec![floor_case::<Floor>("cache")],
     ])
 }
 

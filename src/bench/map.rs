@@ -150,6 +150,51 @@ pub fn read_cases_of<M: NewMap>(
     cases
 }
 
+/// The `hit` case of [`Floor`] (wrapped in `M`), named `ideal-vec`.
+pub fn floor_case<M: NewMap>(workload: &'static str) -> Case {
+    cases_of::<M>(workload, "ideal-vec", "none")[0]
+}
+
+/// The floor of `hit`, not a map: values in a `Vec` indexed by key index
+/// (no hashing, no probing, no lock), cloned out like the maps' values. What
+/// is left is the harness, the random index and the value's cache miss.
+/// Only `hit` uses it ([`floor_case`]).
+pub struct Floor(Vec<std::sync::Arc<Payload>>);
+
+impl NewMap for Floor {
+    fn new_map(_: MapOp) -> Self {
+        Self(
+            (0..ENTRIES)
+                .map(|i| std::sync::Arc::new(Payload::new(i)))
+                .collect(),
+        )
+    }
+}
+
+impl MapOps for Floor {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        let v = self.0.get(usize::try_from(i).ok()?)?;
+        Some(std::sync::Arc::clone(v).index)
+    }
+
+    /// The populated keys are there from the start; nothing else is asked.
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.get(i).unwrap_or_else(|| init().index)
+    }
+
+    /// Not used: `hit` does not write.
+    fn write(&self, _: u64, _: impl FnOnce() -> Payload) {}
+
+    /// Not used: `hit` does not remove.
+    fn remove(&self, _: u64) {}
+
+    fn entries(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
 /// Every case of `implementations` (from [`cases_of`]), ordered by
 /// operation, then implementation.
 pub fn by_op<I: IntoIterator<Item = Case>>(

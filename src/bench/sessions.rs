@@ -10,6 +10,10 @@
 //! | `dashmap` | `DashMap::get` | `get`, then `entry(id).or_insert_with` | none | yes (the entry holds its shard's write lock) |
 //! | `moka` | `sync::Cache::get` | `get_with_by_ref` | `time_to_idle` | yes (moka coalesces concurrent `get_with`) |
 //!
+//! `ideal-vec` (`hit` only) is the floor, not a registry: the values in a
+//! `Vec` indexed by session number, plus one pass over the id's bytes
+//! ([`Floor`]).
+//!
 //! Every implementation that expires sessions is configured with a 30-minute
 //! idle timeout, so a hit checks the deadline and (where the design keeps
 //! one) stamps the last access; `dashmap` does neither (its `guarantee` says
@@ -27,7 +31,8 @@ use dashmap::DashMap;
 
 use super::Case;
 use super::map::{
-    ENTRIES, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, read_cases_of,
+    ENTRIES, Floor, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, floor_case,
+    read_cases_of,
 };
 use crate::baseline::LockedSessionRegistry;
 use crate::session::SessionRegistry;
@@ -86,6 +91,7 @@ pub fn cases() -> Vec<Case> {
         cases_of::<Locked>("sessions", "locked", "idle-expiry").to_vec(),
         cases_of::<Dash>("sessions", "dashmap", "no-expiry").to_vec(),
         cases_of::<Moka>("sessions", "moka", "idle-expiry").to_vec(),
+        vec![floor_case::<FloorWithId>("sessions")],
     ])
 }
 
@@ -146,6 +152,42 @@ impl MapOps for LatchfreeWith {
 
     fn get(&self, i: u64) -> Option<u64> {
         with_id(i, |id| self.0.0.with(id, |s| s.index))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0.get_or_create(i, init)
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.write(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        self.0.entries()
+    }
+}
+
+/// The floor of `hit` ([`Floor`]) plus reading the session's id, as every
+/// map does to hash it.
+struct FloorWithId(Floor);
+
+impl NewMap for FloorWithId {
+    fn new_map(op: MapOp) -> Self {
+        Self(Floor::new_map(op))
+    }
+}
+
+impl MapOps for FloorWithId {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        // One pass over the id's bytes, like a hash function's.
+        std::hint::black_box(with_id(i, |id| id.bytes().fold(0u8, u8::wrapping_add)));
+        self.0.get(i)
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
