@@ -11,7 +11,7 @@
 //! | `quick_cache` | `sync::Cache::get` | `get_or_insert_with` | `insert` | none | yes while resident (waiters wait on the loader's guard) |
 //! | `dashmap` | `DashMap::get` | `get`, then `entry(k).or_insert_with` | `insert` | none | yes (the entry holds its shard's write lock) |
 //!
-//! `ideal-vec` (`hit` only) is the floor, not a cache: the values in a `Vec`
+//! `ideal-vec` (`hit` and `hit_u64` only) is the floor, not a cache: the values in a `Vec`
 //! indexed by key ([`Floor`]).
 //!
 //! Every implementation that expires entries is configured with a one-hour
@@ -19,9 +19,15 @@
 //! have no TTL (`guarantee` `no-ttl`): they do less work per hit. The bounded
 //! caches are sized by [`capacity`]: twice `ENTRIES` for `hit` and
 //! `mix_90_10` (nothing is evicted: a miss would fail the exactness check),
-//! far above one slice's fresh keys for `create_storm`. Values are
-//! `Arc<Payload>` (64 bytes), cloned out on every hit by every
-//! implementation but `latchfree-with`, which reads the value in place.
+//! far above one slice's fresh keys for `create_storm`.
+//!
+//! Values are `Arc<Payload>` (64 bytes, what a cache in front of expensive
+//! work holds), cloned out on every hit by every implementation but
+//! `latchfree-with`, which reads the value in place: each clone is a
+//! reference-count increment and decrement on the value's cache line. The
+//! `hit_u64` and `mix_90_10_u64` ops run the same implementations holding
+//! bare `u64` values (a copy per hit, nothing shared written), the setting
+//! of the reference figures in the crate's design notes.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +36,8 @@ use dashmap::DashMap;
 
 use super::Case;
 use super::map::{
-    Floor, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, floor_case, read_cases_of,
+    Floor, MapOp, MapOps, NewMap, Payload, Value, by_op, capacity, cases_of, floor_case,
+    read_cases_of,
 };
 use crate::baseline::LockedTtlCache;
 use crate::cache::TtlCache;
@@ -40,21 +47,30 @@ pub const TTL: Duration = Duration::from_secs(60 * 60);
 
 /// Every case of the `cache` workload.
 pub fn cases() -> Vec<Case> {
+    type Shared = Arc<Payload>;
     by_op([
-        cases_of::<Latchfree>("cache", "latchfree", "ttl").to_vec(),
-        read_cases_of::<LatchfreeWith>("cache", "latchfree-with", "ttl"),
-        cases_of::<Locked>("cache", "locked", "ttl").to_vec(),
-        cases_of::<Moka>("cache", "moka", "ttl").to_vec(),
-        cases_of::<Quick>("cache", "quick_cache", "no-ttl").to_vec(),
-        cases_of::<Dash>("cache", "dashmap", "no-ttl").to_vec(),
+        cases_of::<Latchfree<Shared>>("cache", "latchfree", "ttl").to_vec(),
+        read_cases_of::<LatchfreeWith<Shared>>("cache", "latchfree-with", "ttl"),
+        cases_of::<Locked<Shared>>("cache", "locked", "ttl").to_vec(),
+        cases_of::<Moka<Shared>>("cache", "moka", "ttl").to_vec(),
+        cases_of::<Quick<Shared>>("cache", "quick_cache", "no-ttl").to_vec(),
+        cases_of::<Dash<Shared>>("cache", "dashmap", "no-ttl").to_vec(),
         vec![floor_case::<Floor>("cache")],
+        read_cases_of::<Latchfree<u64>>("cache", "latchfree", "ttl"),
+        read_cases_of::<Locked<u64>>("cache", "locked", "ttl"),
+        read_cases_of::<Moka<u64>>("cache", "moka", "ttl"),
+        read_cases_of::<Quick<u64>>("cache", "quick_cache", "no-ttl"),
+        read_cases_of::<Dash<u64>>("cache", "dashmap", "no-ttl"),
+        vec![floor_case::<Floor<u64>>("cache")],
     ])
 }
 
 /// latchfree's [`TtlCache`] (default sweeper).
-struct Latchfree(TtlCache<u64, Arc<Payload>>);
+struct Latchfree<V>(TtlCache<u64, V>);
 
-impl NewMap for Latchfree {
+impl<V: Value> NewMap for Latchfree<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
     fn new_map(op: MapOp) -> Self {
         Self(
             TtlCache::builder()
@@ -66,22 +82,22 @@ impl NewMap for Latchfree {
     }
 }
 
-impl MapOps for Latchfree {
+impl<V: Value> MapOps for Latchfree<V> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
-        self.0.get(&i).map(|v| v.index)
+        self.0.get(&i).map(|v| v.tag())
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         self.0
-            .get_or_load(i, || Arc::new(init()))
+            .get_or_load(i, || V::from_payload(init()))
             .expect("loads do not fail below the bound")
-            .index
+            .tag()
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
-        self.0.insert(i, Arc::new(init()));
+        self.0.insert(i, V::from_payload(init()));
     }
 
     fn remove(&self, i: u64) {
@@ -95,19 +111,21 @@ impl MapOps for Latchfree {
 
 /// latchfree read through [`TtlCache::with`]: no clone of the value (no
 /// reference-count write) on a hit.
-struct LatchfreeWith(Latchfree);
+struct LatchfreeWith<V>(Latchfree<V>);
 
-impl NewMap for LatchfreeWith {
+impl<V: Value> NewMap for LatchfreeWith<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
     fn new_map(op: MapOp) -> Self {
         Self(Latchfree::new_map(op))
     }
 }
 
-impl MapOps for LatchfreeWith {
+impl<V: Value> MapOps for LatchfreeWith<V> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
-        self.0.0.with(&i, |v| v.index)
+        self.0.0.with(&i, V::tag)
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
@@ -128,9 +146,11 @@ impl MapOps for LatchfreeWith {
 }
 
 /// The locked twin.
-struct Locked(LockedTtlCache<u64, Arc<Payload>>);
+struct Locked<V>(LockedTtlCache<u64, V>);
 
-impl NewMap for Locked {
+impl<V: Value> NewMap for Locked<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
     fn new_map(op: MapOp) -> Self {
         Self(
             LockedTtlCache::builder()
@@ -142,22 +162,22 @@ impl NewMap for Locked {
     }
 }
 
-impl MapOps for Locked {
+impl<V: Value> MapOps for Locked<V> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
-        self.0.get(&i).map(|v| v.index)
+        self.0.get(&i).map(|v| v.tag())
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         self.0
-            .get_or_load(i, || Arc::new(init()))
+            .get_or_load(i, || V::from_payload(init()))
             .expect("the locked twin's loads do not fail")
-            .index
+            .tag()
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
-        self.0.insert(i, Arc::new(init()));
+        self.0.insert(i, V::from_payload(init()));
     }
 
     fn remove(&self, i: u64) {
@@ -170,9 +190,11 @@ impl MapOps for Locked {
 }
 
 /// moka's `sync::Cache` with a time to live.
-struct Moka(moka::sync::Cache<u64, Arc<Payload>>);
+struct Moka<V>(moka::sync::Cache<u64, V>);
 
-impl NewMap for Moka {
+impl<V: Value> NewMap for Moka<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
     fn new_map(op: MapOp) -> Self {
         Self(
             moka::sync::Cache::builder()
@@ -183,19 +205,19 @@ impl NewMap for Moka {
     }
 }
 
-impl MapOps for Moka {
+impl<V: Value> MapOps for Moka<V> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
-        self.0.get(&i).map(|v| v.index)
+        self.0.get(&i).map(|v| v.tag())
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
-        self.0.get_with(i, || Arc::new(init())).index
+        self.0.get_with(i, || V::from_payload(init())).tag()
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
-        self.0.insert(i, Arc::new(init()));
+        self.0.insert(i, V::from_payload(init()));
     }
 
     fn remove(&self, i: u64) {
@@ -213,33 +235,34 @@ impl MapOps for Moka {
 }
 
 /// quick_cache's `sync::Cache` (S3-FIFO, no TTL).
-struct Quick(quick_cache::sync::Cache<u64, Arc<Payload>>);
+struct Quick<V>(quick_cache::sync::Cache<u64, V>);
 
-impl NewMap for Quick {
+impl<V: Value> NewMap for Quick<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
     fn new_map(op: MapOp) -> Self {
         Self(quick_cache::sync::Cache::new(capacity(op) as usize))
     }
 }
 
-impl MapOps for Quick {
+impl<V: Value> MapOps for Quick<V> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
-        self.0.get(&i).map(|v| v.index)
+        self.0.get(&i).map(|v| v.tag())
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
-        match self
-            .0
-            .get_or_insert_with(&i, || Ok::<_, std::convert::Infallible>(Arc::new(init())))
-        {
-            Ok(v) => v.index,
+        match self.0.get_or_insert_with(&i, || {
+            Ok::<_, std::convert::Infallible>(V::from_payload(init()))
+        }) {
+            Ok(v) => v.tag(),
             Err(never) => match never {},
         }
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
-        self.0.insert(i, Arc::new(init()));
+        self.0.insert(i, V::from_payload(init()));
     }
 
     fn remove(&self, i: u64) {
@@ -252,30 +275,37 @@ impl MapOps for Quick {
 }
 
 /// dashmap: a concurrent map with no expiry and no bound, for reference.
-struct Dash(DashMap<u64, Arc<Payload>>);
+struct Dash<V>(DashMap<u64, V>);
 
-impl NewMap for Dash {
+impl<V: Value> NewMap for Dash<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
     fn new_map(_: MapOp) -> Self {
         Self(DashMap::new())
     }
 }
 
-impl MapOps for Dash {
+impl<V: Value> MapOps for Dash<V> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
-        self.0.get(&i).map(|r| Arc::clone(&r).index)
+        self.0.get(&i).map(|r| r.clone().tag())
     }
 
     fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
         match self.0.get(&i) {
-            Some(r) => Arc::clone(&r).index,
-            None => Arc::clone(&self.0.entry(i).or_insert_with(|| Arc::new(init()))).index,
+            Some(r) => r.clone().tag(),
+            None => self
+                .0
+                .entry(i)
+                .or_insert_with(|| V::from_payload(init()))
+                .clone()
+                .tag(),
         }
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
-        self.0.insert(i, Arc::new(init()));
+        self.0.insert(i, V::from_payload(init()));
     }
 
     fn remove(&self, i: u64) {

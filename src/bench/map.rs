@@ -103,10 +103,61 @@ pub trait MapOps: Send + Sync + 'static {
 
 /// A [`MapOps`] implementation as a bench case builds it.
 pub trait NewMap: MapOps + Sized {
+    /// The names its cases run under, one per [`MapOp::ALL`].
+    const OPS: [&'static str; 3] = MapOp::NAMES;
+
     /// The implementation, empty, configured as its workload's docs say for
     /// `op` (a bounded map is sized for the keys `op` creates).
     fn new_map(op: MapOp) -> Self;
 }
+
+/// What a map stores per key: a shared `Arc<Payload>` (cloned out on a
+/// hit: one reference-count increment and decrement), or the bare `u64` tag
+/// (a copy: nothing shared is written), whose cases are named `*_u64`.
+pub trait Value: Clone + Send + Sync + 'static {
+    /// The op names of maps holding this value.
+    const OPS: [&'static str; 3];
+
+    /// The value stored for `payload`.
+    fn from_payload(payload: Payload) -> Self;
+
+    /// The [tag](Payload::index) it carries.
+    fn tag(&self) -> u64;
+}
+
+impl Value for std::sync::Arc<Payload> {
+    const OPS: [&'static str; 3] = MapOp::NAMES;
+
+    fn from_payload(payload: Payload) -> Self {
+        Self::new(payload)
+    }
+
+    fn tag(&self) -> u64 {
+        self.index
+    }
+}
+
+impl Value for u64 {
+    const OPS: [&'static str; 3] = ["hit_u64", "mix_90_10_u64", "create_storm_u64"];
+
+    fn from_payload(payload: Payload) -> Self {
+        payload.index
+    }
+
+    fn tag(&self) -> u64 {
+        *self
+    }
+}
+
+/// Every op name, in bench order (each `_u64` variant after its op).
+pub const OP_ORDER: [&str; 6] = [
+    MapOp::NAMES[0],
+    <u64 as Value>::OPS[0],
+    MapOp::NAMES[1],
+    <u64 as Value>::OPS[1],
+    MapOp::NAMES[2],
+    <u64 as Value>::OPS[2],
+];
 
 fn make_target<M: NewMap, const OP: usize>(threads: usize) -> Box<dyn Target> {
     Box::new(MapTarget::new(
@@ -116,25 +167,25 @@ fn make_target<M: NewMap, const OP: usize>(threads: usize) -> Box<dyn Target> {
     ))
 }
 
-/// The cases of implementation `M` (one per [`MapOp`]), named `imp` with
-/// `guarantee`.
+/// The cases of implementation `M` (one per [`MapOp`], named by
+/// [`NewMap::OPS`]), named `imp` with `guarantee`.
 pub fn cases_of<M: NewMap>(
     workload: &'static str,
     imp: &'static str,
     guarantee: &'static str,
 ) -> [Case; 3] {
-    let case = |op: MapOp, make| Case {
+    let case = |op, make| Case {
         workload,
-        op: op.name(),
+        op,
         imp,
         guarantee,
         latency: false,
         make,
     };
     [
-        case(MapOp::ALL[0], make_target::<M, 0>),
-        case(MapOp::ALL[1], make_target::<M, 1>),
-        case(MapOp::ALL[2], make_target::<M, 2>),
+        case(M::OPS[0], make_target::<M, 0>),
+        case(M::OPS[1], make_target::<M, 1>),
+        case(M::OPS[2], make_target::<M, 2>),
     ]
 }
 
@@ -145,9 +196,8 @@ pub fn read_cases_of<M: NewMap>(
     imp: &'static str,
     guarantee: &'static str,
 ) -> Vec<Case> {
-    let mut cases = cases_of::<M>(workload, imp, guarantee).to_vec();
-    cases.retain(|c| c.op != MapOp::CreateStorm.name());
-    cases
+    let [hit, mix, _storm] = cases_of::<M>(workload, imp, guarantee);
+    vec![hit, mix]
 }
 
 /// The `hit` case of [`Floor`] (wrapped in `M`), named `ideal-vec`.
@@ -159,24 +209,26 @@ pub fn floor_case<M: NewMap>(workload: &'static str) -> Case {
 /// (no hashing, no probing, no lock), cloned out like the maps' values. What
 /// is left is the harness, the random index and the value's cache miss.
 /// Only `hit` uses it ([`floor_case`]).
-pub struct Floor(Vec<std::sync::Arc<Payload>>);
+pub struct Floor<V = std::sync::Arc<Payload>>(Vec<V>);
 
-impl NewMap for Floor {
+impl<V: Value> NewMap for Floor<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
     fn new_map(_: MapOp) -> Self {
         Self(
             (0..ENTRIES)
-                .map(|i| std::sync::Arc::new(Payload::new(i)))
+                .map(|i| V::from_payload(Payload::new(i)))
                 .collect(),
         )
     }
 }
 
-impl MapOps for Floor {
+impl<V: Value> MapOps for Floor<V> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
         let v = self.0.get(usize::try_from(i).ok()?)?;
-        Some(std::sync::Arc::clone(v).index)
+        Some(v.clone().tag())
     }
 
     /// The populated keys are there from the start; nothing else is asked.
@@ -201,7 +253,7 @@ pub fn by_op<I: IntoIterator<Item = Case>>(
     implementations: impl IntoIterator<Item = I>,
 ) -> Vec<Case> {
     let mut cases: Vec<Case> = implementations.into_iter().flatten().collect();
-    cases.sort_by_key(|c| MapOp::ALL.iter().position(|op| op.name() == c.op));
+    cases.sort_by_key(|c| OP_ORDER.iter().position(|op| *op == c.op));
     cases
 }
 
@@ -220,13 +272,12 @@ impl MapOp {
     /// Every operation, in bench order.
     pub const ALL: [Self; 3] = [Self::Hit, Self::Mix, Self::CreateStorm];
 
+    /// Their names in the bench output, as in [`ALL`](Self::ALL).
+    pub const NAMES: [&'static str; 3] = ["hit", "mix_90_10", "create_storm"];
+
     /// The operation's name in the bench output.
     pub fn name(self) -> &'static str {
-        match self {
-            Self::Hit => "hit",
-            Self::Mix => "mix_90_10",
-            Self::CreateStorm => "create_storm",
-        }
+        Self::NAMES[self as usize]
     }
 }
 

@@ -59,7 +59,8 @@ enum Workload {
     /// Session registries: 100k string ids (`hit`, `mix_90_10`,
     /// `create_storm`).
     Sessions,
-    /// TTL caches: 100k u64 keys (`hit`, `mix_90_10`, `create_storm`).
+    /// TTL caches: 100k u64 keys (`hit`, `mix_90_10`, `create_storm` with
+    /// `Arc` values; `hit_u64`, `mix_90_10_u64` with `u64` values).
     Cache,
 }
 
