@@ -246,22 +246,27 @@ impl<S> LockedSessionRegistry<S> {
     /// The live session `id`, stamping its last access; `None` if absent,
     /// expired or invalid. Takes the read lock.
     pub fn get(&self, id: &str) -> Option<Arc<S>> {
-        self.with(id, Arc::clone)
+        self.find(id, Arc::clone)
     }
 
     /// Calls `f` on the live session `id` under the read lock (no `Arc`
     /// clone), stamping its last access.
-    pub fn with<R>(&self, id: &str, f: impl FnOnce(&Arc<S>) -> R) -> Option<R> {
+    pub fn with<R>(&self, id: &str, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.find(id, |s| f(s))
+    }
+
+    /// Whether `id` is live.
+    pub fn contains(&self, id: &str) -> bool {
+        self.find(id, |_| ()).is_some()
+    }
+
+    /// Under the read lock: `f` on the live entry of `id`, stamped.
+    fn find<R>(&self, id: &str, f: impl FnOnce(&Arc<S>) -> R) -> Option<R> {
         let now = self.now();
         let sessions = self.read();
         let entry = sessions.get(id).filter(|e| !e.is_expired(now))?;
         entry.touch(now);
         Some(f(&entry.value))
-    }
-
-    /// Whether `id` is live.
-    pub fn contains(&self, id: &str) -> bool {
-        self.with(id, |_| ()).is_some()
     }
 
     /// The configured bound.

@@ -19,6 +19,12 @@
 //! generator (no shared state); the `sessions` workload precomputes its id
 //! strings, so a lookup allocates nothing that the map does not.
 //!
+//! An implementation holds either shared `Arc<Payload>` values (cloned out
+//! on a hit, as a registry hands out sessions) or bare `u64` tags (see
+//! [`Value`]); the ops of the second kind are named `hit_u64`,
+//! `mix_90_10_u64`, `create_storm_u64`. The `ideal-vec` row of `hit` is the
+//! floor ([`Floor`]): the same values in a `Vec`, no map at all.
+//!
 //! In `create_storm` each worker keeps a cursor into the sequence of fresh
 //! keys. Between timed slices the target settles (untimed): it removes the
 //! keys created in that slice (so memory stays bounded by one slice's

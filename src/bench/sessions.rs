@@ -21,8 +21,8 @@
 //! again: a remove, then a get-or-create of the same id.
 //!
 //! Ids of the populated sessions are precomputed; the fresh ids of
-//! `create_storm` are formatted into a stack buffer (about 10 ns), the same
-//! for every implementation. Values are `Arc<Payload>` (64 bytes).
+//! `create_storm` are formatted into a stack buffer, the same for every
+//! implementation. Values are `Arc<Payload>` (64 bytes).
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
