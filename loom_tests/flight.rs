@@ -39,13 +39,18 @@
 //!
 //! | #  | mutation                                                  | 1 | 2 | 3 | 4 |
 //! | -- | --------------------------------------------------------- | - | - | - | - |
-//! | F1 | `complete` stores `done` without holding `lock`           | D | D | D | - |
-//! | F2 | `complete` stores `done` with `Relaxed`                   | C | C | - | C |
+//! | F1 | `complete` stores `done` without holding `lock`           | D | D | D | D |
+//! | F2 | `complete` stores `done` with `Relaxed`                   | C | C | C | C |
 //! | F3 | the leader removes its flight before publishing the value | - | - | - | A |
 //!
-//! F1 and F2 were run; F3 is a property of the model's protocol, shown by
-//! its `publish_first = false` variant, which is run as a test that must
-//! find two inits ([`removing_the_flight_first_allows_a_second_init`]).
+//! F1 and F2 were applied to `src/flight.rs` and every model run against
+//! them; F3 is a property of the map-level protocol, shown by model 4's
+//! `publish_first = false` variant, run as a test that must find an
+//! interleaving with two inits
+//! ([`removing_the_flight_first_allows_a_second_init`]).
+//!
+//! At the default bound of 3 preemptions the five models take 0.2 s in all
+//! (not counting the build, about 3 minutes cold in `target-loom`).
 
 #![cfg(latchfree_loom)]
 
