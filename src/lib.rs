@@ -14,6 +14,9 @@
 //! | [`stats`] | counters, gauges, histograms: per-thread shards, atomic batches, Prometheus text |
 //! | [`audit`] | lossless, hash-chained JSONL audit and telemetry streams: MPSC ring → one writer thread, group commit, rotation, recovery, verifier |
 //! | [`shared`] | a swappable shared instance: initialised once, lock-free reads, replaced or reset during use |
+//! | [`session`] | session registry: get-or-create exactly once, lock-free lookups, idle expiry and lifetime, capacity bound, eviction events |
+//! | [`cache`] | bounded TTL cache: lock-free hits, single-flight loading, TTL / idle TTL / per-entry TTL, second-chance eviction |
+//! | [`ttl`] | what the two share: eviction causes, sweep modes, build errors |
 //! | [`clock`] | injectable time (`ManualClock` for tests) |
 //! | [`baseline`] | the locked twins |
 //!
@@ -32,12 +35,17 @@ pub mod audit;
 pub mod baseline;
 #[cfg(feature = "cli")]
 pub mod bench;
+pub mod cache;
 pub mod clock;
+#[doc(hidden)] // Public for the loom models in `loom_tests/`; not part of the API.
+pub mod flight;
 #[cfg(not(latchfree_loom))]
 mod per_thread;
+pub mod session;
 pub mod shared;
 pub mod stats;
 mod sync;
+pub mod ttl;
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

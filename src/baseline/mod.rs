@@ -7,9 +7,14 @@
 //! the baseline of every benchmark (`impl = "locked"`).
 
 mod audit;
+mod cache;
+mod session;
 mod shared;
 mod stats;
+mod timed;
 
 pub use audit::{LockedAuditLog, LockedMode};
+pub use cache::{LockedTtlCache, LockedTtlCacheBuilder};
+pub use session::{LockedSessionRegistry, LockedSessionRegistryBuilder};
 pub use shared::LockedShared;
 pub use stats::LockedStats;

@@ -19,10 +19,15 @@
 //! percentiles are per call, in ns.
 //!
 //! Workloads: [`stats`] (counters, batches, snapshots), [`audit`] (the
-//! audit log under each guarantee: `async`, `os`, `disk`) and [`shared`]
-//! (reads and replacements of a swappable shared instance).
+//! audit log under each guarantee: `async`, `os`, `disk`), [`shared`]
+//! (reads and replacements of a swappable shared instance), [`sessions`] and
+//! [`cache`] (hits, a 90/10 read/write mix and a get-or-create storm on
+//! fresh keys, driven by [`map`]).
 
 pub mod audit;
+pub mod cache;
+pub mod map;
+pub mod sessions;
 pub mod shared;
 pub mod stats;
 
@@ -340,6 +345,8 @@ pub fn workloads() -> Vec<(&'static str, Vec<Case>)> {
         ("stats", stats::cases()),
         ("audit", audit::cases()),
         ("shared", shared::cases()),
+        ("sessions", sessions::cases()),
+        ("cache", cache::cases()),
     ]
 }
 

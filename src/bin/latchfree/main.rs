@@ -59,6 +59,12 @@ enum Workload {
     /// A swappable shared instance (`load`, `load_during_swaps`, `swap`):
     /// latchfree vs `RwLock<Option<Arc<T>>>` vs crossbeam-epoch.
     Shared,
+    /// Session registries: 100k string ids (`hit`, `mix_90_10`,
+    /// `create_storm`).
+    Sessions,
+    /// TTL caches: 100k u64 keys (`hit`, `mix_90_10`, `create_storm` with
+    /// `Arc` values; `hit_u64`, `mix_90_10_u64` with `u64` values).
+    Cache,
 }
 
 #[derive(clap::Args)]
@@ -149,6 +155,8 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             Workload::Stats => *name == "stats",
             Workload::Audit => *name == "audit",
             Workload::Shared => *name == "shared",
+            Workload::Sessions => *name == "sessions",
+            Workload::Cache => *name == "cache",
         })
         .flat_map(|(_, cases)| cases)
         .filter(|c| args.ops.is_empty() || args.ops.iter().any(|op| op == c.op))

@@ -1,0 +1,318 @@
+//! The `cache` workload: [`ENTRIES`](super::map::ENTRIES) cached values under `u64` keys, under
+//! the three operations of [`map`](super::map) (`hit`, `mix_90_10`, `create_storm` as
+//! single-flight loads of fresh keys).
+//!
+//! | impl | lookup | get-or-load | write | expiry | exactly-once load |
+//! |---|---|---|---|---|---|
+//! | `latchfree` | [`TtlCache::get`] (lock-free) | `get_or_load` (single-flight) | `insert` | TTL | yes |
+//! | `latchfree-with` | [`TtlCache::with`] (no clone; `hit` and `mix_90_10` only) | as `latchfree` | `insert` | TTL | yes |
+//! | `locked` | [`LockedTtlCache::get`] | `get_or_load` (loader under the mutex) | `insert` | TTL | yes |
+//! | `moka` | `sync::Cache::get` | `get_with` | `insert` | `time_to_live` | yes (moka coalesces concurrent `get_with`) |
+//! | `quick_cache` | `sync::Cache::get` | `get_or_insert_with` | `insert` | none | yes while resident (waiters wait on the loader's guard) |
+//! | `dashmap` | `DashMap::get` | `get`, then `entry(k).or_insert_with` | `insert` | none | yes (the entry holds its shard's write lock) |
+//!
+//! `ideal-vec` (`hit` and `hit_u64` only) is the floor, not a cache: the values in a `Vec`
+//! indexed by key ([`Floor`]).
+//!
+//! Every implementation that expires entries is configured with a one-hour
+//! time to live, so a hit checks the deadline; `quick_cache` and `dashmap`
+//! have no TTL (`guarantee` `no-ttl`): they do less work per hit. The bounded
+//! caches are sized by [`capacity`]: twice `ENTRIES` for `hit` and
+//! `mix_90_10` (nothing is evicted: a miss would fail the exactness check),
+//! far above one slice's fresh keys for `create_storm`.
+//!
+//! Values are `Arc<Payload>` (64 bytes, what a cache in front of expensive
+//! work holds), cloned out on every hit by every implementation but
+//! `latchfree-with`, which reads the value in place: each clone is a
+//! reference-count increment and decrement on the value's cache line. The
+//! `hit_u64` and `mix_90_10_u64` ops run the same implementations holding
+//! bare `u64` values (a copy per hit, nothing shared written), the setting
+//! of the reference figures in the crate's design notes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use super::Case;
+use super::map::{
+    Floor, MapOp, MapOps, NewMap, Payload, Value, by_op, capacity, cases_of, floor_case,
+    read_cases_of,
+};
+use crate::baseline::LockedTtlCache;
+use crate::cache::TtlCache;
+
+/// The time to live of every implementation that expires entries.
+pub const TTL: Duration = Duration::from_secs(60 * 60);
+
+/// Every case of the `cache` workload.
+pub fn cases() -> Vec<Case> {
+    type Shared = Arc<Payload>;
+    by_op([
+        cases_of::<Latchfree<Shared>>("cache", "latchfree", "ttl").to_vec(),
+        read_cases_of::<LatchfreeWith<Shared>>("cache", "latchfree-with", "ttl"),
+        cases_of::<Locked<Shared>>("cache", "locked", "ttl").to_vec(),
+        cases_of::<Moka<Shared>>("cache", "moka", "ttl").to_vec(),
+        cases_of::<Quick<Shared>>("cache", "quick_cache", "no-ttl").to_vec(),
+        cases_of::<Dash<Shared>>("cache", "dashmap", "no-ttl").to_vec(),
+        vec![floor_case::<Floor>("cache")],
+        read_cases_of::<Latchfree<u64>>("cache", "latchfree", "ttl"),
+        read_cases_of::<Locked<u64>>("cache", "locked", "ttl"),
+        read_cases_of::<Moka<u64>>("cache", "moka", "ttl"),
+        read_cases_of::<Quick<u64>>("cache", "quick_cache", "no-ttl"),
+        read_cases_of::<Dash<u64>>("cache", "dashmap", "no-ttl"),
+        vec![floor_case::<Floor<u64>>("cache")],
+    ])
+}
+
+/// latchfree's [`TtlCache`] (default sweeper).
+struct Latchfree<V>(TtlCache<u64, V>);
+
+impl<V: Value> NewMap for Latchfree<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            TtlCache::builder()
+                .time_to_live(TTL)
+                .max_entries(capacity(op) as usize)
+                .build()
+                .expect("valid settings"),
+        )
+    }
+}
+
+impl<V: Value> MapOps for Latchfree<V> {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.tag())
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0
+            .get_or_load(i, || V::from_payload(init()))
+            .expect("loads do not fail below the bound")
+            .tag()
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, V::from_payload(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.invalidate(&i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// latchfree read through [`TtlCache::with`]: no clone of the value (no
+/// reference-count write) on a hit.
+struct LatchfreeWith<V>(Latchfree<V>);
+
+impl<V: Value> NewMap for LatchfreeWith<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
+    fn new_map(op: MapOp) -> Self {
+        Self(Latchfree::new_map(op))
+    }
+}
+
+impl<V: Value> MapOps for LatchfreeWith<V> {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.0.with(&i, V::tag)
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0.get_or_create(i, init)
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.write(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        self.0.entries()
+    }
+}
+
+/// The locked twin.
+struct Locked<V>(LockedTtlCache<u64, V>);
+
+impl<V: Value> NewMap for Locked<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            LockedTtlCache::builder()
+                .time_to_live(TTL)
+                .max_entries(capacity(op) as usize)
+                .build()
+                .expect("valid settings"),
+        )
+    }
+}
+
+impl<V: Value> MapOps for Locked<V> {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.tag())
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0
+            .get_or_load(i, || V::from_payload(init()))
+            .expect("the locked twin's loads do not fail")
+            .tag()
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, V::from_payload(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.invalidate(&i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// moka's `sync::Cache` with a time to live.
+struct Moka<V>(moka::sync::Cache<u64, V>);
+
+impl<V: Value> NewMap for Moka<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            moka::sync::Cache::builder()
+                .max_capacity(capacity(op))
+                .time_to_live(TTL)
+                .build(),
+        )
+    }
+}
+
+impl<V: Value> MapOps for Moka<V> {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.tag())
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        self.0.get_with(i, || V::from_payload(init())).tag()
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, V::from_payload(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.invalidate(&i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        // Exact once pending tasks have run (`sync`).
+        usize::try_from(self.0.entry_count()).ok()
+    }
+
+    fn sync(&self) {
+        self.0.run_pending_tasks();
+    }
+}
+
+/// quick_cache's `sync::Cache` (S3-FIFO, no TTL).
+struct Quick<V>(quick_cache::sync::Cache<u64, V>);
+
+impl<V: Value> NewMap for Quick<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
+    fn new_map(op: MapOp) -> Self {
+        Self(quick_cache::sync::Cache::new(capacity(op) as usize))
+    }
+}
+
+impl<V: Value> MapOps for Quick<V> {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|v| v.tag())
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        match self.0.get_or_insert_with(&i, || {
+            Ok::<_, std::convert::Infallible>(V::from_payload(init()))
+        }) {
+            Ok(v) => v.tag(),
+            Err(never) => match never {},
+        }
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, V::from_payload(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(&i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// dashmap: a concurrent map with no expiry and no bound, for reference.
+struct Dash<V>(DashMap<u64, V>);
+
+impl<V: Value> NewMap for Dash<V> {
+    const OPS: [&'static str; 3] = V::OPS;
+
+    fn new_map(_: MapOp) -> Self {
+        Self(DashMap::new())
+    }
+}
+
+impl<V: Value> MapOps for Dash<V> {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        self.0.get(&i).map(|r| r.clone().tag())
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        match self.0.get(&i) {
+            Some(r) => r.clone().tag(),
+            None => self
+                .0
+                .entry(i)
+                .or_insert_with(|| V::from_payload(init()))
+                .clone()
+                .tag(),
+        }
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.0.insert(i, V::from_payload(init()));
+    }
+
+    fn remove(&self, i: u64) {
+        self.0.remove(&i);
+    }
+
+    fn entries(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}

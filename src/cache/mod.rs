@@ -1,0 +1,463 @@
+//! A bounded TTL cache with lock-free hits and single-flight loading.
+//!
+//! ```
+//! use latchfree::cache::TtlCache;
+//! use std::time::Duration;
+//!
+//! let cache = TtlCache::<u64, String>::builder()
+//!     .max_entries(1_000)
+//!     .time_to_live(Duration::from_secs(60))
+//!     .build()?;
+//!
+//! let v = cache.get_or_load(7, || "seven".to_string())?;
+//! assert_eq!(v, "seven");
+//! assert_eq!(cache.get(&7).as_deref(), Some("seven"));
+//! cache.insert_with_ttl(8, "eight".into(), Duration::from_secs(1));
+//! assert_eq!(cache.invalidate(&8).as_deref(), Some("eight"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Guarantees
+//!
+//! * **Hits take no lock and write nothing shared.** A hit is an
+//!   `scc::HashIndex` peek under an epoch guard and a clone of the value
+//!   (store an `Arc` for large values). Metrics are per-thread counters.
+//!   Two per-entry stamps may be written, each only when it changes: the
+//!   last-access time, only with [`time_to_idle`](TtlCacheBuilder::time_to_idle)
+//!   (the deadline moves with it), and a "referenced" bit for the eviction
+//!   policy, set at most once per eviction scan.
+//! * **Single-flight loads.** Concurrent [`get_or_load`](TtlCache::get_or_load)
+//!   misses on one key run the loader once; the others sleep until it ends
+//!   and get its value. A loader error reaches every waiter and is not
+//!   cached; a loader that panics unwinds in its own caller, its waiters get
+//!   [`LoadError::Panicked`], and the next call loads again.
+//! * **Never expired.** An entry is not returned at or after its deadline:
+//!   the earlier of insertion + TTL (the cache's or the entry's own) and
+//!   last access + idle TTL, measured by the cache's time (exactly the
+//!   clock when it is cheap, like [`ManualClock`](crate::clock::ManualClock),
+//!   or when `time_resolution` is zero; otherwise a copy refreshed every
+//!   `time_resolution`, default 1 ms, by the sweeper thread and by writes).
+//! * **Bounded, with a documented policy.** Never more than `max_entries`
+//!   entries plus loads in progress, together. At the bound, expired entries
+//!   go first, then *second chance* (CLOCK): the entry nearest its deadline
+//!   (without TTLs: the oldest inserted) is evicted unless it was read since
+//!   it was last considered, in which case it moves to the back; up to 8 are
+//!   considered. If nothing can be evicted (every slot is a load in
+//!   progress), an insert is dropped and a load is refused with
+//!   [`LoadError::Full`]; both are counted as `rejected`.
+//! * **Listener exactly once,** with its [`EvictionCause`], with no internal
+//!   lock held, with no "run pending tasks" call needed.
+//!
+//! The algorithm is described in `src/ttl/mod.rs`, shared with
+//! [`crate::session`].
+
+use std::borrow::Borrow;
+use std::convert::Infallible;
+use std::fmt;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::clock::{Clock, SystemClock};
+use crate::stats::Stats;
+use crate::ttl::{Counters, InitError, MetricNames, Options, SweeperHandle, TtlMap};
+
+pub use crate::ttl::{BuildError, EvictionCause, Sweep};
+
+/// The default [`TtlCacheBuilder::max_entries`].
+pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
+
+/// Why [`TtlCache::get_or_load`] / [`TtlCache::try_get_or_load`] returned no
+/// value. `E` is the loader's error type.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError<E = Infallible> {
+    /// The loader returned this error: this call's own, or the one it waited
+    /// on. Nothing was cached.
+    #[error("the loader failed: {0}")]
+    Load(Arc<E>),
+    /// The loader this call waited on (another caller's, with another error
+    /// type) failed. Nothing was cached.
+    #[error("the loader of a concurrent caller failed")]
+    FailedElsewhere,
+    /// The loader this call waited on panicked. Nothing was cached.
+    #[error("the loader of a concurrent caller panicked")]
+    Panicked,
+    /// Nothing could be evicted to make room (every slot is a load in
+    /// progress: `max_entries` is below the number of concurrent loads);
+    /// the loader did not run.
+    #[error("the cache is full of loads in progress ({max} entries; TtlCacheBuilder::max_entries)")]
+    Full {
+        /// The bound.
+        max: usize,
+    },
+}
+
+/// The cache's counters, read at one moment (see [`TtlCache::metrics`]).
+/// Each is also in the [`Stats`] given to the builder, as
+/// `PREFIX_hits_total` and so on (prefix `cache` unless
+/// [`TtlCacheBuilder::metrics_prefix`] says otherwise).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CacheMetrics {
+    /// Lookups that found a live entry.
+    pub hits: u64,
+    /// Lookups that found none.
+    pub misses: u64,
+    /// Loaders run.
+    pub loads: u64,
+    /// Callers that waited for another caller's loader.
+    pub coalesced_loads: u64,
+    /// Loaders that returned an error.
+    pub load_errors: u64,
+    /// Inserts or loaded values dropped because nothing could be evicted.
+    pub rejected: u64,
+    /// Entries evicted because they expired.
+    pub expirations: u64,
+    /// Entries evicted to make room.
+    pub evictions: u64,
+    /// Entries removed by `invalidate`.
+    pub invalidations: u64,
+    /// Entries removed by `invalidate_all`.
+    pub cleared: u64,
+    /// Entries replaced by an insert.
+    pub replaced: u64,
+    /// Entries held now.
+    pub entries: u64,
+}
+
+type CacheListener<K, V> = crate::ttl::Listener<K, V>;
+
+/// Configures a [`TtlCache`].
+#[must_use]
+pub struct TtlCacheBuilder<K, V> {
+    max_entries: usize,
+    ttl: Option<Duration>,
+    tti: Option<Duration>,
+    clock: Arc<dyn Clock>,
+    sweep: Sweep,
+    resolution: Duration,
+    listener: Option<CacheListener<K, V>>,
+    stats: Option<Stats>,
+    prefix: String,
+}
+
+impl<K, V> fmt::Debug for TtlCacheBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TtlCacheBuilder")
+            .field("max_entries", &self.max_entries)
+            .field("ttl", &self.ttl)
+            .field("tti", &self.tti)
+            .field("sweep", &self.sweep)
+            .field("resolution", &self.resolution)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Default for TtlCacheBuilder<K, V> {
+    fn default() -> Self {
+        Self {
+            max_entries: DEFAULT_MAX_ENTRIES,
+            ttl: None,
+            tti: None,
+            clock: Arc::new(SystemClock),
+            sweep: Sweep::default(),
+            resolution: Duration::from_millis(1),
+            listener: None,
+            stats: None,
+            prefix: "cache".into(),
+        }
+    }
+}
+
+impl<K, V> TtlCacheBuilder<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The most entries held at once (default [`DEFAULT_MAX_ENTRIES`]);
+    /// loads in progress count too.
+    pub fn max_entries(mut self, max: usize) -> Self {
+        self.max_entries = max;
+        self
+    }
+
+    /// Entries expire this long after insertion (default: never; an
+    /// entry's own TTL from [`TtlCache::insert_with_ttl`] replaces it).
+    pub fn time_to_live(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Entries expire this long after their last read (default: never).
+    pub fn time_to_idle(mut self, tti: Duration) -> Self {
+        self.tti = Some(tti);
+        self
+    }
+
+    /// The clock deadlines are measured with (default [`SystemClock`]).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// When expired entries are swept out (default: a background thread
+    /// every 100 ms). They are never returned either way.
+    pub fn sweep(mut self, sweep: Sweep) -> Self {
+        self.sweep = sweep;
+        self
+    }
+
+    /// How stale the time used by reads may be, with a clock that is not
+    /// cheap and a background sweeper (default 1 ms; zero reads the clock on
+    /// every check of an entry with a deadline).
+    pub fn time_resolution(mut self, resolution: Duration) -> Self {
+        self.resolution = resolution;
+        self
+    }
+
+    /// Called once for every entry that leaves the cache, with its cause, on
+    /// the thread that removed it, with no internal lock held.
+    pub fn eviction_listener(
+        mut self,
+        listener: impl Fn(&K, V, EvictionCause) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Box::new(listener));
+        self
+    }
+
+    /// Registers the metrics in `stats` (default: a private [`Stats`]).
+    pub fn stats(mut self, stats: &Stats) -> Self {
+        self.stats = Some(stats.clone());
+        self
+    }
+
+    /// The prefix of the metric names (default `cache`).
+    pub fn metrics_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Builds the cache (and starts its sweeper thread, if configured).
+    pub fn build(self) -> Result<TtlCache<K, V>, BuildError> {
+        let stats = self.stats.unwrap_or_default();
+        let counters = Counters::register(
+            &stats,
+            &self.prefix,
+            &MetricNames {
+                hits: "hits",
+                misses: "misses",
+                inits: "loads",
+                coalesced: "coalesced_loads",
+                init_errors: "load_errors",
+                live: "entries",
+            },
+        )?;
+        let options = Options {
+            max_entries: self.max_entries,
+            lifetime: self.ttl,
+            idle: self.tti,
+            evict_at_capacity: true,
+            sweep: self.sweep,
+            resolution: self.resolution,
+            clock: self.clock,
+            listener: self.listener,
+            counters,
+        };
+        options.validate("time_to_live", "time_to_idle")?;
+        let (map, sweeper) = TtlMap::start(options)?;
+        Ok(TtlCache {
+            map,
+            _sweeper: sweeper,
+        })
+    }
+}
+
+/// A bounded cache with TTL, idle TTL and per-entry TTL, lock-free hits and
+/// single-flight loading. See the [module docs](self).
+///
+/// Share it by reference or in an `Arc`; dropping it stops its sweeper.
+pub struct TtlCache<K, V> {
+    map: Arc<TtlMap<K, V>>,
+    _sweeper: Option<SweeperHandle>,
+}
+
+impl<K, V> fmt::Debug for TtlCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TtlCache")
+            .field("map", &self.map)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> TtlCache<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A cache of at most `max_entries` entries, no TTL, a background
+    /// sweeper.
+    ///
+    /// # Panics
+    ///
+    /// If `max_entries` is zero or the sweeper thread cannot be started;
+    /// use the [builder](Self::builder) to get these as errors.
+    pub fn new(max_entries: usize) -> Self {
+        Self::builder()
+            .max_entries(max_entries)
+            .build()
+            .expect("TtlCache::new: max_entries must be at least 1")
+    }
+
+    /// A builder.
+    pub fn builder() -> TtlCacheBuilder<K, V> {
+        TtlCacheBuilder::default()
+    }
+
+    /// A copy of the live value under `key`, if any. Lock-free, no shared
+    /// write.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.get(key)
+    }
+
+    /// Calls `f` on the live value under `key` without cloning it. `f` runs
+    /// inside an epoch guard: keep it short and do not call the cache from it.
+    #[inline]
+    pub fn with<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.read(key, f)
+    }
+
+    /// Whether a live entry is under `key` (no stamp, no metric).
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.contains(key)
+    }
+
+    /// Inserts `value` under `key` with the cache's TTL, replacing any entry
+    /// there ([`EvictionCause::Replaced`]). `false` if it was dropped
+    /// because nothing could be evicted (see the module docs).
+    pub fn insert(&self, key: K, value: V) -> bool {
+        self.map.insert(key, value, None)
+    }
+
+    /// As [`insert`](Self::insert), with this entry's own time to live
+    /// (the cache's idle TTL still applies).
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> bool {
+        self.map.insert(key, value, Some(ttl))
+    }
+
+    /// The live value under `key`, or the one `loader` makes, which runs at
+    /// most once however many callers miss on `key` together.
+    pub fn get_or_load(&self, key: K, loader: impl FnOnce() -> V) -> Result<V, LoadError> {
+        self.try_get_or_load(key, || Ok::<V, Infallible>(loader()))
+    }
+
+    /// As [`get_or_load`](Self::get_or_load) with a fallible `loader`: its
+    /// error reaches this caller and every caller waiting on it, and nothing
+    /// is cached.
+    pub fn try_get_or_load<E: Send + Sync + 'static>(
+        &self,
+        key: K,
+        loader: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, LoadError<E>> {
+        self.try_get_or_load_with_ttl(key, None, loader)
+    }
+
+    /// As [`try_get_or_load`](Self::try_get_or_load); a loaded entry gets
+    /// `ttl` as its own time to live when `Some`.
+    pub fn try_get_or_load_with_ttl<E: Send + Sync + 'static>(
+        &self,
+        key: K,
+        ttl: Option<Duration>,
+        loader: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, LoadError<E>> {
+        let lookup = key.clone();
+        self.map
+            .get_or_init(&lookup, || key, ttl, loader)
+            .map_err(|e| match e {
+                InitError::Capacity => LoadError::Full {
+                    max: self.map.max_entries(),
+                },
+                InitError::Failed(e) => LoadError::Load(e),
+                InitError::FailedElsewhere => LoadError::FailedElsewhere,
+                InitError::Panicked => LoadError::Panicked,
+            })
+    }
+
+    /// Removes the entry under `key`; returns its value if it was live.
+    pub fn invalidate<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.map.remove(key)
+    }
+
+    /// Removes every entry ([`EvictionCause::Cleared`]); returns how many.
+    /// Loads in progress finish and are kept.
+    pub fn invalidate_all(&self) -> usize {
+        self.map.clear()
+    }
+
+    /// Entries held (expired ones not yet swept included).
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The capacity bound.
+    pub fn max_entries(&self) -> usize {
+        self.map.max_entries()
+    }
+
+    /// Calls `f` on every live entry; safe during any concurrent operation,
+    /// weakly consistent.
+    pub fn for_each(&self, f: impl FnMut(&K, &V)) {
+        self.map.for_each(f);
+    }
+
+    /// Evicts every expired entry now; returns how many.
+    pub fn sweep(&self) -> usize {
+        self.map.sweep()
+    }
+
+    /// The counters, read now.
+    pub fn metrics(&self) -> CacheMetrics {
+        let c = &self.map.counters;
+        let ev = |cause: EvictionCause| c.evictions[cause as usize].get();
+        CacheMetrics {
+            hits: c.hits.get(),
+            misses: c.misses.get(),
+            loads: c.inits.get(),
+            coalesced_loads: c.coalesced.get(),
+            load_errors: c.init_errors.get(),
+            rejected: c.rejected.get(),
+            expirations: ev(EvictionCause::Expired),
+            evictions: ev(EvictionCause::Capacity),
+            invalidations: ev(EvictionCause::Removed),
+            cleared: ev(EvictionCause::Cleared),
+            replaced: ev(EvictionCause::Replaced),
+            entries: self.len() as u64,
+        }
+    }
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<TtlCache<u64, String>>();
+    send_sync::<LoadError<std::io::Error>>();
+};

@@ -1,0 +1,285 @@
+//! The TTL cache: single-flight loading (exactly once, errors, panics),
+//! TTL / idle TTL / per-entry TTL with a manual clock, the capacity bound
+//! and its second-chance policy, the listener and the metrics.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, SystemTime};
+
+use latchfree::cache::{EvictionCause, LoadError, Sweep, TtlCache};
+use latchfree::clock::ManualClock;
+use latchfree::stats::Stats;
+
+fn clock() -> ManualClock {
+    ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000))
+}
+
+#[test]
+fn get_or_load_runs_once_per_key_with_8_threads_over_10_000_keys() {
+    const KEYS: u64 = 10_000;
+    let cache = TtlCache::<u64, Arc<u64>>::new(KEYS as usize);
+    let calls = AtomicUsize::new(0);
+    let barrier = Barrier::new(8);
+    let seen: Vec<Vec<Arc<u64>>> = thread::scope(|s| {
+        let handles: Vec<_> = (0..8u64)
+            .map(|t| {
+                let (cache, calls, barrier) = (&cache, &calls, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    let mut got = vec![None; KEYS as usize];
+                    for k in 0..KEYS {
+                        let key = (k + t * KEYS / 8) % KEYS;
+                        let v = cache
+                            .get_or_load(key, || {
+                                calls.fetch_add(1, Ordering::Relaxed);
+                                Arc::new(key)
+                            })
+                            .unwrap();
+                        got[key as usize] = Some(v);
+                    }
+                    got.into_iter().map(Option::unwrap).collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(calls.load(Ordering::Relaxed), KEYS as usize);
+    for (k, first) in seen[0].iter().enumerate() {
+        assert_eq!(**first, k as u64);
+        for other in &seen[1..] {
+            assert!(Arc::ptr_eq(first, &other[k]));
+        }
+    }
+    let m = cache.metrics();
+    assert_eq!(m.loads, KEYS);
+    assert_eq!(m.entries, KEYS);
+    assert_eq!(m.evictions, 0);
+}
+
+#[test]
+fn load_errors_reach_every_waiter_and_are_not_cached() {
+    let cache = Arc::new(TtlCache::<u32, u32>::new(16));
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let leader = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            cache.try_get_or_load(1, || {
+                entered_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                Err("disk on fire")
+            })
+        })
+    };
+    entered_rx.recv().unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let cache = cache.clone();
+            thread::spawn(move || cache.try_get_or_load::<&str>(1, || unreachable!()))
+        })
+        .collect();
+    // Every waiter must have joined the flight before it ends, or one of
+    // them would run `unreachable!` as a new leader.
+    while cache.metrics().coalesced_loads < 3 {
+        thread::yield_now();
+    }
+    // Other keys load meanwhile.
+    assert_eq!(cache.get_or_load(2, || 20).unwrap(), 20);
+    release_tx.send(()).unwrap();
+    assert!(matches!(leader.join().unwrap(), Err(LoadError::Load(e)) if *e == "disk on fire"));
+    for w in waiters {
+        assert!(matches!(w.join().unwrap(), Err(LoadError::Load(e)) if *e == "disk on fire"));
+    }
+    assert_eq!(cache.get(&1), None);
+    assert_eq!(cache.get_or_load(1, || 10).unwrap(), 10);
+    let m = cache.metrics();
+    assert_eq!((m.loads, m.load_errors, m.coalesced_loads), (3, 1, 3));
+}
+
+#[test]
+fn a_panicking_loader_poisons_nothing() {
+    let cache = Arc::new(TtlCache::<u32, u32>::new(16));
+    let (entered_tx, entered_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let leader = {
+        let cache = cache.clone();
+        thread::spawn(move || {
+            cache.get_or_load(1, || {
+                entered_tx.send(()).unwrap();
+                release_rx.recv().unwrap();
+                panic!("loader panicked on purpose")
+            })
+        })
+    };
+    entered_rx.recv().unwrap();
+    let waiter = {
+        let cache = cache.clone();
+        thread::spawn(move || cache.get_or_load(1, || unreachable!()))
+    };
+    while cache.metrics().coalesced_loads == 0 {
+        thread::yield_now();
+    }
+    release_tx.send(()).unwrap();
+    assert!(leader.join().is_err());
+    assert!(matches!(waiter.join().unwrap(), Err(LoadError::Panicked)));
+    assert_eq!(cache.get_or_load(1, || 5).unwrap(), 5);
+    assert_eq!(cache.len(), 1);
+}
+
+#[test]
+fn ttl_idle_ttl_and_per_entry_ttl_with_a_manual_clock() {
+    let clock = clock();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let cache = {
+        let events = events.clone();
+        TtlCache::<&'static str, u32>::builder()
+            .clock(clock.clone())
+            .time_to_live(Duration::from_secs(60))
+            .time_to_idle(Duration::from_secs(30))
+            .sweep(Sweep::Manual)
+            .eviction_listener(move |k, v, cause| events.lock().unwrap().push((*k, v, cause)))
+            .build()
+            .unwrap()
+    };
+    assert!(cache.insert("ttl", 1));
+    assert!(cache.insert_with_ttl("short", 2, Duration::from_secs(5)));
+    assert!(cache.insert("idle", 3));
+    clock.advance(Duration::from_millis(4_999));
+    assert_eq!(cache.get(&"short"), Some(2));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(cache.get(&"short"), None, "never returned at its deadline");
+    // "ttl" is read every 15 s (idle never reached) until its 60 s TTL.
+    for _ in 0..3 {
+        clock.advance(Duration::from_secs(15));
+        assert_eq!(cache.get(&"ttl"), Some(1));
+    }
+    // "idle" was last read at 0 s: its 30 s idle timeout has passed.
+    assert!(!cache.contains_key(&"idle"));
+    clock.advance(Duration::from_millis(9_999)); // 59.999 s
+    assert_eq!(cache.get(&"ttl"), Some(1));
+    clock.advance(Duration::from_millis(1));
+    assert_eq!(cache.get(&"ttl"), None);
+    cache.sweep();
+    let mut got = events.lock().unwrap().clone();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("idle", 3, EvictionCause::Expired),
+            ("short", 2, EvictionCause::Expired),
+            ("ttl", 1, EvictionCause::Expired),
+        ]
+    );
+    let m = cache.metrics();
+    assert_eq!((m.expirations, m.entries), (3, 0));
+}
+
+#[test]
+fn replace_invalidate_and_invalidate_all_notify_once_with_their_cause() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let stats = Stats::new();
+    let cache = {
+        let events = events.clone();
+        TtlCache::<u32, u32>::builder()
+            .stats(&stats)
+            .eviction_listener(move |k, v, cause| events.lock().unwrap().push((*k, v, cause)))
+            .build()
+            .unwrap()
+    };
+    cache.insert(1, 10);
+    cache.insert(1, 11);
+    cache.insert(2, 20);
+    cache.insert(3, 30);
+    assert_eq!(cache.invalidate(&2), Some(20));
+    assert_eq!(cache.invalidate(&2), None);
+    assert_eq!(cache.invalidate_all(), 2);
+    let mut got = events.lock().unwrap().clone();
+    got[2..].sort();
+    assert_eq!(
+        got,
+        vec![
+            (1, 10, EvictionCause::Replaced),
+            (2, 20, EvictionCause::Removed),
+            (1, 11, EvictionCause::Cleared),
+            (3, 30, EvictionCause::Cleared),
+        ]
+    );
+    assert!(cache.is_empty());
+    let snap = stats.snapshot();
+    assert_eq!(snap.counter("cache_evictions_replaced_total"), Some(1));
+    assert_eq!(snap.counter("cache_evictions_cleared_total"), Some(2));
+    assert_eq!(snap.gauge("cache_entries"), Some(0));
+}
+
+#[test]
+fn the_capacity_bound_holds_and_second_chance_keeps_read_entries() {
+    const CAP: usize = 1_000;
+    let evicted = Arc::new(AtomicUsize::new(0));
+    let cache = {
+        let evicted = evicted.clone();
+        TtlCache::<u64, u64>::builder()
+            .max_entries(CAP)
+            .sweep(Sweep::Manual)
+            .eviction_listener(move |_, _, cause| {
+                assert_eq!(cause, EvictionCause::Capacity);
+                evicted.fetch_add(1, Ordering::Relaxed);
+            })
+            .build()
+            .unwrap()
+    };
+    for k in 0..100_000u64 {
+        assert!(cache.insert(k, k));
+        assert_eq!(cache.get(&0), Some(0), "key 0 is read after every insert");
+        assert!(cache.len() <= CAP);
+    }
+    assert_eq!(cache.len(), CAP);
+    assert_eq!(evicted.load(Ordering::Relaxed), 100_000 - CAP);
+    assert_eq!(cache.get(&99_999), Some(99_999));
+    assert_eq!(cache.get(&1), None);
+}
+
+#[test]
+fn concurrent_inserts_and_loads_never_exceed_the_bound() {
+    const CAP: usize = 256;
+    let cache = TtlCache::<u64, u64>::builder()
+        .max_entries(CAP)
+        .build()
+        .unwrap();
+    let live = AtomicUsize::new(0);
+    thread::scope(|s| {
+        for t in 0..6u64 {
+            let (cache, live) = (&cache, &live);
+            s.spawn(move || {
+                let mut x = t * 7919 + 1;
+                for _ in 0..50_000 {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let k = x % 2_048;
+                    match x % 3 {
+                        0 => {
+                            cache.insert(k, k);
+                        }
+                        1 => assert_eq!(cache.get_or_load(k, || k).unwrap(), k),
+                        _ => {
+                            if let Some(v) = cache.get(&k) {
+                                assert_eq!(v, k);
+                            }
+                        }
+                    }
+                    assert!(cache.len() <= CAP);
+                    live.fetch_max(cache.len(), Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    assert!(live.load(Ordering::Relaxed) <= CAP);
+    assert!(cache.len() <= CAP);
+    let mut n = 0;
+    cache.for_each(|k, v| {
+        assert_eq!(k, v);
+        n += 1;
+    });
+    assert_eq!(n, cache.len());
+}
