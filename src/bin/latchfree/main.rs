@@ -9,6 +9,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use latchfree::bench::{self, Plan, Row};
 
+mod serve;
+mod serve_tools;
+
 #[derive(Parser)]
 #[command(
     name = "latchfree",
@@ -28,6 +31,8 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// An MCP server (stdio and Streamable HTTP at once) on one engine.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -93,6 +98,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench_command(&args),
+        Command::Serve(args) => serve::serve_command(args),
         Command::Audit(AuditCommand::Verify { dir, prefix, from }) => {
             verify_command(&dir, &prefix, from.as_deref())
         }
