@@ -11,7 +11,9 @@ use serde::Serialize;
 use super::config::{CacheConfig, EngineConfig};
 use super::{EngineBuildError, Session, ToolError};
 use crate::audit::{AuditError, AuditLog, Guarantee};
-use crate::baseline::{LockedAuditLog, LockedMode, LockedSessionRegistry, LockedStats, LockedTtlCache};
+use crate::baseline::{
+    LockedAuditLog, LockedMode, LockedSessionRegistry, LockedStats, LockedTtlCache,
+};
 use crate::cache::{LoadError, TtlCache};
 use crate::clock::Clock;
 use crate::session::{SessionError, SessionRegistry};
@@ -349,7 +351,10 @@ impl Components for Latchfree {
 
     fn close(&self) -> Result<(), AuditError> {
         let audit = self.audit.close().map(drop);
-        let telemetry = self.telemetry.as_ref().map_or(Ok(()), |t| t.close().map(drop));
+        let telemetry = self
+            .telemetry
+            .as_ref()
+            .map_or(Ok(()), |t| t.close().map(drop));
         audit.and(telemetry)
     }
 }
@@ -519,7 +524,12 @@ impl Components for Locked {
         let hist = names::LATENCY;
         let _ = writeln!(out, "# TYPE {hist} histogram");
         let mut cumulative = 0;
-        for (i, name) in self.bucket_names.iter().enumerate().take(LOCKED_BUCKETS - 1) {
+        for (i, name) in self
+            .bucket_names
+            .iter()
+            .enumerate()
+            .take(LOCKED_BUCKETS - 1)
+        {
             cumulative += values.get(name).copied().unwrap_or(0);
             let le = (1u128 << i) - 1;
             let _ = writeln!(out, "{hist}_bucket{{le=\"{le}\"}} {cumulative}");
@@ -559,7 +569,10 @@ impl Components for Locked {
 
     fn close(&self) -> Result<(), AuditError> {
         let audit = self.audit.close().map(drop);
-        let telemetry = self.telemetry.as_ref().map_or(Ok(()), |t| t.close().map(drop));
+        let telemetry = self
+            .telemetry
+            .as_ref()
+            .map_or(Ok(()), |t| t.close().map(drop));
         audit.and(telemetry)
     }
 }

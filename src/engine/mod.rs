@@ -86,10 +86,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
+use self::backend::{CallStats, Components, Latchfree, Locked, SharedClock, names};
 pub use self::config::{
     AuditConfig, CacheConfig, ConfigError, EngineConfig, SessionConfig, parse_guarantee,
 };
-use self::backend::{CallStats, Components, Latchfree, Locked, SharedClock, names};
 use crate::audit::{AuditError, AuditLog, Guarantee};
 use crate::cache::{LoadError, TtlCache};
 use crate::clock::{Clock, SystemClock};
