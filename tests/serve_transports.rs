@@ -10,7 +10,8 @@
 //! * the `/metrics` counters == tool calls,
 //! * the cache is shared across transports (`query` results are identical
 //!   for the same text from either transport),
-//! both on the latchfree engine and on `--locked`.
+//!
+//! Both on the latchfree engine and on `--locked`.
 
 mod serve_util;
 
