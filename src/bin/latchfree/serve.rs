@@ -172,6 +172,11 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         if args.no_stdio { " (off)" } else { "" },
     );
     let http_stop = shutdown.clone();
+    // Small JSON-RPC replies: without TCP_NODELAY, Nagle's algorithm and the
+    // client's delayed ACK hold each reply back for tens of milliseconds.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let http = tokio::spawn(async move {
         axum::serve(listener, router)
             .with_graceful_shutdown(async move { http_stop.cancelled().await })
