@@ -104,10 +104,10 @@ async fn one_client(
     queries: usize,
     deadline: Instant,
 ) -> Result<(u64, u64, Vec<u64>), String> {
-    let client = ()
-        .serve(StreamableHttpClientTransport::from_uri(url))
-        .await
-        .map_err(|e| format!("client {id}: initialize: {e}"))?;
+    let client =
+        ().serve(StreamableHttpClientTransport::from_uri(url))
+            .await
+            .map_err(|e| format!("client {id}: initialize: {e}"))?;
     let (mut calls, mut errors, mut latencies) = (0, 0, Vec::new());
     let mut x = (id as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     while Instant::now() < deadline {
@@ -119,7 +119,10 @@ async fn one_client(
             1 => CallToolRequestParams::new("stats").with_arguments(Default::default()),
             _ => {
                 let mut args = serde_json::Map::new();
-                args.insert("q".into(), format!("query {}", (x >> 8) % queries as u64).into());
+                args.insert(
+                    "q".into(),
+                    format!("query {}", (x >> 8) % queries as u64).into(),
+                );
                 CallToolRequestParams::new("query").with_arguments(args)
             }
         };
@@ -140,7 +143,13 @@ async fn run_engine(args: &Args, locked: bool) -> Outcome {
     let dir = tempfile::tempdir().expect("scratch audit dir");
     let mut command = tokio::process::Command::new(&args.server);
     command
-        .args(["serve", "--no-stdio", "--bind", "127.0.0.1:0", "--audit-dir"])
+        .args([
+            "serve",
+            "--no-stdio",
+            "--bind",
+            "127.0.0.1:0",
+            "--audit-dir",
+        ])
         .arg(dir.path())
         .args(["--query-cost-ms", &args.query_cost_ms.to_string()])
         .args(["--durability", &args.durability])
@@ -155,7 +164,11 @@ async fn run_engine(args: &Args, locked: bool) -> Outcome {
         .unwrap_or_else(|e| panic!("cannot start {}: {e}", args.server.display()));
     let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
     let addr = loop {
-        let line = lines.next_line().await.unwrap().expect("server address line");
+        let line = lines
+            .next_line()
+            .await
+            .unwrap()
+            .expect("server address line");
         if let Some(rest) = line.split("MCP on http://").nth(1) {
             break rest.split('/').next().unwrap().to_owned();
         }
@@ -167,7 +180,12 @@ async fn run_engine(args: &Args, locked: bool) -> Outcome {
     let tasks: Vec<_> = (0..args.clients)
         .map(|id| tokio::spawn(one_client(url.clone(), id, args.queries, deadline)))
         .collect();
-    let mut outcome = Outcome { calls: 0, errors: 0, seconds: 0.0, latencies_us: Vec::new() };
+    let mut outcome = Outcome {
+        calls: 0,
+        errors: 0,
+        seconds: 0.0,
+        latencies_us: Vec::new(),
+    };
     for task in tasks {
         let (calls, errors, latencies) = task.await.unwrap().unwrap_or_else(|e| panic!("{e}"));
         outcome.calls += calls;
@@ -190,7 +208,11 @@ async fn run_engine(args: &Args, locked: bool) -> Outcome {
             .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
             .unwrap_or_else(|| panic!("{name} missing from /metrics"))
     };
-    assert_eq!(counter("engine_calls_total"), outcome.calls, "/metrics calls != calls made");
+    assert_eq!(
+        counter("engine_calls_total"),
+        outcome.calls,
+        "/metrics calls != calls made"
+    );
     assert_eq!(counter("engine_errors_total"), 0, "engine errors");
     assert_eq!(
         counter("engine_sessions_created_total"),
@@ -201,7 +223,10 @@ async fn run_engine(args: &Args, locked: bool) -> Outcome {
 
     // Graceful stop, then the audit log: one verified line per call.
     let pid = child.id().expect("pid").to_string();
-    let killed = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     assert!(killed.success());
     let status = tokio::time::timeout(Duration::from_secs(60), child.wait())
         .await
@@ -220,12 +245,19 @@ async fn main() {
         "mcp_load: {} clients over HTTP, {} s x {} rounds per engine, {} distinct queries, query cost {} ms, durability {}",
         args.clients, args.seconds, args.rounds, args.queries, args.query_cost_ms, args.durability
     );
-    println!("{:<6} {:<10} {:>10} {:>9} {:>9} {:>9} {:>7}", "round", "engine", "calls/s", "p50 µs", "p99 µs", "p99.9 µs", "errors");
+    println!(
+        "{:<6} {:<10} {:>10} {:>9} {:>9} {:>9} {:>7}",
+        "round", "engine", "calls/s", "p50 µs", "p99 µs", "p99.9 µs", "errors"
+    );
     let mut rates = [Vec::new(), Vec::new()];
     let mut p99s = [Vec::new(), Vec::new()];
     for round in 0..args.rounds {
         // Alternate which engine goes first.
-        let order = if round % 2 == 0 { [false, true] } else { [true, false] };
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
         for locked in order {
             let o = run_engine(&args, locked).await;
             println!(
@@ -253,5 +285,7 @@ async fn main() {
         lf / lk,
         lk99 / lf99
     );
-    println!("exact: every round had /metrics calls == calls made == audit lines (verified), sessions == clients, 0 errors");
+    println!(
+        "exact: every round had /metrics calls == calls made == audit lines (verified), sessions == clients, 0 errors"
+    );
 }

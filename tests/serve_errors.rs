@@ -49,7 +49,10 @@ async fn http_rejections_are_json_rpc_errors() {
     let (status, body) = post(&server, big.to_string(), None).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], -32600, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("4096"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("4096"),
+        "{body}"
+    );
 
     // A Host that is not loopback (DNS rebinding) is refused before MCP.
     let init = json!({
@@ -62,7 +65,11 @@ async fn http_rejections_are_json_rpc_errors() {
 
     // Still serving, and the engine saw none of it.
     let client = server.http_client().await;
-    json_of(&call(&client, "query", json!({ "q": "after" })).await.unwrap());
+    json_of(
+        &call(&client, "query", json!({ "q": "after" }))
+            .await
+            .unwrap(),
+    );
     let text = server.metrics().await;
     assert_eq!(metric(&text, "engine_calls_total"), Some(1.0), "{text}");
     drop(client);
@@ -89,9 +96,15 @@ async fn bad_tool_calls_get_mcp_errors() {
         json!({ "q": "" }),
     ] {
         let result = call(&client, "query", args.clone()).await.unwrap();
-        assert_eq!(result.is_error, Some(true), "{args} was accepted: {result:?}");
+        assert_eq!(
+            result.is_error,
+            Some(true),
+            "{args} was accepted: {result:?}"
+        );
     }
-    let result = call(&client, "stats", json!({ "unexpected": 1 })).await.unwrap();
+    let result = call(&client, "stats", json!({ "unexpected": 1 }))
+        .await
+        .unwrap();
     assert_eq!(result.is_error, Some(true));
 
     // The good call after them works; the engine counted only it.

@@ -43,11 +43,23 @@ async fn session_work(
         {
             let c = client.clone();
             let q = q.clone();
-            set.spawn(async move { ("query", q.clone(), call(&c, "query", json!({ "q": q })).await) });
+            set.spawn(async move {
+                (
+                    "query",
+                    q.clone(),
+                    call(&c, "query", json!({ "q": q })).await,
+                )
+            });
         }
         {
             let c = client.clone();
-            set.spawn(async move { ("session_info", String::new(), call(&c, "session_info", json!({})).await) });
+            set.spawn(async move {
+                (
+                    "session_info",
+                    String::new(),
+                    call(&c, "session_info", json!({})).await,
+                )
+            });
         }
         if round % 3 == 0 {
             let c = client.clone();
@@ -67,7 +79,11 @@ async fn session_work(
             }
         }
     }
-    assert_eq!(ids.len(), 1, "one MCP session saw several registry sessions: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        1,
+        "one MCP session saw several registry sessions: {ids:?}"
+    );
     let client = std::sync::Arc::try_unwrap(client).ok().unwrap();
     (calls, ids.into_iter().next().unwrap(), results, client)
 }
@@ -133,7 +149,10 @@ async fn two_transports(extra: &[&str]) {
     while let Some(done) = work.join_next().await {
         let (calls, session, results, client) = done.unwrap();
         total += calls;
-        assert!(expected.insert(session, calls).is_none(), "two MCP sessions shared a registry session");
+        assert!(
+            expected.insert(session, calls).is_none(),
+            "two MCP sessions shared a registry session"
+        );
         for (q, text) in results {
             let first = answers.entry(q).or_insert_with(|| text.clone());
             assert_eq!(*first, text, "one query text, two different results");
@@ -141,13 +160,23 @@ async fn two_transports(extra: &[&str]) {
         clients.push(client);
     }
     assert_eq!(expected.len(), HTTP_SESSIONS + 1);
-    assert_eq!(expected.keys().filter(|s| s.starts_with("stdio-")).count(), 1);
+    assert_eq!(
+        expected.keys().filter(|s| s.starts_with("stdio-")).count(),
+        1
+    );
 
     // The metrics, read live over HTTP, count exactly the calls made.
     let text = server.metrics().await;
-    assert_eq!(metric(&text, "engine_calls_total"), Some(total as f64), "{text}");
+    assert_eq!(
+        metric(&text, "engine_calls_total"),
+        Some(total as f64),
+        "{text}"
+    );
     assert_eq!(metric(&text, "engine_errors_total"), Some(0.0));
-    assert_eq!(metric(&text, "engine_sessions_created_total"), Some(expected.len() as f64));
+    assert_eq!(
+        metric(&text, "engine_sessions_created_total"),
+        Some(expected.len() as f64)
+    );
     let hits = metric(&text, "engine_cache_hits_total").unwrap();
     let queries = expected.values().sum::<u64>() as f64; // upper bound on query calls
     assert!(hits > 0.0 && hits < queries, "cache hits {hits}");
@@ -158,7 +187,10 @@ async fn two_transports(extra: &[&str]) {
     }
     let (ok, stderr) = server.wait().await;
     assert!(ok, "server failed:\n{stderr}");
-    assert!(stderr.contains(&format!("{total} tool calls (0 errors)")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{total} tool calls (0 errors)")),
+        "{stderr}"
+    );
 
     // The audit log: one line per call, per session, nothing else.
     assert_eq!(audit_calls_by_session(dir.path()), expected);
@@ -183,7 +215,11 @@ async fn sigterm_drains_the_audit_log() {
     let server = Server::start(dir.path(), &["--no-stdio", "--durability", "async"]).await;
     let client = server.http_client().await;
     for i in 0..50 {
-        json_of(&call(&client, "query", json!({ "q": format!("q{}", i % 7) })).await.unwrap());
+        json_of(
+            &call(&client, "query", json!({ "q": format!("q{}", i % 7) }))
+                .await
+                .unwrap(),
+        );
     }
     let pid = server.child.id().unwrap();
     let status = std::process::Command::new("kill")
@@ -194,6 +230,9 @@ async fn sigterm_drains_the_audit_log() {
     let (ok, stderr) = server.wait().await;
     assert!(ok, "server failed:\n{stderr}");
     let by_session = audit_calls_by_session(dir.path());
-    assert_eq!(by_session.into_iter().collect::<Vec<_>>(), [("http-0".to_owned(), 50)]);
+    assert_eq!(
+        by_session.into_iter().collect::<Vec<_>>(),
+        [("http-0".to_owned(), 50)]
+    );
     drop(client);
 }

@@ -8,10 +8,10 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use rmcp::RoleClient;
+use rmcp::ServiceExt as _;
 use rmcp::model::{CallToolRequestParams, CallToolResult};
 use rmcp::service::{RunningService, ServiceError};
 use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::ServiceExt as _;
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout};
 use tokio::task::JoinHandle;
@@ -138,10 +138,14 @@ pub fn json_of(result: &CallToolResult) -> serde_json::Value {
 pub fn metric(text: &str, name: &str) -> Option<f64> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).expect("valid Prometheus text");
-    scrape.samples.iter().find(|s| s.metric == name).map(|s| match s.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => v,
-        _ => panic!("{name} is not a scalar"),
-    })
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => panic!("{name} is not a scalar"),
+        })
 }

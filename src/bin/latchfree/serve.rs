@@ -168,7 +168,11 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         );
     eprintln!(
         "latchfree serve: {} engine; MCP on http://{local}/mcp and stdio{}; metrics on http://{local}/metrics",
-        if engine.is_locked() { "locked" } else { "latchfree" },
+        if engine.is_locked() {
+            "locked"
+        } else {
+            "latchfree"
+        },
         if args.no_stdio { " (off)" } else { "" },
     );
     let http_stop = shutdown.clone();
@@ -191,10 +195,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         let stop = shutdown.clone();
         let token = shutdown.child_token();
         Some(tokio::spawn(async move {
-            match server
-                .serve_with_ct(rmcp::transport::stdio(), token)
-                .await
-            {
+            match server.serve_with_ct(rmcp::transport::stdio(), token).await {
                 Ok(running) => {
                     let _ = running.waiting().await;
                 }
@@ -252,7 +253,12 @@ async fn jsonrpc_transport_errors(response: axum::response::Response) -> axum::r
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    if is_json || !matches!(status, StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE) {
+    if is_json
+        || !matches!(
+            status,
+            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE
+        )
+    {
         return response;
     }
     let (parts, body) = response.into_parts();
@@ -261,7 +267,11 @@ async fn jsonrpc_transport_errors(response: axum::response::Response) -> axum::r
     let (status, code, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
         (status, -32600, format!("Invalid Request: {text}"))
     } else if text.starts_with("fail to deserialize") {
-        (StatusCode::BAD_REQUEST, -32700, format!("Parse error: {text}"))
+        (
+            StatusCode::BAD_REQUEST,
+            -32700,
+            format!("Parse error: {text}"),
+        )
     } else {
         (status, -32600, format!("Invalid Request: {text}"))
     };
@@ -270,13 +280,16 @@ async fn jsonrpc_transport_errors(response: axum::response::Response) -> axum::r
         "id": null,
         "error": { "code": code, "message": message },
     });
-    let mut response = axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()));
+    let mut response =
+        axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
         axum::http::header::CONTENT_TYPE,
         axum::http::HeaderValue::from_static("application/json"),
     );
-    response.headers_mut().remove(axum::http::header::CONTENT_LENGTH);
+    response
+        .headers_mut()
+        .remove(axum::http::header::CONTENT_LENGTH);
     response
 }
 
@@ -315,7 +328,10 @@ impl Gate {
     async fn enter(&self) -> Result<tokio::sync::RwLockReadGuard<'_, bool>, ErrorData> {
         let guard = self.closed.read().await;
         if *guard {
-            return Err(ErrorData::internal_error("the server is shutting down", None));
+            return Err(ErrorData::internal_error(
+                "the server is shutting down",
+                None,
+            ));
         }
         Ok(guard)
     }
@@ -398,7 +414,13 @@ impl McpServer {
         let shared = self.shared.clone();
         let session = self.session_id().to_owned();
         let reply = tokio::task::spawn_blocking(move || {
-            serve_tools::run(&shared.engine, &session, tool, &args_json, shared.query_cost)
+            serve_tools::run(
+                &shared.engine,
+                &session,
+                tool,
+                &args_json,
+                shared.query_cost,
+            )
         })
         .await
         .map_err(|err| ErrorData::internal_error(format!("tool task failed: {err}"), None))?;
@@ -435,7 +457,9 @@ impl McpServer {
     }
 
     /// The registry session of this MCP session.
-    #[tool(description = "Describe this MCP session's server-side session: its id and how many tool calls it has made.")]
+    #[tool(
+        description = "Describe this MCP session's server-side session: its id and how many tool calls it has made."
+    )]
     async fn session_info(
         &self,
         Parameters(_): Parameters<NoArgs>,
@@ -444,7 +468,9 @@ impl McpServer {
     }
 
     /// Server-wide counters.
-    #[tool(description = "Server-wide statistics: tool calls, errors, bytes, sessions, cache hits and misses.")]
+    #[tool(
+        description = "Server-wide statistics: tool calls, errors, bytes, sessions, cache hits and misses."
+    )]
     async fn stats(&self, Parameters(_): Parameters<NoArgs>) -> Result<CallToolResult, ErrorData> {
         self.call(Tool::Stats, "{}".to_owned()).await
     }

@@ -100,7 +100,12 @@ pub fn run(
             let mut value = serde_json::to_value(engine.counters())
                 .map_err(|err| ToolError::new(err.to_string()))?;
             value["sessions_live"] = engine.session_count().into();
-            value["engine"] = if engine.is_locked() { "locked" } else { "latchfree" }.into();
+            value["engine"] = if engine.is_locked() {
+                "locked"
+            } else {
+                "latchfree"
+            }
+            .into();
             Ok(value.to_string())
         })?,
     };
