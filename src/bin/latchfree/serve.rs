@@ -20,11 +20,19 @@
 //!   per MCP session. The server advertises only protocol versions that keep
 //!   the `initialize` handshake (and so sessions); a stateless (`2026-07-28`)
 //!   request would otherwise get a fresh instance per call.
-//! * **Errors.** Unknown tools and arguments that do not match a tool's
-//!   schema are answered by rmcp's router with JSON-RPC `-32602`; malformed
-//!   JSON gets `-32700`/HTTP 4xx from the transport; a body over
-//!   `--max-body-bytes` gets HTTP 413; an engine error (a capacity reached,
-//!   a stopped engine) is a JSON-RPC error naming the cause, never a panic.
+//! * **Errors.** An unknown tool is a JSON-RPC `-32602` (rmcp's router).
+//!   Arguments that do not fit a tool's schema, or out of range, are a tool
+//!   result with `isError: true` (the MCP way for input errors: the model
+//!   reads it); they are rejected before the request path, so they reach
+//!   neither the engine's counters nor the audit log. Over HTTP, a body that
+//!   is not JSON is `400` with a JSON-RPC `-32700` body, one over
+//!   `--max-body-bytes` `413` with `-32600` (see `jsonrpc_transport_errors`),
+//!   a foreign `Host` `403`. On stdio, well-formed JSON that is not a message
+//!   is `-32600` and an unknown method `-32601`; an unparsable line is
+//!   ignored, as in every official MCP SDK (no id to answer; answering
+//!   garbage can start an error storm). An engine error (a capacity reached,
+//!   a stopped engine, a failing audit log) is a JSON-RPC `-32603` naming
+//!   the cause; a tool's own failure is an `isError` result. Never a panic.
 //! * **Shutdown.** SIGINT, SIGTERM or EOF on stdin cancel one token: the HTTP
 //!   listener stops accepting, the sessions end, in-flight tool calls finish
 //!   (the [`Gate`] waits for them), then the engine's `shutdown` drains the
