@@ -276,7 +276,12 @@ async fn main() {
     }
     let median = |v: &mut Vec<f64>| {
         v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
     };
     let (lf, lk) = (median(&mut rates[0]), median(&mut rates[1]));
     let (lf99, lk99) = (median(&mut p99s[0]), median(&mut p99s[1]));
