@@ -104,6 +104,9 @@ pub(super) trait Components: Send + Sync + 'static {
     /// Sweeps expired sessions and cache entries out.
     fn sweep(&self);
 
+    /// Waits until every event logged so far is written to the OS.
+    fn flush(&self) -> Result<(), AuditError>;
+
     /// Drains and closes the logs.
     fn close(&self) -> Result<(), AuditError>;
 }
@@ -349,6 +352,15 @@ impl Components for Latchfree {
         });
     }
 
+    fn flush(&self) -> Result<(), AuditError> {
+        let audit = self.audit.flush().map(drop);
+        let telemetry = self
+            .telemetry
+            .as_ref()
+            .map_or(Ok(()), |t| t.flush().map(drop));
+        audit.and(telemetry)
+    }
+
     fn close(&self) -> Result<(), AuditError> {
         let audit = self.audit.close().map(drop);
         let telemetry = self
@@ -565,6 +577,15 @@ impl Components for Locked {
         self.caches.values().for_each(|c| {
             c.sweep();
         });
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        let audit = self.audit.flush().map(drop);
+        let telemetry = self
+            .telemetry
+            .as_ref()
+            .map_or(Ok(()), |t| t.flush().map(drop));
+        audit.and(telemetry)
     }
 
     fn close(&self) -> Result<(), AuditError> {

@@ -789,6 +789,12 @@ impl Engine {
         &self.inner.config
     }
 
+    /// Waits until the audit (and telemetry) line of every call that
+    /// returned is written to the OS, whatever the guarantee.
+    pub fn flush(&self) -> Result<(), EngineError> {
+        Ok(with_parts!(&*self.inner.parts, c => c.flush())?)
+    }
+
     /// Stops the sweeper thread, drains and closes the audit and telemetry
     /// logs (every call that returned has its line written), and returns
     /// the first error. Later calls fail with [`EngineError::ShutDown`].
