@@ -461,6 +461,28 @@ impl Locked {
     }
 }
 
+impl Locked {
+    pub(super) fn stats(&self) -> &LockedStats {
+        &self.stats
+    }
+
+    pub(super) fn sessions(&self) -> &LockedSessionRegistry<Session> {
+        &self.sessions
+    }
+
+    pub(super) fn caches(&self) -> &BTreeMap<String, LockedTtlCache<String, Arc<str>>> {
+        &self.caches
+    }
+
+    pub(super) fn audit_log(&self) -> &LockedAuditLog {
+        &self.audit
+    }
+
+    pub(super) fn telemetry_log(&self) -> Option<&LockedAuditLog> {
+        self.telemetry.as_ref()
+    }
+}
+
 /// Adds `n` to `name` in a locked stats map, without allocating when the
 /// name is present (the engine registers every name at build time).
 fn add(map: &mut HashMap<String, u64>, name: &str, n: u64) {
