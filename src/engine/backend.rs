@@ -104,6 +104,9 @@ pub(super) trait Components: Send + Sync + 'static {
     /// Sweeps expired sessions and cache entries out.
     fn sweep(&self);
 
+    /// Waits until every event logged so far is written to the OS.
+    fn flush(&self) -> Result<(), AuditError>;
+
     /// Drains and closes the logs.
     fn close(&self) -> Result<(), AuditError>;
 }
@@ -151,6 +154,87 @@ fn cache_limits<B>(
         Some(d) => tti(builder, d),
         None => builder,
     }
+}
+
+/// The methods whose code is the same for both kinds (only the types differ).
+macro_rules! shared_components {
+    () => {
+        fn session(
+            &self,
+            id: &str,
+            init: impl FnOnce() -> Session,
+        ) -> Result<Arc<Session>, SessionError> {
+            self.sessions.get_or_create(id, init)
+        }
+
+        fn has_cache(&self, tool: &str) -> bool {
+            self.caches.contains_key(tool)
+        }
+
+        fn cache_load(
+            &self,
+            tool: &str,
+            key: String,
+            load: impl FnOnce() -> Result<Arc<str>, ToolError>,
+        ) -> Result<Arc<str>, LoadError<ToolError>> {
+            match self.caches.get(tool) {
+                Some(cache) => cache.try_get_or_load(key, load),
+                None => load().map_err(|e| LoadError::Load(Arc::new(e))),
+            }
+        }
+
+        fn telemetry<E: Serialize + ?Sized>(&self, event: &E) -> Result<(), AuditError> {
+            match &self.telemetry {
+                Some(log) => log.log(event).map(drop),
+                None => Ok(()),
+            }
+        }
+
+        fn session_count(&self) -> usize {
+            self.sessions.len()
+        }
+
+        fn get_session(&self, id: &str) -> Option<Arc<Session>> {
+            self.sessions.get(id)
+        }
+
+        fn remove_session(&self, id: &str) -> Option<Arc<Session>> {
+            self.sessions.remove(id)
+        }
+
+        fn cache_len(&self, tool: &str) -> Option<usize> {
+            self.caches.get(tool).map(|c| c.len())
+        }
+
+        fn invalidate_cache(&self, tool: &str) -> Option<usize> {
+            self.caches.get(tool).map(|c| c.invalidate_all())
+        }
+
+        fn sweep(&self) {
+            self.sessions.sweep();
+            self.caches.values().for_each(|c| {
+                c.sweep();
+            });
+        }
+
+        fn flush(&self) -> Result<(), AuditError> {
+            let audit = self.audit.flush().map(drop);
+            let telemetry = self
+                .telemetry
+                .as_ref()
+                .map_or(Ok(()), |t| t.flush().map(drop));
+            audit.and(telemetry)
+        }
+
+        fn close(&self) -> Result<(), AuditError> {
+            let audit = self.audit.close().map(drop);
+            let telemetry = self
+                .telemetry
+                .as_ref()
+                .map_or(Ok(()), |t| t.close().map(drop));
+            audit.and(telemetry)
+        }
+    };
 }
 
 /// latchfree's components.
@@ -261,29 +345,7 @@ impl Latchfree {
 }
 
 impl Components for Latchfree {
-    fn session(
-        &self,
-        id: &str,
-        init: impl FnOnce() -> Session,
-    ) -> Result<Arc<Session>, SessionError> {
-        self.sessions.get_or_create(id, init)
-    }
-
-    fn has_cache(&self, tool: &str) -> bool {
-        self.caches.contains_key(tool)
-    }
-
-    fn cache_load(
-        &self,
-        tool: &str,
-        key: String,
-        load: impl FnOnce() -> Result<Arc<str>, ToolError>,
-    ) -> Result<Arc<str>, LoadError<ToolError>> {
-        match self.caches.get(tool) {
-            Some(cache) => cache.try_get_or_load(key, load),
-            None => load().map_err(|e| LoadError::Load(Arc::new(e))),
-        }
-    }
+    shared_components!();
 
     fn record(&self, call: &CallStats) {
         self.stats.apply([
@@ -307,55 +369,12 @@ impl Components for Latchfree {
         }
     }
 
-    fn telemetry<E: Serialize + ?Sized>(&self, event: &E) -> Result<(), AuditError> {
-        match &self.telemetry {
-            Some(log) => log.log(event).map(drop),
-            None => Ok(()),
-        }
-    }
-
     fn counter(&self, name: &str) -> u64 {
         self.stats.snapshot().counter(name).unwrap_or(0)
     }
 
     fn prometheus(&self) -> String {
         self.stats.snapshot().to_prometheus()
-    }
-
-    fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
-    fn get_session(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.get(id)
-    }
-
-    fn remove_session(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.remove(id)
-    }
-
-    fn cache_len(&self, tool: &str) -> Option<usize> {
-        self.caches.get(tool).map(TtlCache::len)
-    }
-
-    fn invalidate_cache(&self, tool: &str) -> Option<usize> {
-        self.caches.get(tool).map(TtlCache::invalidate_all)
-    }
-
-    fn sweep(&self) {
-        self.sessions.sweep();
-        self.caches.values().for_each(|c| {
-            c.sweep();
-        });
-    }
-
-    fn close(&self) -> Result<(), AuditError> {
-        let audit = self.audit.close().map(drop);
-        let telemetry = self
-            .telemetry
-            .as_ref()
-            .map_or(Ok(()), |t| t.close().map(drop));
-        audit.and(telemetry)
     }
 }
 
@@ -442,6 +461,28 @@ impl Locked {
     }
 }
 
+impl Locked {
+    pub(super) fn stats(&self) -> &LockedStats {
+        &self.stats
+    }
+
+    pub(super) fn sessions(&self) -> &LockedSessionRegistry<Session> {
+        &self.sessions
+    }
+
+    pub(super) fn caches(&self) -> &BTreeMap<String, LockedTtlCache<String, Arc<str>>> {
+        &self.caches
+    }
+
+    pub(super) fn audit_log(&self) -> &LockedAuditLog {
+        &self.audit
+    }
+
+    pub(super) fn telemetry_log(&self) -> Option<&LockedAuditLog> {
+        self.telemetry.as_ref()
+    }
+}
+
 /// Adds `n` to `name` in a locked stats map, without allocating when the
 /// name is present (the engine registers every name at build time).
 fn add(map: &mut HashMap<String, u64>, name: &str, n: u64) {
@@ -454,29 +495,7 @@ fn add(map: &mut HashMap<String, u64>, name: &str, n: u64) {
 }
 
 impl Components for Locked {
-    fn session(
-        &self,
-        id: &str,
-        init: impl FnOnce() -> Session,
-    ) -> Result<Arc<Session>, SessionError> {
-        self.sessions.get_or_create(id, init)
-    }
-
-    fn has_cache(&self, tool: &str) -> bool {
-        self.caches.contains_key(tool)
-    }
-
-    fn cache_load(
-        &self,
-        tool: &str,
-        key: String,
-        load: impl FnOnce() -> Result<Arc<str>, ToolError>,
-    ) -> Result<Arc<str>, LoadError<ToolError>> {
-        match self.caches.get(tool) {
-            Some(cache) => cache.try_get_or_load(key, load),
-            None => load().map_err(|e| LoadError::Load(Arc::new(e))),
-        }
-    }
+    shared_components!();
 
     fn record(&self, call: &CallStats) {
         let bucket = (u64::BITS - call.latency_ns.leading_zeros()) as usize;
@@ -496,13 +515,6 @@ impl Components for Locked {
 
     fn audit<E: Serialize + ?Sized>(&self, event: &E) -> Result<(), AuditError> {
         self.audit.log(event).map(drop)
-    }
-
-    fn telemetry<E: Serialize + ?Sized>(&self, event: &E) -> Result<(), AuditError> {
-        match &self.telemetry {
-            Some(log) => log.log(event).map(drop),
-            None => Ok(()),
-        }
     }
 
     fn counter(&self, name: &str) -> u64 {
@@ -538,41 +550,5 @@ impl Components for Locked {
         let _ = writeln!(out, "{hist}_bucket{{le=\"+Inf\"}} {count}");
         let _ = writeln!(out, "{hist}_count {count}");
         out
-    }
-
-    fn session_count(&self) -> usize {
-        self.sessions.len()
-    }
-
-    fn get_session(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.get(id)
-    }
-
-    fn remove_session(&self, id: &str) -> Option<Arc<Session>> {
-        self.sessions.remove(id)
-    }
-
-    fn cache_len(&self, tool: &str) -> Option<usize> {
-        self.caches.get(tool).map(LockedTtlCache::len)
-    }
-
-    fn invalidate_cache(&self, tool: &str) -> Option<usize> {
-        self.caches.get(tool).map(LockedTtlCache::invalidate_all)
-    }
-
-    fn sweep(&self) {
-        self.sessions.sweep();
-        self.caches.values().for_each(|c| {
-            c.sweep();
-        });
-    }
-
-    fn close(&self) -> Result<(), AuditError> {
-        let audit = self.audit.close().map(drop);
-        let telemetry = self
-            .telemetry
-            .as_ref()
-            .map_or(Ok(()), |t| t.close().map(drop));
-        audit.and(telemetry)
     }
 }

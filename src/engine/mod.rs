@@ -44,7 +44,7 @@
 //!    applied so that a snapshot sees all of them or none.
 //! 4. **One audit event**: a JSON line naming the session, tool, sizes,
 //!    outcome and latency, appended with the configured
-//!    [`Guarantee`](crate::audit::Guarantee): `async` returns once it is in
+//!    [`Guarantee`]: `async` returns once it is in
 //!    the ring, `os` once it is written, `disk` once it is fsynced (callers
 //!    waiting at once share one fsync).
 //!
@@ -91,6 +91,7 @@ pub use self::config::{
     AuditConfig, CacheConfig, ConfigError, EngineConfig, SessionConfig, parse_guarantee,
 };
 use crate::audit::{AuditError, AuditLog, Guarantee};
+use crate::baseline::{LockedAuditLog, LockedSessionRegistry, LockedStats, LockedTtlCache};
 use crate::cache::{LoadError, TtlCache};
 use crate::clock::{Clock, SystemClock};
 use crate::session::{SessionError, SessionRegistry};
@@ -279,15 +280,27 @@ pub enum Parts<'a> {
         /// The telemetry stream, when configured.
         telemetry: Option<&'a AuditLog>,
     },
-    /// The locked twins (reached through the engine's API only).
-    Locked,
+    /// The locked twins.
+    Locked {
+        /// Every counter, and the latency histogram as power-of-two bucket
+        /// counters (`engine_call_latency_ns_bucket_I`: values below `2^I`).
+        stats: &'a LockedStats,
+        /// The session registry.
+        sessions: &'a LockedSessionRegistry<Session>,
+        /// The tool-result caches, by tool name (keys: `tool\0args_json`).
+        caches: &'a BTreeMap<String, LockedTtlCache<String, Arc<str>>>,
+        /// The audit stream.
+        audit: &'a LockedAuditLog,
+        /// The telemetry stream, when configured.
+        telemetry: Option<&'a LockedAuditLog>,
+    },
 }
 
 impl fmt::Debug for Parts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Parts::Latchfree { .. } => "Parts::Latchfree",
-            Parts::Locked => "Parts::Locked",
+            Parts::Locked { .. } => "Parts::Locked",
         })
     }
 }
@@ -765,7 +778,13 @@ impl Engine {
                 audit: c.audit_log(),
                 telemetry: c.telemetry_log(),
             },
-            Kind::Locked(_) => Parts::Locked,
+            Kind::Locked(c) => Parts::Locked {
+                stats: c.stats(),
+                sessions: c.sessions(),
+                caches: c.caches(),
+                audit: c.audit_log(),
+                telemetry: c.telemetry_log(),
+            },
         }
     }
 
@@ -787,6 +806,12 @@ impl Engine {
     /// The configuration it was built from.
     pub fn config(&self) -> &EngineConfig {
         &self.inner.config
+    }
+
+    /// Waits until the audit (and telemetry) line of every call that
+    /// returned is written to the OS, whatever the guarantee.
+    pub fn flush(&self) -> Result<(), EngineError> {
+        Ok(with_parts!(&*self.inner.parts, c => c.flush())?)
     }
 
     /// Stops the sweeper thread, drains and closes the audit and telemetry
