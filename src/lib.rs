@@ -17,6 +17,7 @@
 //! | [`session`] | session registry: get-or-create exactly once, lock-free lookups, idle expiry and lifetime, capacity bound, eviction events |
 //! | [`cache`] | bounded TTL cache: lock-free hits, single-flight loading, TTL / idle TTL / per-entry TTL, second-chance eviction |
 //! | [`ttl`] | what the two share: eviction causes, sweep modes, build errors |
+//! | [`engine`] | all of the above in one cloneable handle, with the request path of a tool call; or the same from the locked twins |
 //! | [`clock`] | injectable time (`ManualClock` for tests) |
 //! | [`baseline`] | the locked twins |
 //!
@@ -37,6 +38,7 @@ pub mod baseline;
 pub mod bench;
 pub mod cache;
 pub mod clock;
+pub mod engine;
 #[doc(hidden)] // Public for the loom models in `loom_tests/`; not part of the API.
 pub mod flight;
 #[cfg(not(latchfree_loom))]

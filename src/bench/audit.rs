@@ -230,13 +230,13 @@ impl Events {
 
 /// Calls that failed during the run: the first error, and how many.
 #[derive(Default)]
-struct Failures {
+pub(crate) struct Failures {
     count: AtomicU64,
     first: OnceLock<String>,
 }
 
 impl Failures {
-    fn note<T, E: std::fmt::Display>(&self, result: Result<T, E>) {
+    pub(crate) fn note<T, E: std::fmt::Display>(&self, result: Result<T, E>) {
         match result {
             Ok(value) => {
                 black_box(value);
@@ -249,7 +249,7 @@ impl Failures {
         }
     }
 
-    fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         match self.count.load(Ordering::Relaxed) {
             0 => Ok(()),
             n => Err(format!(
@@ -268,7 +268,7 @@ fn scratch_dir() -> TempDir {
 }
 
 /// Checks the stream in `dir` holds exactly `total` records, unbroken.
-fn verify_stream(dir: &Path, total: u64) -> Result<(), String> {
+pub(crate) fn verify_stream(dir: &Path, total: u64) -> Result<(), String> {
     let report = audit::verify(dir).map_err(|e| format!("audit::verify: {e}"))?;
     expect_eq("records in the files", report.records, total)?;
     expect_eq("events dropped (gap markers)", report.dropped, 0)

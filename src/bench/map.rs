@@ -289,7 +289,7 @@ impl MapOp {
 
 /// A xorshift64* generator: per worker, never shared.
 #[derive(Clone, Copy, Debug)]
-pub struct Rng(u64);
+pub struct Rng(pub(crate) u64);
 
 impl Rng {
     /// A generator for worker `seed`.

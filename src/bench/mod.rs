@@ -22,11 +22,14 @@
 //! audit log under each guarantee: `async`, `os`, `disk`), [`shared`]
 //! (reads and replacements of a swappable shared instance), [`sessions`] and
 //! [`cache`] (hits, a 90/10 read/write mix and a get-or-create storm on
-//! fresh keys, driven by [`map`]).
+//! fresh keys, driven by [`map`]), and [`mixed`]: the whole request path
+//! of a tool call on an [`Engine`](crate::engine::Engine) against the
+//! all-locked engine (what `latchfree bench` runs by default).
 
 pub mod audit;
 pub mod cache;
 pub mod map;
+pub mod mixed;
 pub mod sessions;
 pub mod shared;
 pub mod stats;
@@ -47,6 +50,12 @@ pub trait Target: Send + Sync {
     /// to check.
     fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
         let _ = total_ops;
+        None
+    }
+
+    /// What the last [`verify`](Self::verify) checked, to print beside a
+    /// passing row (a failing one prints its error). `None` by default.
+    fn report(&self) -> Option<String> {
         None
     }
 
@@ -219,7 +228,8 @@ pub struct Row {
     /// Whether the implementation's state matched the exact operation count.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact: Option<bool>,
-    /// What the exactness check found, when it failed.
+    /// What the exactness check found: why it failed, or, where the target
+    /// [reports](Target::report) it, what it checked when it passed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exact_detail: Option<String>,
 }
@@ -306,7 +316,11 @@ fn summarise(case: &Case, threads: usize, rounds: &mut [Measurement], target: &d
         p99_ns: pct(0.99),
         p999_ns: pct(0.999),
         exact: check.as_ref().map(Result::is_ok),
-        exact_detail: check.and_then(Result::err),
+        exact_detail: match check {
+            Some(Err(e)) => Some(e),
+            Some(Ok(())) => target.report(),
+            None => None,
+        },
     }
 }
 
@@ -347,6 +361,7 @@ pub fn workloads() -> Vec<(&'static str, Vec<Case>)> {
         ("shared", shared::cases()),
         ("sessions", sessions::cases()),
         ("cache", cache::cases()),
+        ("mixed", mixed::cases()),
     ]
 }
 

@@ -7,7 +7,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use latchfree::audit::Guarantee;
 use latchfree::bench::{self, Plan, Row};
+
+mod serve;
+mod serve_tools;
 
 #[derive(Parser)]
 #[command(
@@ -28,6 +32,8 @@ enum Command {
     /// Audit log tools.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// An MCP server (stdio and Streamable HTTP at once) on one engine.
+    Serve(serve::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -48,7 +54,11 @@ enum AuditCommand {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Workload {
-    /// Every workload below.
+    /// The whole request path of a tool call (`tool_call`: session
+    /// get-or-create, cache get-or-load, stats batch, audit event) on the
+    /// engine vs the all-locked engine; checks exactness afterwards.
+    Mixed,
+    /// Every workload (the components', then `mixed`).
     All,
     /// Counters, batches and snapshots (`counter_add`, `batch4`, `snapshot`).
     Stats,
@@ -70,7 +80,7 @@ enum Workload {
 #[derive(clap::Args)]
 struct BenchArgs {
     /// Which workload to run.
-    #[arg(value_enum, default_value_t = Workload::All)]
+    #[arg(value_enum, default_value_t = Workload::Mixed)]
     workload: Workload,
     /// Thread counts, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
@@ -87,12 +97,33 @@ struct BenchArgs {
     /// One JSON object per line on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// `mixed`: distinct session ids.
+    #[arg(long, default_value_t = 10_000)]
+    ids: u64,
+    /// `mixed`: the share of calls whose result is cached, 0 to 1.
+    #[arg(long, default_value_t = 0.9)]
+    hit_ratio: f64,
+    /// `mixed`: the audit guarantee of every call, on both engines.
+    #[arg(long, value_enum, default_value_t = Durability::Async)]
+    durability: Durability,
+}
+
+/// The audit guarantee of the `mixed` workload's calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Durability {
+    /// In memory when the call returns (locked: a `BufWriter`).
+    Async,
+    /// In the OS page cache when the call returns.
+    Os,
+    /// fsynced when the call returns (latchfree: group commit).
+    Disk,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Bench(args) => bench_command(&args),
+        Command::Serve(args) => serve::serve_command(args),
         Command::Audit(AuditCommand::Verify { dir, prefix, from }) => {
             verify_command(&dir, &prefix, from.as_deref())
         }
@@ -148,10 +179,28 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
         eprintln!("error: --seconds must be a positive number of seconds, at most 3600");
         return ExitCode::from(2);
     }
+    if args.ids == 0 {
+        eprintln!("error: --ids must be at least 1");
+        return ExitCode::from(2);
+    }
+    if !(0.0..=1.0).contains(&args.hit_ratio) {
+        eprintln!("error: --hit-ratio must be between 0 and 1, e.g. 0.9");
+        return ExitCode::from(2);
+    }
+    bench::mixed::set_params(bench::mixed::MixedParams {
+        ids: args.ids,
+        hit_ratio: args.hit_ratio,
+        guarantee: match args.durability {
+            Durability::Async => Guarantee::Async,
+            Durability::Os => Guarantee::Os,
+            Durability::Disk => Guarantee::Disk,
+        },
+    });
     let cases: Vec<bench::Case> = bench::workloads()
         .into_iter()
         .filter(|(name, _)| match args.workload {
             Workload::All => true,
+            Workload::Mixed => *name == "mixed",
             Workload::Stats => *name == "stats",
             Workload::Audit => *name == "audit",
             Workload::Shared => *name == "shared",
@@ -194,6 +243,14 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
         }
     } else {
         let _ = write!(out, "{}", table(&rows));
+    }
+    for r in rows.iter().filter(|r| r.exact == Some(true)) {
+        if let Some(detail) = &r.exact_detail {
+            eprintln!(
+                "exact: {}/{} {} ×{}: {detail}",
+                r.workload, r.op, r.imp, r.threads
+            );
+        }
     }
     let inexact: Vec<&Row> = rows.iter().filter(|r| r.exact == Some(false)).collect();
     for r in &inexact {

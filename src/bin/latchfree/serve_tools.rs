@@ -1,0 +1,158 @@
+//! The server's tools and its engine: how `latchfree serve` builds its
+//! [`Engine`] and what each tool computes inside the request path.
+//!
+//! Each tool is one [`Engine::call`]: the session step, then (for `query`)
+//! the cache step, then the tool closure below, then the stats batch and the
+//! audit event. The closures only compute; everything shared goes through
+//! the engine.
+
+use std::time::Duration;
+
+use latchfree::engine::{CacheConfig, Call, Engine, EngineError, ToolError};
+use sha2::{Digest as _, Sha256};
+
+/// The tools, by name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// Deterministic search, cached.
+    Query,
+    /// The caller's registry session.
+    SessionInfo,
+    /// The engine's counters.
+    Stats,
+}
+
+impl Tool {
+    /// The MCP tool name (also the engine's tool and cache name).
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::Query => "query",
+            Tool::SessionInfo => "session_info",
+            Tool::Stats => "stats",
+        }
+    }
+}
+
+/// Builds the engine `latchfree serve` runs on: the configuration file if
+/// given (or the defaults), then the flags, with a cache for `query`.
+pub fn build_engine(
+    config: Option<&std::path::Path>,
+    audit_dir: &std::path::Path,
+    locked: bool,
+    durability: Option<&str>,
+) -> Result<Engine, String> {
+    let mut config = match config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+            latchfree::engine::EngineConfig::from_toml(&text).map_err(|err| err.to_string())?
+        }
+        None => latchfree::engine::EngineConfig::new(audit_dir),
+    };
+    config.locked |= locked;
+    if let Some(name) = durability {
+        config.audit.guarantee = latchfree::engine::parse_guarantee(name)
+            .ok_or_else(|| format!("--durability must be async, os or disk, not {name:?}"))?;
+    }
+    config
+        .caches
+        .entry(Tool::Query.name().to_owned())
+        .or_insert_with(CacheConfig::default);
+    Engine::from_config(config).map_err(|err| format!("cannot build the engine: {err}"))
+}
+
+/// Runs one tool call through the engine's request path. Blocking: the
+/// simulated cost of a `query` miss sleeps on the calling thread.
+pub fn run(
+    engine: &Engine,
+    session_id: &str,
+    tool: Tool,
+    args_json: &str,
+    query_cost: Duration,
+) -> Result<String, EngineError> {
+    let call = Call::new(session_id, tool.name(), args_json);
+    let reply = match tool {
+        Tool::Query => engine.call(&call, |args| {
+            if !query_cost.is_zero() {
+                std::thread::sleep(query_cost);
+            }
+            query_result(args)
+        })?,
+        // The session step has run when the closure does: the session is
+        // live and its count includes this call.
+        Tool::SessionInfo => engine.call(&call, |_| {
+            let session = engine
+                .session(session_id)
+                .ok_or_else(|| ToolError::new("the session expired during the call"))?;
+            let created = session
+                .created()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            Ok(serde_json::json!({
+                "session": session.id(),
+                "calls": session.calls(),
+                "created_unix_ms": created.as_millis() as u64,
+            })
+            .to_string())
+        })?,
+        // Counters as of before this call's own stats batch.
+        Tool::Stats => engine.call(&call, |_| {
+            let mut value = serde_json::to_value(engine.counters())
+                .map_err(|err| ToolError::new(err.to_string()))?;
+            value["sessions_live"] = engine.session_count().into();
+            value["engine"] = if engine.is_locked() {
+                "locked"
+            } else {
+                "latchfree"
+            }
+            .into();
+            Ok(value.to_string())
+        })?,
+    };
+    Ok(reply.output.to_string())
+}
+
+/// The `query` tool's result for `args_json` (`{"q": .., "limit": ..}`):
+/// `limit` synthetic documents whose ids and scores are derived from the
+/// SHA-256 of the query text, so the same query always gives the same text.
+pub fn query_result(args_json: &str) -> Result<String, ToolError> {
+    #[derive(serde::Deserialize)]
+    struct Args {
+        q: String,
+        limit: u32,
+    }
+    let args: Args = serde_json::from_str(args_json)
+        .map_err(|err| ToolError::new(format!("query arguments: {err}")))?;
+    let mut results = Vec::with_capacity(args.limit as usize);
+    let mut digest = Sha256::digest(args.q.as_bytes());
+    for rank in 0..args.limit {
+        let doc = u64::from_le_bytes(digest[..8].try_into().expect("a 32-byte digest"));
+        let score = f64::from(u16::from_le_bytes([digest[8], digest[9]])) / 65535.0;
+        results.push(serde_json::json!({
+            "rank": rank + 1,
+            "doc": format!("doc-{doc:016x}"),
+            "score": (score * 1000.0).round() / 1000.0,
+        }));
+        digest = Sha256::digest(digest);
+    }
+    Ok(serde_json::json!({ "q": args.q, "results": results }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_is_deterministic_and_depends_on_the_text() {
+        let a = query_result(r#"{"q":"rust","limit":3}"#).unwrap();
+        assert_eq!(a, query_result(r#"{"q":"rust","limit":3}"#).unwrap());
+        assert_ne!(a, query_result(r#"{"q":"rusty","limit":3}"#).unwrap());
+        let v: serde_json::Value = serde_json::from_str(&a).unwrap();
+        assert_eq!(v["results"].as_array().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn query_rejects_bad_arguments() {
+        assert!(query_result(r#"{"q":1,"limit":3}"#).is_err());
+    }
+}

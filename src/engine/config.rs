@@ -1,0 +1,249 @@
+//! [`EngineConfig`]: everything an [`Engine`](super::Engine) is built from,
+//! as plain data that serde reads from TOML (or any other format).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::audit::Guarantee;
+
+/// An engine's configuration: what [`EngineBuilder`](super::EngineBuilder)
+/// holds, and what a TOML file says.
+///
+/// Every field but `audit.dir` has a default. Durations are written the
+/// `humantime` way (`"30m"`, `"100ms"`, `"1h 30m"`).
+///
+/// ```
+/// use latchfree::engine::EngineConfig;
+///
+/// let config = EngineConfig::from_toml(r#"
+///     locked = false
+///
+///     [audit]
+///     dir = "/var/log/myserver/audit"
+///     guarantee = "os"          # async | os | disk
+///     telemetry = true
+///
+///     [sessions]
+///     max_sessions = 50000
+///     idle_timeout = "30m"
+///
+///     [caches.query]            # the results of the tool `query`
+///     max_entries = 10000
+///     ttl = "60s"
+/// "#)?;
+/// assert_eq!(config.sessions.max_sessions, 50_000);
+/// assert_eq!(config.caches["query"].ttl, Some(std::time::Duration::from_secs(60)));
+/// # Ok::<(), latchfree::engine::ConfigError>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EngineConfig {
+    /// Build the all-locked engine (the [`baseline`](crate::baseline) twins)
+    /// instead of latchfree's: same API, for A/B comparisons.
+    #[serde(default)]
+    pub locked: bool,
+    /// The audit and telemetry logs.
+    pub audit: AuditConfig,
+    /// The session registry.
+    #[serde(default)]
+    pub sessions: SessionConfig,
+    /// The tool-result caches, by tool name: a call to tool `T` is cached in
+    /// the cache named `T`; tools without a cache are computed every time.
+    #[serde(default)]
+    pub caches: BTreeMap<String, CacheConfig>,
+    /// How often the engine's background thread sweeps expired sessions and
+    /// cache entries out (they are never *returned* after their deadline
+    /// either way).
+    #[serde(default = "default_sweep_interval", with = "duration")]
+    pub sweep_interval: Duration,
+}
+
+fn default_sweep_interval() -> Duration {
+    Duration::from_millis(100)
+}
+
+impl EngineConfig {
+    /// The defaults, writing the audit log to `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            locked: false,
+            audit: AuditConfig::new(dir),
+            sessions: SessionConfig::default(),
+            caches: BTreeMap::new(),
+            sweep_interval: default_sweep_interval(),
+        }
+    }
+
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+    }
+
+    /// Renders the configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        // Every field is a plain value, a table or a map with string keys,
+        // which TOML can always express.
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A configuration document that does not parse, or names an unknown field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid engine configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The audit and telemetry logs of an engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// The directory of the audit stream (files `audit-*.jsonl`); the
+    /// telemetry stream, when enabled, goes to its subdirectory `telemetry`.
+    pub dir: PathBuf,
+    /// How far each call's audit line has gone when
+    /// [`Engine::call`](super::Engine::call) returns: `async` (in memory),
+    /// `os` (in the OS page cache) or `disk` (fsynced).
+    #[serde(default = "default_guarantee", with = "guarantee")]
+    pub guarantee: Guarantee,
+    /// Open a telemetry stream beside the audit stream (lossy under
+    /// pressure in the latchfree engine: drops are counted and marked).
+    #[serde(default)]
+    pub telemetry: bool,
+    /// The longest audit event, in bytes.
+    #[serde(default = "default_max_event_bytes")]
+    pub max_event_bytes: usize,
+}
+
+fn default_guarantee() -> Guarantee {
+    Guarantee::Async
+}
+
+fn default_max_event_bytes() -> usize {
+    64 << 10
+}
+
+impl AuditConfig {
+    /// The defaults (`async`, no telemetry), writing to `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            guarantee: default_guarantee(),
+            telemetry: false,
+            max_event_bytes: default_max_event_bytes(),
+        }
+    }
+}
+
+/// The session registry of an engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    /// The most sessions held at once; a new id beyond it is refused
+    /// ([`EngineError::Session`](super::EngineError::Session)).
+    pub max_sessions: usize,
+    /// A session unused this long expires.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Duration>,
+    /// A session expires this long after its creation, used or not.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<Duration>,
+}
+
+impl Default for SessionConfig {
+    /// 100 000 sessions, 30 minutes idle, no lifetime bound.
+    fn default() -> Self {
+        Self {
+            max_sessions: crate::session::DEFAULT_MAX_SESSIONS,
+            idle_timeout: Some(Duration::from_secs(30 * 60)),
+            max_lifetime: None,
+        }
+    }
+}
+
+/// One tool-result cache of an engine.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// The most results held.
+    pub max_entries: usize,
+    /// A result expires this long after it was computed.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<Duration>,
+    /// A result unused this long expires.
+    #[serde(with = "opt_duration", skip_serializing_if = "Option::is_none")]
+    pub tti: Option<Duration>,
+}
+
+impl Default for CacheConfig {
+    /// 10 000 entries, 60 s time to live.
+    fn default() -> Self {
+        Self {
+            max_entries: crate::cache::DEFAULT_MAX_ENTRIES,
+            ttl: Some(Duration::from_secs(60)),
+            tti: None,
+        }
+    }
+}
+
+/// Parses `async`, `os` or `disk`.
+pub fn parse_guarantee(name: &str) -> Option<Guarantee> {
+    [Guarantee::Async, Guarantee::Os, Guarantee::Disk]
+        .into_iter()
+        .find(|g| g.as_str() == name)
+}
+
+mod guarantee {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    use crate::audit::Guarantee;
+
+    pub(super) fn serialize<S: Serializer>(g: &Guarantee, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(g.as_str())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Guarantee, D::Error> {
+        let name = String::deserialize(d)?;
+        super::parse_guarantee(&name).ok_or_else(|| {
+            D::Error::custom(format!(
+                "unknown guarantee {name:?}: use \"async\", \"os\" or \"disk\""
+            ))
+        })
+    }
+}
+
+mod duration {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| D::Error::custom(format!("invalid duration {text:?}: {e}")))
+    }
+}
+
+mod opt_duration {
+    use std::time::Duration;
+
+    use serde::{Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        super::duration::deserialize(d).map(Some)
+    }
+}

@@ -1,0 +1,832 @@
+//! [`Engine`]: the shared state of a tool server in one cloneable handle:
+//! statistics, the session registry, named TTL caches of tool results, and
+//! the audit and telemetry logs, assembled from an [`EngineConfig`].
+//!
+//! ```
+//! use latchfree::engine::{Call, Engine, CacheConfig};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let engine = Engine::builder()
+//!     .audit_dir(dir.path())
+//!     .cache("query", CacheConfig::default())
+//!     .build()?;
+//!
+//! // Every tool call takes the request path: session, cache, stats, audit.
+//! let call = Call::new("session-1", "query", r#"{"q":"rust"}"#);
+//! let first = engine.call(&call, |args| Ok(format!("results for {args}")))?;
+//! let again = engine.call(&call, |_| unreachable!("served from the cache"))?;
+//! assert!(!first.cached && again.cached);
+//! assert_eq!(first.output, again.output);
+//! assert_eq!(again.session.calls(), 2);
+//!
+//! let counters = engine.counters();
+//! assert_eq!((counters.calls, counters.cache_hits, counters.sessions_created), (2, 1, 1));
+//! engine.shutdown()?; // drains the audit log
+//! assert_eq!(latchfree::audit::verify(dir.path())?.records, 2);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The request path
+//!
+//! [`Engine::call`] is what every tool call of a server goes through, in
+//! this order:
+//!
+//! 1. **Session get-or-create**: the session under [`Call::session_id`],
+//!    created exactly once per live id however many calls race for it
+//!    ([`SessionRegistry::get_or_create`](crate::session::SessionRegistry::get_or_create)),
+//!    then its call count is bumped.
+//! 2. **Cache get-or-load**: when a cache is named after [`Call::tool`], the
+//!    result is looked up by `(tool, args_json)`; a miss runs the tool
+//!    closure once however many calls miss together (single flight), and a
+//!    failure is not cached. Tools without a cache run every time.
+//! 3. **One stats batch**: calls, errors, bytes in (`args_json`), bytes out
+//!    (the result), cache hits, and the latency of steps 1–2 in a histogram,
+//!    applied so that a snapshot sees all of them or none.
+//! 4. **One audit event**: a JSON line naming the session, tool, sizes,
+//!    outcome and latency, appended with the configured
+//!    [`Guarantee`]: `async` returns once it is in
+//!    the ring, `os` once it is written, `disk` once it is fsynced (callers
+//!    waiting at once share one fsync).
+//!
+//! A failed call (an invalid or refused session id, a tool error) still
+//! takes steps 3 and 4, counted as an error: every call is counted and
+//! audited exactly once, so after a run `calls == audit lines`.
+//!
+//! # latchfree or locked
+//!
+//! [`Engine::locked`] (or `locked = true` in the configuration) builds the
+//! same engine from the locked twins in [`baseline`](crate::baseline): a
+//! `RwLock<HashMap>` session registry with double-checked creation, a
+//! `Mutex` around each cache, one `Mutex<HashMap>` of statistics, and one
+//! `Mutex` around the audit file. The API, the request path, the metric
+//! names and the audit line format are the same, so a server can be A/B
+//! tested by flipping one flag; [`Engine::parts`] reaches the components of
+//! either kind.
+//!
+//! # Background work and shutdown
+//!
+//! The engine runs one thread of its own, which sweeps expired sessions and
+//! cache entries every [`EngineConfig::sweep_interval`] (lookups never return
+//! an expired entry either way), plus the audit (and telemetry) writer
+//! threads of the latchfree logs. [`Engine::shutdown`] stops and joins the
+//! sweeper, drains and closes the logs, and returns the first error; later
+//! calls fail with [`EngineError::ShutDown`]. Dropping the last handle
+//! without `shutdown` stops the threads too, but can only print an error.
+
+mod backend;
+mod config;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use self::backend::{CallStats, Components, Latchfree, Locked, SharedClock, names};
+pub use self::config::{
+    AuditConfig, CacheConfig, ConfigError, EngineConfig, SessionConfig, parse_guarantee,
+};
+use crate::audit::{AuditError, AuditLog, Guarantee};
+use crate::baseline::{LockedAuditLog, LockedSessionRegistry, LockedStats, LockedTtlCache};
+use crate::cache::{LoadError, TtlCache};
+use crate::clock::{Clock, SystemClock};
+use crate::session::{SessionError, SessionRegistry};
+use crate::stats::{Stats, StatsError};
+
+/// The metric names an engine reports (both kinds), for readers of
+/// [`Engine::prometheus`] and [`Engine::counter`].
+pub mod metric {
+    pub use super::backend::names::*;
+}
+
+/// One session of the registry: what the engine keeps per session id.
+#[derive(Debug)]
+pub struct Session {
+    id: Arc<str>,
+    created: SystemTime,
+    calls: AtomicU64,
+}
+
+impl Session {
+    /// Its id.
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// When it was created (the engine's clock).
+    pub fn created(&self) -> SystemTime {
+        self.created
+    }
+
+    /// Calls made in it so far, this one included when read from a
+    /// [`Reply`].
+    pub fn calls(&self) -> u64 {
+        // Relaxed: a statistic; it orders nothing else.
+        self.calls.load(Ordering::Relaxed)
+    }
+}
+
+/// One tool call, as the request path sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Call<'a> {
+    /// The caller's session id (an MCP session, a cookie, ...): 1 to 256
+    /// printable bytes.
+    pub session_id: &'a str,
+    /// The tool's name; a cache of that name caches its results.
+    pub tool: &'a str,
+    /// The tool's arguments as JSON text: the cache key (with the tool) and
+    /// the "bytes in".
+    pub args_json: &'a str,
+}
+
+impl<'a> Call<'a> {
+    /// A call of `tool` with `args_json` in session `session_id`.
+    pub fn new(session_id: &'a str, tool: &'a str, args_json: &'a str) -> Self {
+        Self {
+            session_id,
+            tool,
+            args_json,
+        }
+    }
+}
+
+/// What [`Engine::call`] returns on success.
+#[derive(Clone, Debug)]
+pub struct Reply {
+    /// The tool's result (shared with the cache).
+    pub output: Arc<str>,
+    /// Whether it came from the cache (the tool closure did not run).
+    pub cached: bool,
+    /// The caller's session.
+    pub session: Arc<Session>,
+    /// Whether this call created the session.
+    pub session_created: bool,
+    /// Time spent in the session and cache steps and the tool.
+    pub latency: Duration,
+}
+
+/// A tool's failure, returned by the closure given to [`Engine::call`].
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ToolError {
+    /// What went wrong, for the caller.
+    pub message: String,
+}
+
+impl ToolError {
+    /// A tool error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The session id is invalid, or the registry is full.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+    /// The tool failed (this call's run, or the one it waited on).
+    #[error("the tool failed: {0}")]
+    Tool(ToolError),
+    /// The tool run this call waited on panicked; nothing was cached.
+    #[error("a concurrent run of the tool panicked")]
+    ToolPanicked,
+    /// The tool's cache is full of loads in progress.
+    #[error("the cache of the tool is full of loads in progress ({max} entries)")]
+    CacheFull {
+        /// The cache's bound.
+        max: usize,
+    },
+    /// The audit event could not be logged (the call's other effects are
+    /// done).
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// [`Engine::shutdown`] was called.
+    #[error("the engine is shut down")]
+    ShutDown,
+}
+
+impl From<LoadError<ToolError>> for EngineError {
+    fn from(e: LoadError<ToolError>) -> Self {
+        match e {
+            LoadError::Load(e) => EngineError::Tool((*e).clone()),
+            LoadError::FailedElsewhere => {
+                EngineError::Tool(ToolError::new("a concurrent run of the tool failed"))
+            }
+            LoadError::Panicked => EngineError::ToolPanicked,
+            LoadError::Full { max } => EngineError::CacheFull { max },
+        }
+    }
+}
+
+/// Why an engine could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineBuildError {
+    /// No audit directory was given (`EngineBuilder::audit_dir`).
+    #[error("the engine needs an audit directory (EngineBuilder::audit_dir or [audit] dir)")]
+    NoAuditDir,
+    /// A session registry or cache setting is invalid.
+    #[error(transparent)]
+    Ttl(#[from] crate::ttl::BuildError),
+    /// The audit or telemetry log could not be opened.
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    /// The engine's metrics could not be registered.
+    #[error(transparent)]
+    Stats(#[from] StatsError),
+    /// The sweeper thread could not be started.
+    #[error("cannot start the engine's sweeper thread: {0}")]
+    Spawn(Arc<std::io::Error>),
+}
+
+/// The counters every engine keeps, read at one moment.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct EngineCounters {
+    /// Calls, failed ones included.
+    pub calls: u64,
+    /// Calls that failed.
+    pub errors: u64,
+    /// Bytes of arguments received.
+    pub bytes_in: u64,
+    /// Bytes of results returned.
+    pub bytes_out: u64,
+    /// Calls answered from a cache.
+    pub cache_hits: u64,
+    /// Sessions created.
+    pub sessions_created: u64,
+}
+
+/// The components of an engine, by kind, for what the engine's own API does
+/// not cover (see [`Engine::parts`]).
+#[derive(Clone, Copy)]
+pub enum Parts<'a> {
+    /// latchfree's components.
+    Latchfree {
+        /// The metrics of every component.
+        stats: &'a Stats,
+        /// The session registry.
+        sessions: &'a SessionRegistry<Session>,
+        /// The tool-result caches, by tool name (keys: `tool\0args_json`).
+        caches: &'a BTreeMap<String, TtlCache<String, Arc<str>>>,
+        /// The audit stream.
+        audit: &'a AuditLog,
+        /// The telemetry stream, when configured.
+        telemetry: Option<&'a AuditLog>,
+    },
+    /// The locked twins.
+    Locked {
+        /// Every counter, and the latency histogram as power-of-two bucket
+        /// counters (`engine_call_latency_ns_bucket_I`: values below `2^I`).
+        stats: &'a LockedStats,
+        /// The session registry.
+        sessions: &'a LockedSessionRegistry<Session>,
+        /// The tool-result caches, by tool name (keys: `tool\0args_json`).
+        caches: &'a BTreeMap<String, LockedTtlCache<String, Arc<str>>>,
+        /// The audit stream.
+        audit: &'a LockedAuditLog,
+        /// The telemetry stream, when configured.
+        telemetry: Option<&'a LockedAuditLog>,
+    },
+}
+
+impl fmt::Debug for Parts<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Parts::Latchfree { .. } => "Parts::Latchfree",
+            Parts::Locked { .. } => "Parts::Locked",
+        })
+    }
+}
+
+/// Builds an [`Engine`]; see [`EngineConfig`] for what each setting means.
+#[must_use]
+pub struct EngineBuilder {
+    config: EngineConfig,
+    has_dir: bool,
+    clock: Arc<dyn Clock>,
+    stats: Option<Stats>,
+}
+
+impl fmt::Debug for EngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EngineBuilder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EngineBuilder {
+    /// Starts from a whole configuration.
+    pub fn from_config(config: EngineConfig) -> Self {
+        Self {
+            config,
+            has_dir: true,
+            clock: Arc::new(SystemClock),
+            stats: None,
+        }
+    }
+
+    /// Where the audit log goes (required).
+    pub fn audit_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.config.audit.dir = dir.into();
+        self.has_dir = true;
+        self
+    }
+
+    /// Build from the locked twins (`true`) or latchfree's components.
+    pub fn locked(mut self, locked: bool) -> Self {
+        self.config.locked = locked;
+        self
+    }
+
+    /// How far each call's audit line has gone when the call returns
+    /// (default [`Guarantee::Async`]).
+    pub fn guarantee(mut self, guarantee: Guarantee) -> Self {
+        self.config.audit.guarantee = guarantee;
+        self
+    }
+
+    /// Opens a telemetry stream too (see [`Engine::telemetry`]).
+    pub fn telemetry(mut self, on: bool) -> Self {
+        self.config.audit.telemetry = on;
+        self
+    }
+
+    /// The session registry's settings.
+    pub fn sessions(mut self, sessions: SessionConfig) -> Self {
+        self.config.sessions = sessions;
+        self
+    }
+
+    /// Caches the results of `tool`.
+    pub fn cache(mut self, tool: impl Into<String>, cache: CacheConfig) -> Self {
+        self.config.caches.insert(tool.into(), cache);
+        self
+    }
+
+    /// How often expired sessions and cache entries are swept out.
+    pub fn sweep_interval(mut self, interval: Duration) -> Self {
+        self.config.sweep_interval = interval;
+        self
+    }
+
+    /// The clock of every component (default [`SystemClock`]); tests pass
+    /// a [`ManualClock`](crate::clock::ManualClock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Registers the latchfree engine's metrics in `stats` (default: a
+    /// registry of its own). The locked engine keeps its own map.
+    pub fn stats(mut self, stats: &Stats) -> Self {
+        self.stats = Some(stats.clone());
+        self
+    }
+
+    /// The configuration as it stands.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Opens the logs, builds the components and starts the sweeper.
+    pub fn build(self) -> Result<Engine, EngineBuildError> {
+        if !self.has_dir {
+            return Err(EngineBuildError::NoAuditDir);
+        }
+        if self.config.sweep_interval.is_zero() {
+            return Err(crate::ttl::BuildError::ZeroSweepInterval.into());
+        }
+        let clock = SharedClock(self.clock);
+        let kind = if self.config.locked {
+            Kind::Locked(Locked::build(&self.config, &clock)?)
+        } else {
+            let stats = self.stats.unwrap_or_default();
+            Kind::Latchfree(Latchfree::build(&self.config, &clock, stats)?)
+        };
+        let parts = Arc::new(kind);
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let sweeper = spawn_sweeper(
+            Arc::downgrade(&parts),
+            Arc::clone(&stop),
+            self.config.sweep_interval,
+        )
+        .map_err(|e| EngineBuildError::Spawn(Arc::new(e)))?;
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                parts,
+                clock,
+                config: self.config,
+                closed: AtomicBool::new(false),
+                stop,
+                sweeper: Mutex::new(Some(sweeper)),
+                shutdown: Mutex::new(None),
+            }),
+        })
+    }
+}
+
+// Built once and held in an `Arc`: the size difference costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Kind {
+    Latchfree(Latchfree),
+    Locked(Locked),
+}
+
+/// Runs `$body` with `$c` bound to the components, whichever kind.
+macro_rules! with_parts {
+    ($kind:expr, $c:ident => $body:expr) => {
+        match $kind {
+            Kind::Latchfree($c) => $body,
+            Kind::Locked($c) => $body,
+        }
+    };
+}
+
+type Stop = Arc<(Mutex<bool>, Condvar)>;
+
+fn spawn_sweeper(
+    parts: std::sync::Weak<Kind>,
+    stop: Stop,
+    interval: Duration,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("latchfree-engine-sweep".into())
+        .spawn(move || {
+            let (flag, wake) = &*stop;
+            let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+            loop {
+                let (guard, _) = wake
+                    .wait_timeout(stopped, interval)
+                    .unwrap_or_else(PoisonError::into_inner);
+                stopped = guard;
+                if *stopped {
+                    return;
+                }
+                let Some(parts) = parts.upgrade() else { return };
+                drop(stopped);
+                with_parts!(&*parts, c => c.sweep());
+                drop(parts);
+                stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
+            }
+        })
+}
+
+struct Inner {
+    parts: Arc<Kind>,
+    clock: SharedClock,
+    config: EngineConfig,
+    /// Set by `shutdown`; checked at the start of every call.
+    closed: AtomicBool,
+    stop: Stop,
+    sweeper: Mutex<Option<JoinHandle<()>>>,
+    /// The result of the first `shutdown`, handed to every later one.
+    shutdown: Mutex<Option<Result<(), AuditError>>>,
+}
+
+impl Inner {
+    fn stop_sweeper(&self) {
+        let (flag, wake) = &*self.stop;
+        *flag.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        wake.notify_all();
+        let handle = self
+            .sweeper
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            // The sweeper only calls `sweep`, which does not panic; a panic
+            // there is a bug reported by the thread itself.
+            let _ = handle.join();
+        }
+    }
+
+    fn shutdown(&self) -> Result<(), AuditError> {
+        let mut done = self.shutdown.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(result) = &*done {
+            return result.clone();
+        }
+        // Relaxed: calls that miss the flag still find the logs closed
+        // (`AuditError::Closed`); the flag only makes the error clearer.
+        self.closed.store(true, Ordering::Relaxed);
+        self.stop_sweeper();
+        let result = with_parts!(&*self.parts, c => c.close());
+        *done = Some(result.clone());
+        result
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Err(e) = self.shutdown() {
+            eprintln!("latchfree: engine shutdown on drop: {e}");
+        }
+    }
+}
+
+/// The shared state of a tool server: one cloneable handle (an `Arc`
+/// inside) to the statistics, session registry, tool-result caches and
+/// audit logs, latchfree's or their locked twins. See the [module
+/// docs](self) for the request path.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("locked", &self.is_locked())
+            .field("audit_dir", &self.inner.config.audit.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The audit line of one call.
+#[derive(Serialize)]
+struct CallEvent<'a> {
+    event: &'static str,
+    session: &'a str,
+    tool: &'a str,
+    ok: bool,
+    cached: bool,
+    bytes_in: u64,
+    bytes_out: u64,
+    latency_ns: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'a str>,
+}
+
+/// The longest session id or tool name copied into a failed call's audit
+/// line (they may be what made it fail).
+const MAX_ECHO: usize = 256;
+
+fn echo(s: &str) -> &str {
+    if s.len() <= MAX_ECHO {
+        return s;
+    }
+    let mut end = MAX_ECHO;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl Engine {
+    /// A builder for a latchfree engine.
+    pub fn builder() -> EngineBuilder {
+        EngineBuilder {
+            config: EngineConfig::new(PathBuf::new()),
+            has_dir: false,
+            clock: Arc::new(SystemClock),
+            stats: None,
+        }
+    }
+
+    /// A builder for the all-locked engine (the [`baseline`](crate::baseline)
+    /// twins), with the same API.
+    pub fn locked() -> EngineBuilder {
+        Self::builder().locked(true)
+    }
+
+    /// Builds an engine from a configuration.
+    pub fn from_config(config: EngineConfig) -> Result<Self, EngineBuildError> {
+        EngineBuilder::from_config(config).build()
+    }
+
+    /// Runs one tool call through the request path (see the [module
+    /// docs](self)): session get-or-create, cache get-or-load (running
+    /// `tool` with the arguments on a miss, or every time for a tool
+    /// without a cache), one stats batch, one audit event.
+    ///
+    /// Every call, failed or not, is counted and audited once. An audit
+    /// failure is returned as [`EngineError::Audit`] even though the tool
+    /// ran.
+    pub fn call(
+        &self,
+        call: &Call<'_>,
+        tool: impl FnOnce(&str) -> Result<String, ToolError>,
+    ) -> Result<Reply, EngineError> {
+        // Relaxed: see `Inner::shutdown`.
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(EngineError::ShutDown);
+        }
+        with_parts!(&*self.inner.parts, c => self.request_path(c, call, tool))
+    }
+
+    fn request_path<C: Components>(
+        &self,
+        c: &C,
+        call: &Call<'_>,
+        tool: impl FnOnce(&str) -> Result<String, ToolError>,
+    ) -> Result<Reply, EngineError> {
+        let start = Instant::now();
+        let result = self.session_and_result(c, call, tool);
+        let latency = start.elapsed();
+        let latency_ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
+        let (ok, cached, bytes_out) = match &result {
+            Ok((_, _, output, cached)) => (true, *cached, output.len() as u64),
+            Err(_) => (false, false, 0),
+        };
+        c.record(&CallStats {
+            error: !ok,
+            cached,
+            bytes_in: call.args_json.len() as u64,
+            bytes_out,
+            latency_ns,
+        });
+        let message = result.as_ref().err().map(ToString::to_string);
+        c.audit(&CallEvent {
+            event: "tool_call",
+            session: echo(call.session_id),
+            tool: echo(call.tool),
+            ok,
+            cached,
+            bytes_in: call.args_json.len() as u64,
+            bytes_out,
+            latency_ns,
+            error: message.as_deref(),
+        })?;
+        let (session, session_created, output, cached) = result?;
+        Ok(Reply {
+            output,
+            cached,
+            session,
+            session_created,
+            latency,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn session_and_result<C: Components>(
+        &self,
+        c: &C,
+        call: &Call<'_>,
+        tool: impl FnOnce(&str) -> Result<String, ToolError>,
+    ) -> Result<(Arc<Session>, bool, Arc<str>, bool), EngineError> {
+        let mut created = false;
+        let session = c.session(call.session_id, || {
+            created = true;
+            Session {
+                id: Arc::from(call.session_id),
+                created: self.inner.clock.now(),
+                calls: AtomicU64::new(0),
+            }
+        })?;
+        if created {
+            c.session_created();
+        }
+        // Relaxed: a statistic; it orders nothing else.
+        session.calls.fetch_add(1, Ordering::Relaxed);
+        let mut ran = false;
+        let run = || {
+            ran = true;
+            tool(call.args_json).map(Arc::<str>::from)
+        };
+        let output = if c.has_cache(call.tool) {
+            let mut key = String::with_capacity(call.tool.len() + 1 + call.args_json.len());
+            key.push_str(call.tool);
+            key.push('\0');
+            key.push_str(call.args_json);
+            c.cache_load(call.tool, key, run)?
+        } else {
+            run().map_err(EngineError::Tool)?
+        };
+        Ok((session, created, output, !ran))
+    }
+
+    /// Appends one event to the telemetry stream (configured with
+    /// [`EngineBuilder::telemetry`]; a no-op otherwise). It does not wait
+    /// for the event to be written.
+    pub fn telemetry<E: Serialize + ?Sized>(&self, event: &E) -> Result<(), EngineError> {
+        Ok(with_parts!(&*self.inner.parts, c => c.telemetry(event))?)
+    }
+
+    /// The engine's counters now.
+    pub fn counters(&self) -> EngineCounters {
+        EngineCounters {
+            calls: self.counter(names::CALLS),
+            errors: self.counter(names::ERRORS),
+            bytes_in: self.counter(names::BYTES_IN),
+            bytes_out: self.counter(names::BYTES_OUT),
+            cache_hits: self.counter(names::CACHE_HITS),
+            sessions_created: self.counter(names::SESSIONS_CREATED),
+        }
+    }
+
+    /// One counter's value now, by name (see [`metric`]); 0 if unknown.
+    pub fn counter(&self, name: &str) -> u64 {
+        with_parts!(&*self.inner.parts, c => c.counter(name))
+    }
+
+    /// Every metric in the Prometheus text format (for `GET /metrics`).
+    pub fn prometheus(&self) -> String {
+        with_parts!(&*self.inner.parts, c => c.prometheus())
+    }
+
+    /// The live session `id`, if any (nothing is created or counted).
+    pub fn session(&self, id: &str) -> Option<Arc<Session>> {
+        with_parts!(&*self.inner.parts, c => c.get_session(id))
+    }
+
+    /// Ends the session `id`; returns it if it was live.
+    pub fn remove_session(&self, id: &str) -> Option<Arc<Session>> {
+        with_parts!(&*self.inner.parts, c => c.remove_session(id))
+    }
+
+    /// Sessions held now.
+    pub fn session_count(&self) -> usize {
+        with_parts!(&*self.inner.parts, c => c.session_count())
+    }
+
+    /// The names of the tools whose results are cached.
+    pub fn cached_tools(&self) -> impl Iterator<Item = &str> + '_ {
+        self.inner.config.caches.keys().map(String::as_str)
+    }
+
+    /// Results held in the cache of `tool` (`None` if it has none).
+    pub fn cache_len(&self, tool: &str) -> Option<usize> {
+        with_parts!(&*self.inner.parts, c => c.cache_len(tool))
+    }
+
+    /// Drops every cached result of `tool`; returns how many (`None` if it
+    /// has no cache).
+    pub fn invalidate_cache(&self, tool: &str) -> Option<usize> {
+        with_parts!(&*self.inner.parts, c => c.invalidate_cache(tool))
+    }
+
+    /// Sweeps expired sessions and cache entries out now (the sweeper
+    /// thread does it every `sweep_interval`).
+    pub fn sweep(&self) {
+        with_parts!(&*self.inner.parts, c => c.sweep())
+    }
+
+    /// The components themselves, by kind.
+    pub fn parts(&self) -> Parts<'_> {
+        match &*self.inner.parts {
+            Kind::Latchfree(c) => Parts::Latchfree {
+                stats: c.stats(),
+                sessions: c.sessions(),
+                caches: c.caches(),
+                audit: c.audit_log(),
+                telemetry: c.telemetry_log(),
+            },
+            Kind::Locked(c) => Parts::Locked {
+                stats: c.stats(),
+                sessions: c.sessions(),
+                caches: c.caches(),
+                audit: c.audit_log(),
+                telemetry: c.telemetry_log(),
+            },
+        }
+    }
+
+    /// Whether this is the all-locked engine.
+    pub fn is_locked(&self) -> bool {
+        matches!(&*self.inner.parts, Kind::Locked(_))
+    }
+
+    /// The audit guarantee each call gets.
+    pub fn guarantee(&self) -> Guarantee {
+        self.inner.config.audit.guarantee
+    }
+
+    /// The audit directory (verify it with [`audit::verify`](crate::audit::verify())).
+    pub fn audit_dir(&self) -> &Path {
+        &self.inner.config.audit.dir
+    }
+
+    /// The configuration it was built from.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Waits until the audit (and telemetry) line of every call that
+    /// returned is written to the OS, whatever the guarantee.
+    pub fn flush(&self) -> Result<(), EngineError> {
+        Ok(with_parts!(&*self.inner.parts, c => c.flush())?)
+    }
+
+    /// Stops the sweeper thread, drains and closes the audit and telemetry
+    /// logs (every call that returned has its line written), and returns
+    /// the first error. Later calls fail with [`EngineError::ShutDown`].
+    /// Idempotent: calling it again, from any handle, returns the same
+    /// result.
+    pub fn shutdown(&self) -> Result<(), EngineError> {
+        Ok(self.inner.shutdown()?)
+    }
+}
+
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    send_sync::<Engine>();
+    send_sync::<EngineError>();
+    send_sync::<Reply>();
+};
