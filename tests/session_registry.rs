@@ -331,11 +331,12 @@ fn sweeper_runs_while_4_threads_read_and_write() {
                     x ^= x << 17;
                     let id = format!("k{}", x % 512);
                     if x % 4 == 0 {
-                        let now = clock.now();
                         registry
                             .get_or_create(&id, || {
                                 created.fetch_add(1, Ordering::Relaxed);
-                                (x, now)
+                                // Read inside `init`: a thread preempted
+                                // before the call must not stamp an old time.
+                                (x, clock.now())
                             })
                             .unwrap();
                     } else if x % 16 == 1 {
