@@ -67,7 +67,8 @@
 //! clock ([`Clock::is_cheap`], e.g. [`ManualClock`](crate::clock::ManualClock))
 //! is read on every check, so expiry is exact with respect to it. Otherwise,
 //! when a background sweeper runs and `time_resolution` is not zero, reads
-//! use a coarse copy of the clock that the sweeper thread refreshes every
+//! use a coarse copy of the clock that a process-wide ticker thread (one
+//! for all maps, see the `sweeper` module) refreshes every
 //! `time_resolution` and that every write operation refreshes too: an entry
 //! may then be returned up to one resolution (plus the sweeper's scheduling
 //! delay) after its deadline, never later than the first write or tick past
@@ -81,8 +82,8 @@ mod time;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crossbeam_skiplist::SkipMap;
@@ -93,6 +94,7 @@ use crate::flight::{Flight, Leader, Outcome};
 use crate::stats::{Counter, Gauge, Stats, StatsError};
 use entry::{Entry, Inline, NO_DEADLINE, RefBits};
 pub(crate) use sweeper::SweeperHandle;
+use sweeper::Tick;
 use time::TimeSource;
 
 /// Entries a capacity eviction considers before it evicts the front one
@@ -375,13 +377,14 @@ where
         });
         let sweeper = match background {
             Some(interval) => {
-                let tick = if coarse {
-                    options.resolution.min(interval)
-                } else {
-                    interval
-                };
+                if coarse {
+                    let weak: Weak<Self> = Arc::downgrade(&map);
+                    let target: Weak<dyn Tick> = weak;
+                    sweeper::register(target, options.resolution.min(interval))
+                        .map_err(|e| BuildError::Spawn(e.to_string()))?;
+                }
                 Some(
-                    SweeperHandle::spawn(Arc::downgrade(&map), tick, interval)
+                    SweeperHandle::spawn(Arc::downgrade(&map), interval)
                         .map_err(|e| BuildError::Spawn(e.to_string()))?,
                 )
             }
@@ -834,9 +837,15 @@ where
             listener(key, value, cause);
         }
     }
+}
 
-    /// Refreshes the coarse time (the sweeper's tick).
-    pub(crate) fn tick(&self) {
+impl<K, V> Tick for TtlMap<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Refreshes the coarse time (the ticker's tick).
+    fn tick(&self) {
         self.time.refresh();
     }
 }
