@@ -16,10 +16,11 @@
 //! dense side table, [`RefBits`], indexed by a cell number assigned at
 //! creation: a few kilobytes for a hundred thousand entries, so setting or
 //! testing one on a hit stays in the core's cache instead of missing on a
-//! per-entry allocation. An entry's cell is a hash of its shared part's
-//! address (nothing stored); the table has at least twice as many cells as
-//! the map has entries (at most 2^22), and two live entries may still share
-//! a cell: the policy is then approximate (an entry may get a second chance it did not
+//! per-entry allocation. Cells are assigned round-robin by creation
+//! sequence number from a table of at least twice as many cells as the map
+//! has entries (at most 2^22): entries created close together never share
+//! one, but a long-lived entry may come to share its cell with a new one:
+//! the policy is then approximate (an entry may get a second chance it did not
 //! earn, or lose one it did), never unsafe, and a capacity eviction still
 //! considers at most `CLOCK_SCAN` entries.
 
@@ -60,14 +61,15 @@ fn live(now: u64, expires: u64, idle: u64, last_access: &AtomicU64) -> bool {
 
 /// What the `HashIndex` holds for a key: the hit path's data, inline.
 ///
-/// Three words, so that with a word-sized key an entry of the index is 32
-/// bytes and a hit reads one cache line of the bucket's data block. The
-/// idle timeout is the map's (passed in), and the [`RefBits`] cell is a
-/// hash of the shared part's address, so neither is stored.
+/// With a word-sized value, four words: the index keeps values apart from
+/// keys, so a 32-byte value never straddles a cache line. The idle timeout
+/// is the map's (passed in), not stored.
 pub(crate) struct Inline<K, V> {
     pub(crate) value: V,
     /// A copy of the entry's absolute deadline.
     expires: u64,
+    /// A copy of the entry's [`RefBits`] cell.
+    cell: usize,
     /// The shared part; its address is the entry's identity.
     pub(crate) entry: Arc<Entry<K>>,
 }
@@ -77,6 +79,7 @@ impl<K, V: Clone> Clone for Inline<K, V> {
         Self {
             value: self.value.clone(),
             expires: self.expires,
+            cell: self.cell,
             entry: self.entry.clone(),
         }
     }
@@ -87,8 +90,15 @@ impl<K, V> Inline<K, V> {
         Self {
             value,
             expires: entry.expires,
+            cell: entry.cell,
             entry,
         }
+    }
+
+    /// The entry's cell in [`RefBits`].
+    #[inline]
+    pub(crate) fn cell(&self) -> usize {
+        self.cell
     }
 
     /// Whether checking this entry needs the time, in a map whose idle
@@ -130,17 +140,20 @@ pub(crate) struct Entry<K> {
     expires: u64,
     /// Idle timeout in nanoseconds, 0 for none.
     idle: u64,
+    /// The entry's cell in [`RefBits`].
+    pub(crate) cell: usize,
     /// Last access (nanoseconds), written by reads when `idle != 0`.
     last_access: AtomicU64,
     slot: Mutex<Slot>,
 }
 
 impl<K> Entry<K> {
-    pub(crate) fn new(key: K, now: u64, expires: u64, idle: u64) -> Self {
+    pub(crate) fn new(key: K, now: u64, expires: u64, idle: u64, cell: usize) -> Self {
         Self {
             key,
             expires,
             idle,
+            cell,
             last_access: AtomicU64::new(now),
             slot: Mutex::new(Slot::Unlinked),
         }
@@ -215,12 +228,12 @@ impl<K> Entry<K> {
     }
 }
 
-/// The second-chance bits of the capacity policy: one bit per cell, an
-/// entry's cell a hash of its shared part's address (see the module docs).
+/// The second-chance bits of the capacity policy: one bit per cell, cells
+/// assigned round-robin by creation sequence number (see the module docs).
 pub(crate) struct RefBits {
     words: Box<[AtomicU64]>,
-    /// 64 minus log2(cells): a Fibonacci hash's shift.
-    shift: u32,
+    /// Cells minus one (cells are a power of two).
+    mask: usize,
 }
 
 /// The most cells a table has: 2^22 bits, 512 KiB.
@@ -240,19 +253,15 @@ impl RefBits {
         };
         Self {
             words: (0..cells / 64).map(|_| AtomicU64::new(0)).collect(),
-            shift: 64 - cells.max(1).trailing_zeros(),
+            mask: cells.saturating_sub(1),
         }
     }
 
-    /// The cell of `entry`: a Fibonacci hash of its address.
+    /// The cell of the entry created with sequence number `seq`.
     #[inline]
-    pub(crate) fn cell<K>(&self, entry: &Arc<Entry<K>>) -> usize {
-        let addr = Arc::as_ptr(entry) as usize as u64;
-        // The top `64 - shift` bits of the product; `shift` is 64 (cell 0
-        // of an empty table) when the table is unused.
-        (addr.wrapping_mul(0x9E37_79B9_7F4A_7C15))
-            .checked_shr(self.shift)
-            .unwrap_or(0) as usize
+    pub(crate) fn cell(&self, seq: u64) -> usize {
+        // Truncation is the point: cells wrap around.
+        (seq as usize) & self.mask
     }
 
     /// Sets the cell's bit, writing only if it is clear.
@@ -280,5 +289,59 @@ impl RefBits {
     /// Clears the cell's bit (a new entry starts unreferenced).
     pub(crate) fn clear(&self, cell: usize) {
         self.take(cell);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_set_bit_is_taken_once_and_cleared_by_clear() {
+        let bits = RefBits::new(100, true);
+        let cell = bits.cell(1);
+        assert!(!bits.take(cell));
+        bits.set(cell);
+        bits.set(cell);
+        assert!(bits.take(cell));
+        assert!(!bits.take(cell));
+        bits.set(cell);
+        bits.clear(cell);
+        assert!(!bits.take(cell));
+    }
+
+    #[test]
+    fn cells_stay_in_the_table_and_twice_the_bound_in_a_row_are_distinct() {
+        let bits = RefBits::new(1_000, true);
+        let cells = bits.words.len() * 64;
+        assert!(cells >= 2_000 && cells.is_power_of_two());
+        let mut used = std::collections::HashSet::new();
+        for seq in 5_000..5_000 + 2_000 {
+            let cell = bits.cell(seq);
+            assert!(cell < cells);
+            assert!(used.insert(cell), "seq {seq} shares a cell");
+        }
+    }
+
+    #[test]
+    fn an_unused_table_holds_nothing() {
+        let bits = RefBits::new(1_000, false);
+        let cell = bits.cell(12_345);
+        bits.set(cell);
+        assert!(!bits.take(cell));
+    }
+
+    #[test]
+    fn the_inline_copy_agrees_with_the_shared_part() {
+        let shared = Arc::new(Entry::new(7u64, 100, 1_000, 50, 3));
+        let inline = Inline::new("v", shared.clone());
+        for now in [0, 100, 149, 150, 999, 1_000] {
+            assert_eq!(inline.is_live(now, 50), shared.is_live(now), "at {now}");
+        }
+        inline.touch(140, 50);
+        assert_eq!(shared.deadline(), 190);
+        assert!(inline.is_live(189, 50) && !inline.is_live(190, 50));
+        assert_eq!(inline.cell(), 3);
+        assert!(inline.needs_time(0));
     }
 }

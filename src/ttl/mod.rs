@@ -9,7 +9,7 @@
 //!                                                  lock-free reads (peek)
 //!   flights:    scc::HashMap<K, Arc<Flight>>       one per initialisation in progress
 //!   deadlines:  SkipMap<(deadline, seq), Arc<Entry>> every live entry, soonest first
-//!   referenced: RefBits                            second-chance bits (dense, hashed)
+//!   referenced: RefBits                            second-chance bits (dense, by creation seq)
 //!   occupancy:  AtomicUsize                        entries + reservations ≤ max_entries
 //! ```
 //!
@@ -456,7 +456,7 @@ where
             if entry.is_live(now, self.idle) {
                 entry.touch(now, self.idle);
                 if self.evict_at_capacity {
-                    self.referenced.set(self.referenced.cell(&entry.entry));
+                    self.referenced.set(entry.cell());
                 }
                 Peeked::Live(f(&entry.value))
             } else {
@@ -610,10 +610,13 @@ where
         } else {
             now.saturating_add(lifetime)
         };
-        let entry = Arc::new(Entry::new(key.clone(), now, expires, self.idle));
+        // Relaxed: a unique number is all that is needed, not an order.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let cell = self.referenced.cell(seq);
         if self.evict_at_capacity {
-            self.referenced.clear(self.referenced.cell(&entry));
+            self.referenced.clear(cell);
         }
+        let entry = Arc::new(Entry::new(key.clone(), now, expires, self.idle, cell));
         let inline = Inline::new(value, entry.clone());
         let replaced = match self.index.entry_sync(key) {
             scc::hash_index::Entry::Vacant(vacant) => {
@@ -628,7 +631,7 @@ where
                 Some(old)
             }
         };
-        self.link(&entry, entry.deadline());
+        entry.link(&self.deadlines, (entry.deadline(), seq), &entry);
         if let Some(old) = replaced {
             // The new entry took the old one's place: one reservation too many.
             self.release();
@@ -772,7 +775,7 @@ where
                 }
                 continue;
             }
-            if self.referenced.take(self.referenced.cell(&entry)) && considered + 1 < CLOCK_SCAN {
+            if self.referenced.take(entry.cell) && considered + 1 < CLOCK_SCAN {
                 // Live, so its deadline is at or after its key: it moves back.
                 self.link(&entry, entry.deadline());
                 continue;
