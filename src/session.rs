@@ -46,7 +46,7 @@
 //!   measured by the registry's time: exactly the clock when the clock is
 //!   cheap ([`crate::clock::ManualClock`]) or `time_resolution` is zero,
 //!   otherwise a copy refreshed every `time_resolution` (default 1 ms) by
-//!   the sweeper thread and by every write.
+//!   the process-wide ticker thread and by every write.
 //! * **Bounded.** Never more than `max_sessions` sessions plus creations in
 //!   progress, together. At the bound, expired sessions go first, then the
 //!   [`CapacityPolicy`].

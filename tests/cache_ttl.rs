@@ -283,3 +283,55 @@ fn concurrent_inserts_and_loads_never_exceed_the_bound() {
     });
     assert_eq!(n, cache.len());
 }
+
+/// A [`ManualClock`] that says it is not cheap, so that maps read a coarse
+/// copy of it that only the ticker (and writes) refresh.
+#[derive(Clone)]
+struct CoarseManual(ManualClock);
+
+impl latchfree::clock::Clock for CoarseManual {
+    fn now(&self) -> SystemTime {
+        self.0.now()
+    }
+}
+
+#[test]
+fn one_ticker_keeps_the_coarse_time_of_several_caches_without_writes() {
+    let clock = clock();
+    let caches: Vec<TtlCache<u64, u64>> = (0..4)
+        .map(|i| {
+            let cache = TtlCache::builder()
+                .clock(CoarseManual(clock.clone()))
+                .time_to_live(Duration::from_secs(10))
+                // No sweep in this test's lifetime: only the ticker can
+                // move the coarse time of a cache nobody writes to.
+                .sweep(Sweep::Background {
+                    interval: Duration::from_secs(3_600),
+                })
+                .time_resolution(Duration::from_millis(1))
+                .build()
+                .unwrap();
+            assert!(cache.insert(i, i));
+            cache
+        })
+        .collect();
+    clock.advance(Duration::from_secs(9));
+    // Whether or not the ticker has run yet, the entries are live.
+    for (i, cache) in caches.iter().enumerate() {
+        assert_eq!(cache.get(&(i as u64)), Some(i as u64));
+    }
+    clock.advance(Duration::from_secs(1));
+    // Now expired by the clock; reads see it once the ticker has ticked.
+    // This waits for the ticker thread (bounded), not for a TTL.
+    let give_up = std::time::Instant::now() + Duration::from_secs(30);
+    for (i, cache) in caches.iter().enumerate() {
+        while cache.get(&(i as u64)).is_some() {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "cache {i}: the coarse time was never refreshed"
+            );
+            thread::yield_now();
+        }
+        assert_eq!(cache.len(), 0, "the expired read evicted it");
+    }
+}

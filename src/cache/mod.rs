@@ -36,7 +36,8 @@
 //!   last access + idle TTL, measured by the cache's time (exactly the
 //!   clock when it is cheap, like [`ManualClock`](crate::clock::ManualClock),
 //!   or when `time_resolution` is zero; otherwise a copy refreshed every
-//!   `time_resolution`, default 1 ms, by the sweeper thread and by writes).
+//!   `time_resolution`, default 1 ms, by the process-wide ticker thread and
+//!   by writes).
 //! * **Bounded, with a documented policy.** Never more than `max_entries`
 //!   entries plus loads in progress, together. At the bound, expired entries
 //!   go first, then *second chance* (CLOCK): the entry nearest its deadline

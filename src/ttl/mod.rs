@@ -5,20 +5,27 @@
 //! # The structure
 //!
 //! ```text
-//!   index:      scc::HashIndex<K, Arc<Entry>>      lock-free reads (peek)
+//!   index:      scc::HashIndex<K, Inline { value, expires, Arc<Entry> }>
+//!                                                  lock-free reads (peek)
 //!   flights:    scc::HashMap<K, Arc<Flight>>       one per initialisation in progress
 //!   deadlines:  SkipMap<(deadline, seq), Arc<Entry>> every live entry, soonest first
+//!   referenced: RefBits                            second-chance bits (dense, by creation seq)
 //!   occupancy:  AtomicUsize                        entries + reservations ≤ max_entries
 //! ```
 //!
 //! **Reads** ([`TtlMap::get`]) peek into the `HashIndex` under an epoch
-//! guard: no lock, no shared write. The entry's deadline is checked against
-//! the map's time (below); an expired entry is never returned. Two per-entry
+//! guard: no lock, no shared write. What a hit needs (the value and the
+//! absolute deadline) is stored inline in the index (the `entry` module explains the
+//! split), so a hit on a map without an idle timeout follows no pointer
+//! beyond the index's own. The entry's deadline is checked against the
+//! map's time (below); an expired entry is never returned. Two per-entry
 //! stamps may be written, both `Relaxed` and both only when they change: the
 //! last-access time, when an idle timeout is configured (the deadline moves
-//! with it), and a "referenced" bit, when the map evicts at capacity (the
-//! second-chance policy below needs it). Each is a load on a hit, and a store
-//! at most once per timer tick (the stamp) or per eviction scan (the bit).
+//! with it; it lives in the shared `Entry`, as the index's values must be
+//! immutable), and a "referenced" bit, when the map evicts at capacity (the
+//! second-chance policy below needs it; it lives in a small dense table that
+//! stays in cache). Each is a load on a hit, and a store at most once per
+//! timer tick (the stamp) or per eviction scan (the bit).
 //!
 //! **Creation** ([`TtlMap::get_or_init`]) is single-flight. A miss takes the
 //! key's entry in `flights` (a bucket lock in scc, held for microseconds,
@@ -60,7 +67,8 @@
 //! clock ([`Clock::is_cheap`], e.g. [`ManualClock`](crate::clock::ManualClock))
 //! is read on every check, so expiry is exact with respect to it. Otherwise,
 //! when a background sweeper runs and `time_resolution` is not zero, reads
-//! use a coarse copy of the clock that the sweeper thread refreshes every
+//! use a coarse copy of the clock that a process-wide ticker thread (one
+//! for all maps, see the `sweeper` module) refreshes every
 //! `time_resolution` and that every write operation refreshes too: an entry
 //! may then be returned up to one resolution (plus the sweeper's scheduling
 //! delay) after its deadline, never later than the first write or tick past
@@ -74,8 +82,8 @@ mod time;
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::Hash;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use crossbeam_skiplist::SkipMap;
@@ -84,8 +92,9 @@ use crossbeam_utils::CachePadded;
 use crate::clock::Clock;
 use crate::flight::{Flight, Leader, Outcome};
 use crate::stats::{Counter, Gauge, Stats, StatsError};
-use entry::{Entry, NO_DEADLINE};
+use entry::{Entry, Inline, NO_DEADLINE, RefBits};
 pub(crate) use sweeper::SweeperHandle;
+use sweeper::Tick;
 use time::TimeSource;
 
 /// Entries a capacity eviction considers before it evicts the front one
@@ -303,9 +312,11 @@ impl<K, V> Options<K, V> {
 /// The shared core of [`crate::session::SessionRegistry`] and
 /// [`crate::cache::TtlCache`].
 pub(crate) struct TtlMap<K, V> {
-    index: scc::HashIndex<K, Arc<Entry<K, V>>>,
+    index: scc::HashIndex<K, Inline<K, V>>,
     flights: scc::HashMap<K, crate::sync::Arc<Flight<V>>>,
-    deadlines: SkipMap<(u64, u64), Arc<Entry<K, V>>>,
+    deadlines: SkipMap<(u64, u64), Arc<Entry<K>>>,
+    /// The second-chance bits (empty unless `evict_at_capacity`).
+    referenced: RefBits,
     /// Entries in `index` plus reservations of flights in progress.
     occupancy: CachePadded<AtomicUsize>,
     /// Entries in `index`.
@@ -354,6 +365,7 @@ where
             occupancy: CachePadded::new(AtomicUsize::new(0)),
             entries: CachePadded::new(AtomicUsize::new(0)),
             seq: AtomicU64::new(0),
+            referenced: RefBits::new(options.max_entries, options.evict_at_capacity),
             time: TimeSource::new(options.clock, coarse),
             max_entries: options.max_entries,
             lifetime: nanos(options.lifetime),
@@ -365,13 +377,14 @@ where
         });
         let sweeper = match background {
             Some(interval) => {
-                let tick = if coarse {
-                    options.resolution.min(interval)
-                } else {
-                    interval
-                };
+                if coarse {
+                    let weak: Weak<Self> = Arc::downgrade(&map);
+                    let target: Weak<dyn Tick> = weak;
+                    sweeper::register(target, options.resolution.min(interval))
+                        .map_err(|e| BuildError::Spawn(e.to_string()))?;
+                }
                 Some(
-                    SweeperHandle::spawn(Arc::downgrade(&map), tick, interval)
+                    SweeperHandle::spawn(Arc::downgrade(&map), interval)
                         .map_err(|e| BuildError::Spawn(e.to_string()))?,
                 )
             }
@@ -429,22 +442,25 @@ where
     /// The lock-free lookup: the value if live (stamping its access), the
     /// entry if expired.
     #[inline]
-    fn peek<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<Peeked<R, Arc<Entry<K, V>>>>
+    fn peek<Q, R>(&self, key: &Q, f: impl FnOnce(&V) -> R) -> Option<Peeked<R, Arc<Entry<K>>>>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         self.index.peek_with(key, |_, entry| {
-            let now = if entry.needs_time() {
+            let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
                 0
             };
-            if entry.is_live(now) {
-                entry.touch(now, self.evict_at_capacity);
+            if entry.is_live(now, self.idle) {
+                entry.touch(now, self.idle);
+                if self.evict_at_capacity {
+                    self.referenced.set(entry.cell());
+                }
                 Peeked::Live(f(&entry.value))
             } else {
-                Peeked::Expired(entry.clone())
+                Peeked::Expired(entry.entry.clone())
             }
         })
     }
@@ -457,12 +473,12 @@ where
     {
         self.index
             .peek_with(key, |_, entry| {
-                let now = if entry.needs_time() {
+                let now = if entry.needs_time(self.idle) {
                     self.time.now()
                 } else {
                     0
                 };
-                entry.is_live(now)
+                entry.is_live(now, self.idle)
             })
             .unwrap_or(false)
     }
@@ -594,26 +610,33 @@ where
         } else {
             now.saturating_add(lifetime)
         };
-        let entry = Arc::new(Entry::new(key.clone(), value, now, expires, self.idle));
+        // Relaxed: a unique number is all that is needed, not an order.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let cell = self.referenced.cell(seq);
+        if self.evict_at_capacity {
+            self.referenced.clear(cell);
+        }
+        let entry = Arc::new(Entry::new(key.clone(), now, expires, self.idle, cell));
+        let inline = Inline::new(value, entry.clone());
         let replaced = match self.index.entry_sync(key) {
             scc::hash_index::Entry::Vacant(vacant) => {
-                vacant.insert_entry(entry.clone());
+                vacant.insert_entry(inline);
                 // Relaxed: a count, published with nothing.
                 self.entries.fetch_add(1, Ordering::Relaxed);
                 None
             }
             scc::hash_index::Entry::Occupied(mut occupied) => {
                 let old = occupied.get().clone();
-                occupied.update(entry.clone());
+                occupied.update(inline);
                 Some(old)
             }
         };
-        self.link(&entry, entry.deadline());
+        entry.link(&self.deadlines, (entry.deadline(), seq), &entry);
         if let Some(old) = replaced {
             // The new entry took the old one's place: one reservation too many.
             self.release();
-            old.unlink(&self.deadlines);
-            self.notify(&old, EvictionCause::Replaced);
+            old.entry.unlink(&self.deadlines);
+            self.notify(&old.entry.key, old.value, EvictionCause::Replaced);
         } else {
             self.counters.live.set(self.len() as i64);
         }
@@ -621,7 +644,7 @@ where
 
     /// Puts `entry` into `deadlines` under `deadline` and a new sequence
     /// number, unless it was evicted meanwhile.
-    fn link(&self, entry: &Arc<Entry<K, V>>, deadline: u64) {
+    fn link(&self, entry: &Arc<Entry<K>>, deadline: u64) {
         // Relaxed: a unique number is all that is needed, not an order.
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         entry.link(&self.deadlines, (deadline, seq), entry);
@@ -634,7 +657,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let entry = self.index.peek_with(key, |_, entry| entry.clone())?;
+        let entry = self.index.peek_with(key, |_, entry| entry.entry.clone())?;
         let now = self.time.refresh();
         let live = entry.is_live(now);
         let cause = if live {
@@ -646,7 +669,7 @@ where
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
-        (removed && live).then(|| entry.value.clone())
+        removed.filter(|_| live)
     }
 
     /// Removes every entry (cause `Cleared`, or `Expired` for those already
@@ -657,7 +680,7 @@ where
         {
             let guard = scc::Guard::new();
             for (_, entry) in self.index.iter(&guard) {
-                victims.push(entry.clone());
+                victims.push(entry.entry.clone());
             }
         }
         let now = self.time.refresh();
@@ -669,7 +692,7 @@ where
                 } else {
                     EvictionCause::Expired
                 };
-                self.evict(e, cause)
+                self.evict(e, cause).is_some()
             })
             .count()
     }
@@ -681,12 +704,12 @@ where
     pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
         let guard = scc::Guard::new();
         for (key, entry) in self.index.iter(&guard) {
-            let now = if entry.needs_time() {
+            let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
                 0
             };
-            if entry.is_live(now) {
+            if entry.is_live(now, self.idle) {
                 f(key, &entry.value);
             }
         }
@@ -717,7 +740,7 @@ where
             if entry.is_live(now) {
                 // Its key was a lower bound: the last access moved it later.
                 self.link(&entry, entry.deadline());
-            } else if self.evict(&entry, EvictionCause::Expired) {
+            } else if self.evict(&entry, EvictionCause::Expired).is_some() {
                 evicted += 1;
             }
         }
@@ -747,17 +770,17 @@ where
                 continue;
             }
             if !entry.is_live(now) {
-                if self.evict(&entry, EvictionCause::Expired) {
+                if self.evict(&entry, EvictionCause::Expired).is_some() {
                     return true;
                 }
                 continue;
             }
-            if entry.take_referenced() && considered + 1 < CLOCK_SCAN {
+            if self.referenced.take(entry.cell) && considered + 1 < CLOCK_SCAN {
                 // Live, so its deadline is at or after its key: it moves back.
                 self.link(&entry, entry.deadline());
                 continue;
             }
-            if self.evict(&entry, EvictionCause::Capacity) {
+            if self.evict(&entry, EvictionCause::Capacity).is_some() {
                 return true;
             }
         }
@@ -784,34 +807,48 @@ where
     }
 
     /// Removes `entry` if it is still the one in `index`; the one caller
-    /// that succeeds releases its capacity, unlinks it and notifies.
-    fn evict(&self, entry: &Arc<Entry<K, V>>, cause: EvictionCause) -> bool {
-        if !self
-            .index
-            .remove_if_sync(&entry.key, |current| Arc::ptr_eq(current, entry))
-        {
-            return false;
-        }
+    /// that succeeds releases its capacity, unlinks it, notifies, and gets
+    /// the value back.
+    fn evict(&self, entry: &Arc<Entry<K>>, cause: EvictionCause) -> Option<V> {
+        let mut value = None;
+        self.index.remove_if_sync(&entry.key, |current| {
+            let same = Arc::ptr_eq(&current.entry, entry);
+            if same {
+                value = Some(current.value.clone());
+            }
+            same
+        });
+        let value = value?;
         // Relaxed: counts, published with nothing.
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.release();
         entry.unlink(&self.deadlines);
         self.counters.live.set(self.len() as i64);
-        self.notify(entry, cause);
-        true
+        if self.listener.is_some() {
+            self.notify(&entry.key, value.clone(), cause);
+        } else {
+            self.counters.evictions[cause.index()].inc();
+        }
+        Some(value)
     }
 
     /// Counts an eviction and calls the listener (no internal lock is held
     /// by any caller of this).
-    fn notify(&self, entry: &Entry<K, V>, cause: EvictionCause) {
+    fn notify(&self, key: &K, value: V, cause: EvictionCause) {
         self.counters.evictions[cause.index()].inc();
         if let Some(listener) = &self.listener {
-            listener(&entry.key, entry.value.clone(), cause);
+            listener(key, value, cause);
         }
     }
+}
 
-    /// Refreshes the coarse time (the sweeper's tick).
-    pub(crate) fn tick(&self) {
+impl<K, V> Tick for TtlMap<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Refreshes the coarse time (the ticker's tick).
+    fn tick(&self) {
         self.time.refresh();
     }
 }
