@@ -463,15 +463,16 @@ fn spawn_sweeper(
             let (flag, wake) = &*stop;
             let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
+                // `wait_timeout_while` checks the flag before it sleeps: a
+                // stop set before this thread first took the lock is seen.
                 let (guard, _) = wake
-                    .wait_timeout(stopped, interval)
+                    .wait_timeout_while(stopped, interval, |stopped| !*stopped)
                     .unwrap_or_else(PoisonError::into_inner);
-                stopped = guard;
-                if *stopped {
+                if *guard {
                     return;
                 }
+                drop(guard);
                 let Some(parts) = parts.upgrade() else { return };
-                drop(stopped);
                 with_parts!(&*parts, c => c.sweep());
                 drop(parts);
                 stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
