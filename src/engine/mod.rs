@@ -353,6 +353,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Slots of the latchfree audit ring (default 16 384; see
+    /// [`AuditConfig::ring_capacity`]).
+    pub fn ring_capacity(mut self, slots: usize) -> Self {
+        self.config.audit.ring_capacity = slots;
+        self
+    }
+
     /// Opens a telemetry stream too (see [`Engine::telemetry`]).
     pub fn telemetry(mut self, on: bool) -> Self {
         self.config.audit.telemetry = on;
