@@ -292,6 +292,7 @@ impl Latchfree {
             caches.insert(name.clone(), built);
         }
         let audit = AuditLog::builder(&config.audit.dir)
+            .capacity(config.audit.ring_capacity)
             .max_event_bytes(config.audit.max_event_bytes)
             .clock(clock.clone())
             .stats(&stats)

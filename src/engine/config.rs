@@ -114,6 +114,16 @@ pub struct AuditConfig {
     /// The longest audit event, in bytes.
     #[serde(default = "default_max_event_bytes")]
     pub max_event_bytes: usize,
+    /// Slots of the latchfree audit ring (512 bytes each; rounded up to a
+    /// power of two). A bigger ring rides out longer preemptions of the
+    /// writer thread before callers wait for room: with more threads than
+    /// cores that is what sets the tail. Ignored by the locked engine.
+    #[serde(default = "default_ring_capacity")]
+    pub ring_capacity: usize,
+}
+
+fn default_ring_capacity() -> usize {
+    16_384
 }
 
 fn default_guarantee() -> Guarantee {
@@ -132,6 +142,7 @@ impl AuditConfig {
             guarantee: default_guarantee(),
             telemetry: false,
             max_event_bytes: default_max_event_bytes(),
+            ring_capacity: default_ring_capacity(),
         }
     }
 }

@@ -353,6 +353,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Slots of the latchfree audit ring (default 16 384; see
+    /// [`AuditConfig::ring_capacity`]).
+    pub fn ring_capacity(mut self, slots: usize) -> Self {
+        self.config.audit.ring_capacity = slots;
+        self
+    }
+
     /// Opens a telemetry stream too (see [`Engine::telemetry`]).
     pub fn telemetry(mut self, on: bool) -> Self {
         self.config.audit.telemetry = on;
@@ -463,15 +470,16 @@ fn spawn_sweeper(
             let (flag, wake) = &*stop;
             let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
             loop {
+                // `wait_timeout_while` checks the flag before it sleeps: a
+                // stop set before this thread first took the lock is seen.
                 let (guard, _) = wake
-                    .wait_timeout(stopped, interval)
+                    .wait_timeout_while(stopped, interval, |stopped| !*stopped)
                     .unwrap_or_else(PoisonError::into_inner);
-                stopped = guard;
-                if *stopped {
+                if *guard {
                     return;
                 }
+                drop(guard);
                 let Some(parts) = parts.upgrade() else { return };
-                drop(stopped);
                 with_parts!(&*parts, c => c.sweep());
                 drop(parts);
                 stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
