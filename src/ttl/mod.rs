@@ -13,7 +13,7 @@
 //!   occupancy:  AtomicUsize                        entries + reservations ≤ max_entries
 //! ```
 //!
-//! **Reads** ([`TtlMap::get`]) peek into the `HashIndex` under an epoch
+//! **Reads** (`TtlMap::get`) peek into the `HashIndex` under an epoch
 //! guard: no lock, no shared write. What a hit needs (the value and the
 //! absolute deadline) is stored inline in the index (the `entry` module explains the
 //! split), so a hit on a map without an idle timeout follows no pointer
@@ -27,7 +27,7 @@
 //! stays in cache). Each is a load on a hit, and a store at most once per
 //! timer tick (the stamp) or per eviction scan (the bit).
 //!
-//! **Creation** ([`TtlMap::get_or_init`]) is single-flight. A miss takes the
+//! **Creation** (`TtlMap::get_or_init`) is single-flight. A miss takes the
 //! key's entry in `flights` (a bucket lock in scc, held for microseconds,
 //! never across user code). If a flight is there, the caller joins it and
 //! parks on it ([`crate::flight`]). If not, it checks `index` again (the
@@ -53,7 +53,7 @@
 //! *second chance* (CLOCK) over `deadlines`: the front entry is evicted
 //! unless it was read since it was last considered, in which case it is
 //! moved back (a new sequence number; under the same deadline if it has
-//! one) and the next is considered, at most [`CLOCK_SCAN`] times. Without
+//! one) and the next is considered, at most `CLOCK_SCAN` times. Without
 //! TTLs the index is in insertion order and this is classic CLOCK, an
 //! approximation of least-recently-used; with TTLs the entries nearest their
 //! deadline go first.
