@@ -335,3 +335,44 @@ fn one_ticker_keeps_the_coarse_time_of_several_caches_without_writes() {
         assert_eq!(cache.len(), 0, "the expired read evicted it");
     }
 }
+
+/// A wall clock that steps back neither expires entries early nor serves
+/// one again after it expired; an entry inserted while the clock is behind
+/// gets its deadline from that (earlier) time. An entry that a read or a
+/// sweep found expired is gone for good.
+#[test]
+fn a_clock_stepping_back_neither_expires_early_nor_resurrects() {
+    let clock = clock();
+    let start = latchfree::clock::Clock::now(&clock);
+    let expired = Arc::new(AtomicUsize::new(0));
+    let cache = {
+        let expired = expired.clone();
+        TtlCache::<u64, u64>::builder()
+            .clock(clock.clone())
+            .time_to_live(Duration::from_secs(60))
+            .sweep(Sweep::Manual)
+            .eviction_listener(move |_, _, cause| {
+                if cause == EvictionCause::Expired {
+                    expired.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build()
+            .unwrap()
+    };
+    cache.insert(1, 10);
+    clock.set(start - Duration::from_secs(86_400)); // a day back
+    assert_eq!(cache.get(&1), Some(10));
+    cache.insert(2, 20); // deadline: a day ago + 60 s
+    assert_eq!(cache.sweep(), 0);
+    clock.set(start + Duration::from_millis(59_999));
+    assert_eq!(cache.get(&1), Some(10));
+    assert_eq!(cache.get(&2), None);
+    clock.set(start + Duration::from_secs(60));
+    assert_eq!(cache.get(&1), None);
+    clock.set(start); // back again: what expired stays expired
+    assert_eq!(cache.get(&1), None);
+    assert_eq!(cache.get(&2), None);
+    cache.sweep(); // removes whatever the reads left behind
+    assert_eq!(expired.load(Ordering::Relaxed), 2);
+    assert!(cache.is_empty());
+}

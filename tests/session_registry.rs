@@ -443,3 +443,48 @@ fn flood_of_a_million_ids_evicts_least_recently_used() {
     assert!(registry.contains("f999999"));
     assert!(!registry.contains("f0"));
 }
+
+/// A wall clock that steps back (NTP, a VM restored from a snapshot) neither
+/// expires sessions early nor resurrects expired ones: deadlines are
+/// absolute, and the last-access stamp never moves backwards, so a read
+/// while the clock is behind does not shorten the idle deadline. A session
+/// that a read or a sweep found expired is gone for good.
+#[test]
+fn a_clock_stepping_back_neither_expires_early_nor_resurrects() {
+    let clock = clock();
+    let start = clock.now();
+    let expired = Arc::new(AtomicUsize::new(0));
+    let registry = {
+        let expired = expired.clone();
+        SessionRegistry::<u32>::builder()
+            .clock(clock.clone())
+            .idle_timeout(Duration::from_secs(10))
+            .max_lifetime(Duration::from_secs(60))
+            .sweep(Sweep::Manual)
+            .eviction_listener(move |_, _, cause| {
+                assert_eq!(cause, EvictionCause::Expired);
+                expired.fetch_add(1, Ordering::Relaxed);
+            })
+            .build()
+            .unwrap()
+    };
+    registry.get_or_create("a", || 1).unwrap();
+    clock.advance(Duration::from_secs(5));
+    assert!(registry.get("a").is_some()); // idle deadline: start + 15 s
+    // An hour back: still live, and reads there leave the stamp at +5 s.
+    clock.set(start - Duration::from_secs(3_600));
+    assert!(registry.get("a").is_some());
+    assert_eq!(*registry.get_or_create("a", || 2).unwrap(), 1);
+    assert_eq!(registry.sweep(), 0);
+    // Back to normal time: the idle deadline is still start + 15 s.
+    clock.set(start + Duration::from_millis(14_999));
+    assert!(registry.get("a").is_some());
+    clock.set(start + Duration::from_secs(40)); // idle since +14.999 s
+    assert!(registry.get("a").is_none()); // the read evicts it
+    assert_eq!(registry.sweep(), 0);
+    // The clock stepping back again does not bring it back.
+    clock.set(start);
+    assert!(registry.get("a").is_none());
+    assert_eq!(*registry.get_or_create("a", || 3).unwrap(), 3);
+    assert_eq!(expired.load(Ordering::Relaxed), 1);
+}

@@ -225,13 +225,18 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
+    // Resident memory when each slice starts, and at the end: a long run
+    // (`--seconds 600`) must keep it flat.
+    let mut resident = Vec::with_capacity(slices + 1);
     let rows = bench::run(&cases, &plan, |case, threads| {
+        resident.extend(resident_kib());
         bar.set_message(format!(
             "{}/{} {} ×{threads}",
             case.workload, case.op, case.imp
         ));
         bar.inc(1);
     });
+    resident.extend(resident_kib());
     bar.finish_and_clear();
 
     let mut out = std::io::stdout().lock();
@@ -252,6 +257,16 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             );
         }
     }
+    if let (Some(first), Some(last), Some(max)) =
+        (resident.first(), resident.last(), resident.iter().max())
+    {
+        eprintln!(
+            "memory: resident {:.1} MiB at the first slice, {:.1} MiB at the end, at most {:.1} MiB between",
+            *first as f64 / 1024.0,
+            *last as f64 / 1024.0,
+            *max as f64 / 1024.0
+        );
+    }
     let inexact: Vec<&Row> = rows.iter().filter(|r| r.exact == Some(false)).collect();
     for r in &inexact {
         eprintln!(
@@ -268,6 +283,14 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// This process's resident set size in KiB (`VmRSS` in `/proc/self/status`;
+/// `None` where there is no procfs).
+fn resident_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn table(rows: &[Row]) -> String {
