@@ -376,3 +376,50 @@ fn a_clock_stepping_back_neither_expires_early_nor_resurrects() {
     assert_eq!(expired.load(Ordering::Relaxed), 2);
     assert!(cache.is_empty());
 }
+
+/// `insert` over a present key replaces it, and a concurrent `get` sees the
+/// old value or the new one, never nothing: a few hot keys, two threads
+/// replacing them, two reading (on 2 cores, with more threads than cores).
+/// The lock-free lookup alone could pass over both while the replacement
+/// ran; a miss is confirmed under the bucket's lock.
+#[test]
+fn replacing_a_present_key_never_makes_a_reader_miss() {
+    const KEYS: u64 = 16;
+    const READS: u64 = 500_000;
+    let cache = TtlCache::<u64, u64>::new(1_000);
+    for k in 0..KEYS {
+        cache.insert(k, k);
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let misses = thread::scope(|s| {
+        for w in 0..2u64 {
+            let (cache, done) = (&cache, &done);
+            s.spawn(move || {
+                let mut i = w;
+                while !done.load(Ordering::Relaxed) {
+                    cache.insert(i % KEYS, i);
+                    i += 2;
+                }
+            });
+        }
+        let readers: Vec<_> = (0..2u64)
+            .map(|r| {
+                let cache = &cache;
+                s.spawn(move || {
+                    let mut misses = 0u64;
+                    for i in 0..READS {
+                        let k = (i * 7 + r) % KEYS;
+                        misses += u64::from(cache.with(&k, |_| ()).is_none());
+                        misses += u64::from(!cache.contains_key(&k));
+                    }
+                    misses
+                })
+            })
+            .collect();
+        let misses: u64 = readers.into_iter().map(|h| h.join().unwrap()).sum();
+        done.store(true, Ordering::Relaxed);
+        misses
+    });
+    assert_eq!(misses, 0, "reads missed a key that was always present");
+    assert_eq!(cache.len(), KEYS as usize);
+}

@@ -447,7 +447,8 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.index.peek_with(key, |_, entry| {
+        let mut f = Some(f);
+        self.lookup(key, |entry| {
             let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
@@ -458,11 +459,36 @@ where
                 if self.evict_at_capacity {
                     self.referenced.set(entry.cell());
                 }
+                // `lookup` calls its reader at most once.
+                let f = f.take().expect("the reader runs once");
                 Peeked::Live(f(&entry.value))
             } else {
                 Peeked::Expired(entry.entry.clone())
             }
         })
+    }
+
+    /// Calls `reader` (at most once) on the entry under `key`, without a
+    /// lock when the key is found.
+    ///
+    /// `HashIndex::peek_with` alone is not enough: scc replaces an entry
+    /// (`OccupiedEntry::update`, our `publish` of a present key) by
+    /// inserting the new one and then marking the old one removed, under
+    /// the bucket's write lock, and a lock-free reader that scans the bucket
+    /// in between can pass over both and miss a key that was present the
+    /// whole time. So a miss is confirmed under the bucket's shared lock
+    /// (`read_sync`), which sees the bucket before or after a replacement.
+    /// Hits stay lock-free; only misses pay the lock.
+    #[inline]
+    fn lookup<Q, R>(&self, key: &Q, mut reader: impl FnMut(&Inline<K, V>) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(r) = self.index.peek_with(key, |_, entry| reader(entry)) {
+            return Some(r);
+        }
+        self.index.read_sync(key, |_, entry| reader(entry))
     }
 
     /// Whether a live entry is under `key` (no stamp, no metric).
@@ -471,16 +497,15 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.index
-            .peek_with(key, |_, entry| {
-                let now = if entry.needs_time(self.idle) {
-                    self.time.now()
-                } else {
-                    0
-                };
-                entry.is_live(now, self.idle)
-            })
-            .unwrap_or(false)
+        self.lookup(key, |entry| {
+            let now = if entry.needs_time(self.idle) {
+                self.time.now()
+            } else {
+                0
+            };
+            entry.is_live(now, self.idle)
+        })
+        .unwrap_or(false)
     }
 
     /// The live value under `key`, or the one `init` makes, exactly once per
@@ -657,7 +682,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let entry = self.index.peek_with(key, |_, entry| entry.entry.clone())?;
+        let entry = self.lookup(key, |entry| entry.entry.clone())?;
         let now = self.time.refresh();
         let live = entry.is_live(now);
         let cause = if live {
