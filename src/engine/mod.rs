@@ -1,6 +1,7 @@
 //! [`Engine`]: the shared state of a tool server in one cloneable handle:
-//! statistics, the session registry, named TTL caches of tool results, and
-//! the audit and telemetry logs, assembled from an [`EngineConfig`].
+//! statistics, the session registry, named TTL caches of tool results, the
+//! audit and telemetry logs, and named shared instances, assembled from an
+//! [`EngineConfig`].
 //!
 //! ```
 //! use latchfree::engine::{Call, Engine, CacheConfig};
@@ -25,6 +26,19 @@
 //! assert_eq!(latchfree::audit::verify(dir.path())?.records, 2);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! # Components
+//!
+//! | component | latchfree | locked twin | reached through |
+//! |---|---|---|---|
+//! | statistics | [`Stats`] | [`LockedStats`] | [`Engine::counters`], [`Engine::counter`], [`Engine::prometheus`] |
+//! | session registry | [`SessionRegistry`] | [`LockedSessionRegistry`] | [`Engine::call`], [`Engine::session`], [`Engine::remove_session`] |
+//! | tool-result caches, by tool | [`TtlCache`] | [`LockedTtlCache`] | [`Engine::call`], [`Engine::cache_len`], [`Engine::invalidate_cache`] |
+//! | audit log | [`AuditLog`] | [`LockedAuditLog`] | [`Engine::call`], [`Engine::flush`] |
+//! | telemetry log (optional) | [`AuditLog`] | [`LockedAuditLog`] | [`Engine::telemetry`] |
+//! | shared instances, by name | [`Shared`](crate::shared::Shared) | [`LockedShared`](crate::baseline::LockedShared) | [`Engine::shared`] |
+//!
+//! [`Engine::parts`] reaches the first five directly.
 //!
 //! # The request path
 //!
@@ -57,11 +71,58 @@
 //! [`Engine::locked`] (or `locked = true` in the configuration) builds the
 //! same engine from the locked twins in [`baseline`](crate::baseline): a
 //! `RwLock<HashMap>` session registry with double-checked creation, a
-//! `Mutex` around each cache, one `Mutex<HashMap>` of statistics, and one
-//! `Mutex` around the audit file. The API, the request path, the metric
-//! names and the audit line format are the same, so a server can be A/B
-//! tested by flipping one flag; [`Engine::parts`] reaches the components of
-//! either kind.
+//! `Mutex` around each cache, one `Mutex<HashMap>` of statistics, one
+//! `Mutex` around the audit file, and an `RwLock<Option<Arc<T>>>` per shared
+//! instance. The API, the request path, the metric names (but for those of
+//! shared instances) and the audit line format are the same, so a server
+//! can be A/B tested by flipping one flag; [`Engine::parts`] reaches the
+//! components of either kind.
+//!
+//! # Shared instances
+//!
+//! A server also holds a few objects every request reads and that are
+//! sometimes replaced: a loaded model, a parsed configuration, an index.
+//! [`Engine::shared`] hands out an [`EngineShared<T>`] handle to the
+//! engine's instance of that name, created empty on first request; the
+//! same name always reaches the same instance, and asking for it with
+//! another `T` is an [`EngineError::SharedTypeMismatch`]. The handle is
+//! cheap to clone and goes straight to the instance (a
+//! [`Shared`](crate::shared::Shared), or a
+//! [`LockedShared`](crate::baseline::LockedShared) on the locked engine):
+//! reads are lock-free on the latchfree engine, initialisation is
+//! single-flight on both, and a value replaced while a reader holds it
+//! stays alive until that reader lets go.
+//!
+//! ```
+//! use latchfree::engine::Engine;
+//!
+//! struct Model { version: u32 }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let engine = Engine::builder().audit_dir(dir.path()).build()?;
+//! let model = engine.shared::<Model>("model")?;
+//! // The first caller loads it; concurrent callers wait for that one load.
+//! assert_eq!(model.get_or_init(|| Model { version: 1 }).version, 1);
+//!
+//! let reader = model.load().expect("initialised");
+//! // Another handle to the same instance replaces the value...
+//! let old = engine.shared::<Model>("model")?.swap(Model { version: 2 });
+//! assert_eq!(old.map(|m| m.version), Some(1));
+//! assert_eq!(reader.version, 1); // ...a reader keeps the value it read
+//! assert_eq!(model.load().map(|m| m.version), Some(2));
+//!
+//! // A name holds one type.
+//! assert!(engine.shared::<String>("model").is_err());
+//! // The latchfree engine counts each instance's slow-path events.
+//! assert_eq!(engine.counter("shared_model_replacements_total"), 1);
+//! engine.shutdown()?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! The latchfree engine registers each instance's metrics in its [`Stats`]
+//! under the prefix `shared_NAME` (`shared_NAME_inits_total` and the others
+//! of [`shared`](crate::shared#metrics)), so a name must be a valid metric
+//! name on either kind; the locked engine counts nothing for them.
 //!
 //! # Background work and shutdown
 //!
@@ -72,9 +133,15 @@
 //! sweeper, drains and closes the logs, and returns the first error; later
 //! calls fail with [`EngineError::ShutDown`]. Dropping the last handle
 //! without `shutdown` stops the threads too, but can only print an error.
+//!
+//! Shutdown does not touch the shared instances: [`Engine::shared`] and the
+//! handles keep working, and an instance's value is dropped with the last
+//! of the engine's handles and that instance's [`EngineShared`] handles (a
+//! replaced value, when its last reader lets go).
 
 mod backend;
 mod config;
+mod shared;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -90,6 +157,7 @@ use self::backend::{CallStats, Components, Latchfree, Locked, SharedClock, names
 pub use self::config::{
     AuditConfig, CacheConfig, ConfigError, EngineConfig, SessionConfig, parse_guarantee,
 };
+pub use self::shared::{EngineShared, EngineSharedGuard};
 use crate::audit::{AuditError, AuditLog, Guarantee};
 use crate::baseline::{LockedAuditLog, LockedSessionRegistry, LockedStats, LockedTtlCache};
 use crate::cache::{LoadError, TtlCache};
@@ -211,6 +279,27 @@ pub enum EngineError {
     /// [`Engine::shutdown`] was called.
     #[error("the engine is shut down")]
     ShutDown,
+    /// [`Engine::shared`] asked for an existing instance with another type.
+    #[error("the shared instance {name:?} holds a {existing}, not a {requested}")]
+    SharedTypeMismatch {
+        /// The instance's name.
+        name: String,
+        /// The type it was created with.
+        existing: &'static str,
+        /// The type asked for now.
+        requested: &'static str,
+    },
+    /// [`Engine::shared`] could not name or register the metrics of a new
+    /// instance: the name is not a valid metric name
+    /// ([`StatsError::InvalidName`]), or the engine's [`Stats`] refused one
+    /// of its counters.
+    #[error("the shared instance {name:?}: {source}")]
+    SharedMetrics {
+        /// The instance's name.
+        name: String,
+        /// Why.
+        source: StatsError,
+    },
 }
 
 impl From<LoadError<ToolError>> for EngineError {
@@ -435,6 +524,7 @@ impl EngineBuilder {
                 stop,
                 sweeper: Mutex::new(Some(sweeper)),
                 shutdown: Mutex::new(None),
+                shared: shared::Instances::default(),
             }),
         })
     }
@@ -497,6 +587,8 @@ struct Inner {
     sweeper: Mutex<Option<JoinHandle<()>>>,
     /// The result of the first `shutdown`, handed to every later one.
     shutdown: Mutex<Option<Result<(), AuditError>>>,
+    /// The named shared instances (untouched by `shutdown`).
+    shared: shared::Instances,
 }
 
 impl Inner {
@@ -774,6 +866,29 @@ impl Engine {
     /// thread does it every `sweep_interval`).
     pub fn sweep(&self) {
         with_parts!(&*self.inner.parts, c => c.sweep())
+    }
+
+    /// A handle to the shared instance `name` holding a `T`, created empty
+    /// on first request; every request for `name` reaches the same
+    /// instance. See [Shared instances](self#shared-instances).
+    ///
+    /// This is a cold path (it takes a mutex around the engine's map of
+    /// instances): request the handle once and keep it; the handle's own
+    /// operations never touch the map. It works after
+    /// [`shutdown`](Self::shutdown) too.
+    ///
+    /// # Errors
+    ///
+    /// [`EngineError::SharedTypeMismatch`] if `name` was created with
+    /// another `T`; [`EngineError::SharedMetrics`] if `name` is not a valid
+    /// metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`, short enough for
+    /// `shared_NAME_init_failures_total`), on either kind, or if the
+    /// engine's [`Stats`] refuses one of its counters.
+    pub fn shared<T: Send + Sync + 'static>(
+        &self,
+        name: &str,
+    ) -> Result<EngineShared<T>, EngineError> {
+        self.inner.shared.get(&self.inner.parts, name)
     }
 
     /// The components themselves, by kind.

@@ -77,6 +77,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::sync::atomic::Ordering;
 use crate::sync::{PerThread, RwLock};
+pub(crate) use registry::validate_name;
 use registry::{Registry, Storage, hist_slots};
 use shard::Shard;
 
