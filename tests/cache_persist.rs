@@ -1,9 +1,11 @@
 //! The persistent tier of the TTL cache (`PersistentTtlCache`): both tiers
 //! under concurrent readers and writers, a `SIGKILL` mid-write, corrupt
-//! files, expiry coherence with a manual clock, restart warm-up, and the
-//! errors of `open`.
+//! files, expiry coherence with a manual clock, restart warm-up, ordered
+//! invalidation, a read-through racing an invalidation at an exact point,
+//! and the errors of `open`.
 //!
-//! Nothing sleeps to wait for a TTL: time is a `ManualClock`.
+//! Nothing sleeps to wait for a TTL: time is a `ManualClock` (or a clock
+//! that wraps one).
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -11,7 +13,7 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Barrier, mpsc};
+use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -549,6 +551,150 @@ fn get_or_load_reads_through_and_writes_behind() {
     assert_eq!(cache.persist_metrics().files_written, 10);
 }
 
+/// With a queue of one change, writers wait for the disk (backpressure)
+/// and nothing is lost: every write of 4 threads is on disk after a flush.
+#[test]
+fn a_full_queue_makes_writers_wait_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let cache = TtlCache::<u64, String>::builder()
+        .max_entries(16)
+        .time_to_live(HOUR)
+        .clock(clock.clone())
+        .persist_dir(dir.path())
+        .fsync(false)
+        .queue_capacity(1)
+        .open()
+        .unwrap();
+    thread::scope(|s| {
+        for t in 0..4u64 {
+            let cache = &cache;
+            s.spawn(move || {
+                for k in t * 100..t * 100 + 100 {
+                    assert!(cache.insert(k, format!("v{k}")));
+                }
+            });
+        }
+    });
+    cache.flush().unwrap();
+    assert_eq!(entry_files(dir.path()).len(), 400);
+    assert_eq!(cache.persist_metrics().files_written, 400);
+    for k in 0..400u64 {
+        assert_eq!(cache.get(&k), Some(format!("v{k}")));
+    }
+}
+
+/// A clock that runs a hook from inside one chosen call of `now()`: the
+/// way to put another thread's operation at an exact point of a read.
+#[derive(Clone)]
+struct HookClock {
+    time: ManualClock,
+    /// Calls of `now()` left before the hook runs (0: disarmed).
+    countdown: Arc<AtomicU64>,
+    hook: Arc<Mutex<Option<Hook>>>,
+}
+
+/// What a [`HookClock`] runs.
+type Hook = Box<dyn FnOnce() + Send>;
+
+impl HookClock {
+    /// Runs `hook` from inside the `nth` call of `now()` from here on.
+    fn arm(&self, nth: u64, hook: impl FnOnce() + Send + 'static) {
+        *self.hook.lock().unwrap() = Some(Box::new(hook));
+        self.countdown.store(nth, Ordering::SeqCst);
+    }
+}
+
+impl Clock for HookClock {
+    fn now(&self) -> SystemTime {
+        let fire = self
+            .countdown
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            == Ok(1);
+        // Taken out first: the hook calls `now()` again, with no lock held.
+        let hook = if fire {
+            self.hook.lock().unwrap().take()
+        } else {
+            None
+        };
+        if let Some(hook) = hook {
+            hook();
+        }
+        self.time.now()
+    }
+
+    fn is_cheap(&self) -> bool {
+        true
+    }
+}
+
+/// A read through to the disk that races an `invalidate` of its key must
+/// not put the value it read back into memory after the invalidation (a
+/// resurrection: the value would then be served, and written nowhere).
+///
+/// The invalidation is run from inside the clock call that the memory
+/// insert makes right before it takes the key's lock: after the file was
+/// read, before the entry is put back. The generation check under the lock
+/// must refuse the insert.
+#[test]
+fn a_read_through_racing_an_invalidate_does_not_resurrect_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = HookClock {
+        time: clock(),
+        countdown: Arc::new(AtomicU64::new(0)),
+        hook: Arc::new(Mutex::new(None)),
+    };
+    let cache = Arc::new(
+        TtlCache::<u64, String>::builder()
+            .max_entries(2)
+            .time_to_live(HOUR)
+            .clock(clock.clone())
+            .sweep(Sweep::Manual)
+            .persist_dir(dir.path())
+            .fsync(false)
+            .open()
+            .unwrap(),
+    );
+    for k in 1..=3u64 {
+        cache.insert(k, format!("v{k}"));
+    }
+    cache.flush().unwrap();
+    // One key was evicted to make room: on disk only. Free a slot, so the
+    // read through inserts without evicting (one clock call fewer).
+    let victim = (1..=3u64).find(|k| !cache.contains_in_memory(k)).unwrap();
+    let other = (1..=3u64).find(|&k| k != victim).unwrap();
+    cache.invalidate(&other);
+    assert_eq!(cache.len(), 1);
+
+    let fired = Arc::new(AtomicU64::new(0));
+    {
+        let (weak, fired) = (Arc::downgrade(&cache), fired.clone());
+        // Call 1: the read's own clock reading; call 2: the insert's.
+        clock.arm(2, move || {
+            let cache = weak.upgrade().unwrap();
+            assert_eq!(cache.invalidate(&victim), None, "not in memory");
+            fired.fetch_add(1, Ordering::SeqCst);
+        });
+    }
+    // The read itself may return the value (it read it before the
+    // invalidation: a linearisable outcome) ...
+    let read = cache.get(&victim);
+    assert_eq!(
+        fired.load(Ordering::SeqCst),
+        1,
+        "the hook ran inside the read"
+    );
+    assert!(read.is_none() || read == Some(format!("v{victim}")));
+    // ... but it must not have put it back.
+    assert!(!cache.contains_in_memory(&victim), "resurrected in memory");
+    assert_eq!(cache.get(&victim), None);
+    cache.flush().unwrap();
+    assert!(!file_of(dir.path(), victim).exists());
+    drop(cache);
+    let reopened = open(dir.path(), &clock.time, 10);
+    assert_eq!(reopened.get(&victim), None, "after a restart");
+}
+
 /// A directory that cannot be created is a clear error at `open`, as is an
 /// idle timeout; nothing panics.
 #[test]
@@ -575,5 +721,4 @@ fn open_errors_are_clear() {
         .open()
         .unwrap_err();
     assert!(matches!(err, PersistError::Build(_)), "{err:?}");
-    let _ = clock().now();
 }

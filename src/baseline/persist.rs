@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::timed;
 use crate::cache::persist::format::{self, NO_DEADLINE};
+use crate::cache::persist::read_entry_file;
 use crate::cache::{DEFAULT_MAX_ENTRIES, PersistError};
 use crate::clock::{Clock, SystemClock};
 
@@ -133,8 +134,8 @@ where
 /// * [`get`](LockedPersistentCache::get) checks the map; on a miss it reads
 ///   the key's file under the lock, checks its deadline against the clock,
 ///   deletes it if it is expired or does not parse, and otherwise puts the
-///   entry back into the map (evicting the entry nearest its deadline, by a
-///   full scan, at the bound).
+///   entry back into the map (at the bound evicting whichever entry the map
+///   iterates first: no scan, the cheapest policy).
 /// * [`invalidate`](LockedPersistentCache::invalidate) removes the entry
 ///   and deletes its file under the lock.
 /// * [`open`](LockedPersistentCacheBuilder::open) reads every file, one
@@ -220,8 +221,14 @@ where
     /// Reads a file: its entry if it parses and is live; an expired or
     /// unparsable file is deleted (the unparsable one counted).
     fn read(&self, path: &Path, now: u64) -> Option<EntryFile<K, V>> {
-        let bytes = std::fs::read(path).ok()?;
-        match serde_json::from_slice::<EntryFile<K, V>>(&bytes) {
+        // The same reads as latchfree's tier (one `read` for a small file).
+        let bytes = read_entry_file(path).ok()?;
+        let parsed = match serde_json::from_slice::<EntryFile<K, V>>(&bytes) {
+            Ok(entry) => Ok(entry),
+            // Sure before deleting: the whole file, however many reads.
+            Err(_) => serde_json::from_slice(&std::fs::read(path).ok()?),
+        };
+        match parsed {
             Ok(entry) if entry.deadline > now => Some(entry),
             Ok(_) => {
                 let _ = std::fs::remove_file(path);
@@ -261,17 +268,13 @@ where
         Some(entry.value)
     }
 
-    /// Evicts the entry nearest its deadline (a full scan) if the map is
-    /// full. Its file stays.
+    /// Evicts one entry if the map is full: the first the map iterates (no
+    /// scan; cheaper than any policy that picks). Its file stays.
     fn make_room(entries: &mut HashMap<K, (V, u64)>, max: usize) {
         if entries.len() < max {
             return;
         }
-        let victim = entries
-            .iter()
-            .min_by_key(|(_, (_, deadline))| *deadline)
-            .map(|(k, _)| k.clone());
-        if let Some(victim) = victim {
+        if let Some(victim) = entries.keys().next().cloned() {
             entries.remove(&victim);
         }
     }

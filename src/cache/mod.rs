@@ -51,6 +51,15 @@
 //!
 //! The algorithm is described in `src/ttl/mod.rs`, shared with
 //! [`crate::session`].
+//!
+//! # An optional disk tier
+//!
+//! [`TtlCacheBuilder::persist_dir`] turns the cache into a
+//! [`PersistentTtlCache`]: the same memory tier, plus one checksummed file
+//! per entry written behind the hot path by one writer thread, read through
+//! on a memory miss, loaded at open, expired together with memory (see
+//! [`persist`]). Without it nothing changes: no serde bound, no thread, the
+//! same code on hits (writes test one `Option` that is `None`).
 
 use std::borrow::Borrow;
 use std::convert::Infallible;

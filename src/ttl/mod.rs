@@ -63,6 +63,17 @@
 //! its capacity, unlinks it from `deadlines` and calls the listener, after
 //! every internal lock is released.
 //!
+//! **Journal.** A map may be given a `Journal` (the cache's disk tier is
+//! one). Every change of a key is told to it *while the key's bucket lock
+//! in `index` is held*: a publish (`put`, with the absolute deadline) from
+//! inside `entry_sync`, an eviction (`remove`, with its cause) from inside
+//! the `remove_if` closure that wins it, and `TtlMap::remove_key`'s removal
+//! even of a key memory does not hold. So the journal sees the changes of
+//! one key in exactly the order they were made. `TtlMap::insert_if_vacant`
+//! (a value read back from where the journal writes) is not told, and
+//! checks a condition of the caller's under the same lock. Without a
+//! journal the write paths test one `None`; reads never look at it.
+//!
 //! **Time.** Deadlines are nanoseconds of the injected [`Clock`]. A cheap
 //! clock ([`Clock::is_cheap`], e.g. [`ManualClock`](crate::clock::ManualClock))
 //! is read on every check, so expiry is exact with respect to it. Otherwise,

@@ -41,9 +41,12 @@
 //! Every change of a key is handed to the writer while the memory index's
 //! lock of that key is held, so the writer sees the changes of one key in
 //! exactly the order memory made them: a removal is never overtaken by an
-//! older write, and a write never by an older removal. A caller never
-//! waits for the disk except in [`flush`](PersistentTtlCache::flush) and
-//! [`invalidate_all`](PersistentTtlCache::invalidate_all).
+//! older write, and a write never by an older removal. No insert, load or
+//! invalidation waits for the disk unless the writer's queue is full (a
+//! memory miss reads one file);
+//! [`flush`](PersistentTtlCache::flush) and
+//! [`invalidate_all`](PersistentTtlCache::invalidate_all) wait for the
+//! writer.
 //!
 //! **A miss in memory reads through.** It looks in `pending` first (the
 //! newest change not yet on disk: a value, or a removal that hides the
@@ -86,8 +89,9 @@
 //! * The disk is bounded by the entries' time to live, not by a count: a
 //!   file that expires while only on disk is deleted when a read finds it or
 //!   at the next open.
-//! * The queue to the writer is not bounded; it holds at most the writes
-//!   the disk has not caught up with.
+//! * The queue to the writer holds at most
+//!   [`queue_capacity`](PersistentTtlCacheBuilder::queue_capacity) changes;
+//!   when it is full, writes wait for the disk (reads never do).
 //! * One process per directory (nothing locks it).
 //! * A read-through in progress when
 //!   [`invalidate_all`](PersistentTtlCache::invalidate_all) runs may put its
@@ -196,9 +200,13 @@ where
             memory: self,
             dir: dir.into(),
             fsync: true,
+            queue_capacity: DEFAULT_QUEUE_CAPACITY,
         }
     }
 }
+
+/// The default [`PersistentTtlCacheBuilder::queue_capacity`].
+pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
 
 /// Configures a [`PersistentTtlCache`]: the memory tier's settings (from
 /// [`TtlCacheBuilder`]) and the disk tier's.
@@ -207,6 +215,7 @@ pub struct PersistentTtlCacheBuilder<K, V> {
     memory: TtlCacheBuilder<K, V>,
     dir: PathBuf,
     fsync: bool,
+    queue_capacity: usize,
 }
 
 impl<K, V> fmt::Debug for PersistentTtlCacheBuilder<K, V> {
@@ -215,6 +224,7 @@ impl<K, V> fmt::Debug for PersistentTtlCacheBuilder<K, V> {
             .field("memory", &self.memory)
             .field("dir", &self.dir)
             .field("fsync", &self.fsync)
+            .field("queue_capacity", &self.queue_capacity)
             .finish()
     }
 }
@@ -232,8 +242,18 @@ where
         self
     }
 
-    /// Opens the directory, loads every live entry into memory (deleting
-    /// expired, corrupt and temporary files), and starts the writer thread.
+    /// How many changes may wait for the writer thread (default
+    /// [`DEFAULT_QUEUE_CAPACITY`], at least 1). When the queue is full, a
+    /// write (insert, load, invalidation, expiry) waits until the disk
+    /// catches up: backpressure instead of unbounded memory. Reads never
+    /// wait for it.
+    pub fn queue_capacity(mut self, changes: usize) -> Self {
+        self.queue_capacity = changes.max(1);
+        self
+    }
+
+    /// Opens the directory, starts the writer thread, and loads every live
+    /// entry into memory (deleting expired, corrupt and temporary files).
     pub fn open(self) -> Result<PersistentTtlCache<K, V>, PersistError> {
         if self.memory.tti.is_some() {
             return Err(PersistError::TimeToIdle);
@@ -244,7 +264,7 @@ where
             source,
         })?;
         probe(&dir)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
         let tier = Arc::new(Tier::new(
             dir.clone(),
             self.memory.clock.clone(),
@@ -253,7 +273,8 @@ where
         ));
         let journal: Arc<dyn Journal<K, V>> = tier.clone();
         let cache = self.memory.build_with(Some(journal))?;
-        load(&cache, &tier)?;
+        // The writer runs before the load: an entry that expires meanwhile
+        // is evicted, and its removal must not wait on a full queue.
         let writer = {
             let tier = tier.clone();
             std::thread::Builder::new()
@@ -261,11 +282,14 @@ where
                 .spawn(move || writer::run(tier, rx))
                 .map_err(|e| PersistError::Writer(e.to_string()))?
         };
-        Ok(PersistentTtlCache {
+        let cache = PersistentTtlCache {
             cache,
             tier,
             writer: Some(writer),
-        })
+        };
+        // On an error, dropping `cache` stops the writer.
+        load(&cache.cache, &cache.tier)?;
+        Ok(cache)
     }
 }
 
@@ -306,10 +330,18 @@ where
     let counters = &tier.counters;
     files.par_iter().for_each(|path| {
         // A file that cannot be read is left alone (a miss if read later).
-        let Ok(bytes) = std::fs::read(path) else {
+        let Ok(bytes) = read_entry_file(path) else {
             return;
         };
-        let counter = match writer::judge::<K, V>(&bytes, now) {
+        let mut verdict = writer::judge::<K, V>(&bytes, now);
+        if matches!(verdict, Verdict::Corrupt) {
+            // Sure before deleting: the whole file, however many reads.
+            match std::fs::read(path) {
+                Ok(bytes) => verdict = writer::judge::<K, V>(&bytes, now),
+                Err(_) => return,
+            }
+        }
+        let counter = match verdict {
             Verdict::Live(key, value, deadline) => {
                 if cache.map.insert_if_vacant(key, value, deadline, || true) {
                     DiskCounters::add(&counters.loaded, 1);
@@ -328,8 +360,8 @@ where
 
 /// A [`TtlCache`] with an on-disk tier: see the [module docs](self).
 ///
-/// Dropping it finishes every queued write (without waiting for fsyncs it
-/// did not owe) and stops the writer thread.
+/// Dropping it finishes every queued write, fsyncs the directory (with
+/// fsync on) and stops the writer thread.
 pub struct PersistentTtlCache<K, V> {
     cache: TtlCache<K, V>,
     tier: Arc<Tier<K, V>>,
@@ -517,6 +549,32 @@ where
             loaded: get(&c.loaded),
         }
     }
+}
+
+/// Bytes an entry file is first read into; larger files take more reads.
+const FIRST_READ: usize = 4096;
+
+/// Reads an entry file with the fewest system calls a small file allows:
+/// `open`, one `read`, `close` (`std::fs::read` also asks for the size and
+/// reads again to see the end). A read shorter than the buffer is taken as
+/// the whole file. Were it not (a regular file read short), the entry would
+/// fail its length check: callers re-read with [`std::fs::read`] before
+/// they delete a file for being corrupt, so no valid file is lost to it.
+pub(crate) fn read_entry_file(path: &Path) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut first = [0u8; FIRST_READ];
+    let n = loop {
+        match file.read(&mut first) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            read => break read?,
+        }
+    };
+    let mut bytes = first[..n].to_vec();
+    if n == FIRST_READ {
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
 }
 
 fn stopped() -> PersistError {

@@ -91,12 +91,13 @@ pub(super) struct Tier<K, V> {
     hasher: RandomState,
     /// Journal sequence numbers.
     seq: AtomicU64,
-    tx: mpsc::Sender<Op<K, V>>,
+    tx: mpsc::SyncSender<Op<K, V>>,
     pub(super) counters: DiskCounters,
 }
 
 impl<K, V> Tier<K, V> {
-    /// Sends `op` to the writer; `false` if the writer has stopped.
+    /// Sends `op` to the writer, waiting while its queue is full; `false`
+    /// if the writer has stopped.
     pub(super) fn send(&self, op: Op<K, V>) -> bool {
         self.tx.send(op).is_ok()
     }
@@ -107,7 +108,7 @@ impl<K: Hash + Eq, V> Tier<K, V> {
         dir: PathBuf,
         clock: Arc<dyn Clock>,
         fsync: bool,
-        tx: mpsc::Sender<Op<K, V>>,
+        tx: mpsc::SyncSender<Op<K, V>>,
     ) -> Self {
         Self {
             dir,
@@ -168,7 +169,7 @@ where
             DiskCounters::add(&self.counters.disk_misses, 1);
             None
         };
-        let Ok(bytes) = std::fs::read(self.path(&name)) else {
+        let Ok(bytes) = super::read_entry_file(&self.path(&name)) else {
             return miss();
         };
         let entry = match format::decode(&bytes) {
