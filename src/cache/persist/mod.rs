@@ -295,9 +295,16 @@ where
 
 /// Fails unless a file can be created in `dir`.
 fn probe(dir: &Path) -> Result<(), PersistError> {
-    let probe = dir.join(".latchfree-probe.tmp");
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    // Relaxed: a unique number.
+    let n = PROBES.fetch_add(1, Ordering::Relaxed);
+    let probe = dir.join(format!(".latchfree-probe-{}-{n}.tmp", std::process::id()));
     std::fs::write(&probe, b"")
-        .and_then(|()| std::fs::remove_file(&probe))
+        .and_then(|()| match std::fs::remove_file(&probe) {
+            // Another cache's open on this directory deleted it (a `.tmp`).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            removed => removed,
+        })
         .map_err(|source| PersistError::Unwritable {
             path: dir.to_path_buf(),
             source,
