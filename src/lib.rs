@@ -15,7 +15,7 @@
 //! | [`audit`] | lossless, hash-chained JSONL audit and telemetry streams: MPSC ring → one writer thread, group commit, rotation, recovery, verifier |
 //! | [`shared`] | a swappable shared instance: initialised once, lock-free reads, replaced or reset during use |
 //! | [`session`] | session registry: get-or-create exactly once, lock-free lookups, idle expiry and lifetime, capacity bound, eviction events |
-//! | [`cache`] | bounded TTL cache: lock-free hits, single-flight loading, TTL / idle TTL / per-entry TTL, second-chance eviction |
+//! | [`cache`] | bounded TTL cache: lock-free hits, single-flight loading, TTL / idle TTL / per-entry TTL, second-chance eviction; an optional on-disk tier |
 //! | [`ttl`] | what the two share: eviction causes, sweep modes, build errors |
 //! | [`engine`] | all of the above in one cloneable handle, with the request path of a tool call; or the same from the locked twins |
 //! | [`clock`] | injectable time (`ManualClock` for tests) |

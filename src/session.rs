@@ -333,6 +333,7 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
             clock: self.clock,
             listener,
             counters,
+            journal: None,
         };
         options.validate("max_lifetime", "idle_timeout")?;
         let (map, sweeper) = TtlMap::start(options)?;

@@ -8,6 +8,7 @@
 
 mod audit;
 mod cache;
+mod persist;
 mod session;
 mod shared;
 mod stats;
@@ -15,6 +16,7 @@ mod timed;
 
 pub use audit::{LockedAuditLog, LockedMode};
 pub use cache::{LockedTtlCache, LockedTtlCacheBuilder};
+pub use persist::{LockedPersistentCache, LockedPersistentCacheBuilder};
 pub use session::{LockedSessionRegistry, LockedSessionRegistryBuilder};
 pub use shared::LockedShared;
 pub use stats::LockedStats;

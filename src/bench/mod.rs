@@ -22,7 +22,8 @@
 //! audit log under each guarantee: `async`, `os`, `disk`), [`shared`]
 //! (reads and replacements of a swappable shared instance), [`sessions`] and
 //! [`cache`] (hits, a 90/10 read/write mix and a get-or-create storm on
-//! fresh keys, driven by [`map`]), and [`mixed`]: the whole request path
+//! fresh keys, driven by [`map`]), [`persist`] (the cache's disk tier:
+//! read-through misses and restart warm-up), and [`mixed`]: the whole request path
 //! of a tool call on an [`Engine`](crate::engine::Engine) against the
 //! all-locked engine (what `latchfree bench` runs by default).
 
@@ -30,6 +31,7 @@ pub mod audit;
 pub mod cache;
 pub mod map;
 pub mod mixed;
+pub mod persist;
 pub mod sessions;
 pub mod shared;
 pub mod stats;
@@ -361,6 +363,7 @@ pub fn workloads() -> Vec<(&'static str, Vec<Case>)> {
         ("shared", shared::cases()),
         ("sessions", sessions::cases()),
         ("cache", cache::cases()),
+        ("persist", persist::cases()),
         ("mixed", mixed::cases()),
     ]
 }

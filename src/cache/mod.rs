@@ -51,6 +51,15 @@
 //!
 //! The algorithm is described in `src/ttl/mod.rs`, shared with
 //! [`crate::session`].
+//!
+//! # An optional disk tier
+//!
+//! [`TtlCacheBuilder::persist_dir`] turns the cache into a
+//! [`PersistentTtlCache`]: the same memory tier, plus one checksummed file
+//! per entry written behind the hot path by one writer thread, read through
+//! on a memory miss, loaded at open, expired together with memory (see
+//! [`persist`]). Without it nothing changes: no serde bound, no thread, the
+//! same code on hits (writes test one `Option` that is `None`).
 
 use std::borrow::Borrow;
 use std::convert::Infallible;
@@ -61,9 +70,12 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::stats::Stats;
-use crate::ttl::{Counters, InitError, MetricNames, Options, SweeperHandle, TtlMap};
+use crate::ttl::{Counters, InitError, Journal, Life, MetricNames, Options, SweeperHandle, TtlMap};
 
 pub use crate::ttl::{BuildError, EvictionCause, Sweep};
+pub use persist::{PersistError, PersistMetrics, PersistentTtlCache, PersistentTtlCacheBuilder};
+
+pub mod persist;
 
 /// The default [`TtlCacheBuilder::max_entries`].
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
@@ -239,6 +251,14 @@ where
 
     /// Builds the cache (and starts its sweeper thread, if configured).
     pub fn build(self) -> Result<TtlCache<K, V>, BuildError> {
+        self.build_with(None)
+    }
+
+    /// Builds the cache, telling `journal` of every change.
+    fn build_with(
+        self,
+        journal: Option<Arc<dyn Journal<K, V>>>,
+    ) -> Result<TtlCache<K, V>, BuildError> {
         let stats = self.stats.unwrap_or_default();
         let counters = Counters::register(
             &stats,
@@ -262,6 +282,7 @@ where
             clock: self.clock,
             listener: self.listener,
             counters,
+            journal,
         };
         options.validate("time_to_live", "time_to_idle")?;
         let (map, sweeper) = TtlMap::start(options)?;
@@ -348,13 +369,13 @@ where
     /// there ([`EvictionCause::Replaced`]). `false` if it was dropped
     /// because nothing could be evicted (see the module docs).
     pub fn insert(&self, key: K, value: V) -> bool {
-        self.map.insert(key, value, None)
+        self.map.insert(key, value, Life::Default)
     }
 
     /// As [`insert`](Self::insert), with this entry's own time to live
     /// (the cache's idle TTL still applies).
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> bool {
-        self.map.insert(key, value, Some(ttl))
+        self.map.insert(key, value, Life::Ttl(ttl))
     }
 
     /// The live value under `key`, or the one `loader` makes, which runs at

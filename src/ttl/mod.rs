@@ -63,6 +63,17 @@
 //! its capacity, unlinks it from `deadlines` and calls the listener, after
 //! every internal lock is released.
 //!
+//! **Journal.** A map may be given a `Journal` (the cache's disk tier is
+//! one). Every change of a key is told to it *while the key's bucket lock
+//! in `index` is held*: a publish (`put`, with the absolute deadline) from
+//! inside `entry_sync`, an eviction (`remove`, with its cause) from inside
+//! the `remove_if` closure that wins it, and `TtlMap::remove_key`'s removal
+//! even of a key memory does not hold. So the journal sees the changes of
+//! one key in exactly the order they were made. `TtlMap::insert_if_vacant`
+//! (a value read back from where the journal writes) is not told, and
+//! checks a condition of the caller's under the same lock. Without a
+//! journal the write paths test one `None`; reads never look at it.
+//!
 //! **Time.** Deadlines are nanoseconds of the injected [`Clock`]. A cheap
 //! clock ([`Clock::is_cheap`], e.g. [`ManualClock`](crate::clock::ManualClock))
 //! is read on every check, so expiry is exact with respect to it. Otherwise,
@@ -293,6 +304,36 @@ pub(crate) struct Options<K, V> {
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) listener: Option<Listener<K, V>>,
     pub(crate) counters: Counters,
+    /// Told of every change, in order per key (the cache's disk tier).
+    pub(crate) journal: Option<Arc<dyn Journal<K, V>>>,
+}
+
+/// Told of every change to a key, **while the key's bucket lock in the
+/// index is held**: the calls for one key come in exactly the order of the
+/// changes they describe. Implementations must be short and must not call
+/// the map (the persistent tier sends a message to its writer thread).
+pub(crate) trait Journal<K, V>: Send + Sync {
+    /// `key` now holds `value` until `deadline` (nanoseconds of the clock,
+    /// [`NO_DEADLINE`](entry::NO_DEADLINE) for none).
+    fn put(&self, key: &K, value: &V, deadline: u64);
+    /// `key` left the map for `cause` (`Removed` also when it held nothing:
+    /// see [`TtlMap::remove_key`]).
+    fn remove(&self, key: &K, cause: EvictionCause);
+}
+
+/// How long a published entry lives.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Life {
+    /// The map's lifetime.
+    Default,
+    /// This long from now.
+    Ttl(Duration),
+}
+
+impl From<Option<Duration>> for Life {
+    fn from(ttl: Option<Duration>) -> Self {
+        ttl.map_or(Life::Default, Life::Ttl)
+    }
 }
 
 impl<K, V> Options<K, V> {
@@ -339,6 +380,7 @@ pub(crate) struct TtlMap<K, V> {
     evict_at_capacity: bool,
     amortised: bool,
     listener: Option<Listener<K, V>>,
+    journal: Option<Arc<dyn Journal<K, V>>>,
     pub(crate) counters: Counters,
 }
 
@@ -382,6 +424,7 @@ where
             evict_at_capacity: options.evict_at_capacity,
             amortised: options.sweep == Sweep::Amortised,
             listener: options.listener,
+            journal: options.journal,
             counters: options.counters,
         });
         let sweeper = match background {
@@ -597,7 +640,7 @@ where
         self.counters.inits.inc();
         match init() {
             Ok(value) => {
-                self.publish(key.clone(), value.clone(), ttl, true);
+                self.publish(key.clone(), value.clone(), ttl.into());
                 // Published before the flight leaves `flights` (see above).
                 guard.disarm();
                 leader.finish(Outcome::Ready(value.clone()));
@@ -615,7 +658,17 @@ where
 
     /// Inserts `value` under `key`, replacing any entry there (cause
     /// `Replaced`). `false` if no room could be made (the value is dropped).
-    pub(crate) fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> bool {
+    pub(crate) fn insert(&self, key: K, value: V, life: Life) -> bool {
+        if !self.reserve_for_write() {
+            return false;
+        }
+        self.publish(key, value, life);
+        true
+    }
+
+    /// Takes one unit of capacity for a write, making room if needed;
+    /// `false` (counted as rejected) if none could be made.
+    fn reserve_for_write(&self) -> bool {
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
@@ -627,17 +680,57 @@ where
                 return false;
             }
         }
-        self.publish(key, value, ttl, true);
+        true
+    }
+
+    /// Inserts `value` under `key` until `deadline` only if `key` holds no
+    /// entry and `still()`, checked under the key's lock, says yes; the
+    /// journal is not told (the value came from where the journal writes).
+    /// `false` if it was not inserted.
+    pub(crate) fn insert_if_vacant(
+        &self,
+        key: K,
+        value: V,
+        deadline: u64,
+        still: impl FnOnce() -> bool,
+    ) -> bool {
+        if !self.reserve_for_write() {
+            return false;
+        }
+        let now = self.time.refresh();
+        if deadline <= now {
+            self.release();
+            return false;
+        }
+        // Relaxed: a unique number is all that is needed, not an order.
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let cell = self.referenced.cell(seq);
+        if self.evict_at_capacity {
+            self.referenced.clear(cell);
+        }
+        let entry = Arc::new(Entry::new(key.clone(), now, deadline, self.idle, cell));
+        match self.index.entry_sync(key) {
+            scc::hash_index::Entry::Vacant(vacant) if still() => {
+                vacant.insert_entry(Inline::new(value, entry.clone()));
+                // Relaxed: a count, published with nothing.
+                self.entries.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {
+                self.release();
+                return false;
+            }
+        }
+        entry.link(&self.deadlines, (entry.deadline(), seq), &entry);
+        self.counters.live.set(self.len() as i64);
         true
     }
 
     /// Puts a new entry into `index` and `deadlines`, holding a reservation.
-    fn publish(&self, key: K, value: V, ttl: Option<Duration>, reserved: bool) {
-        debug_assert!(reserved);
+    fn publish(&self, key: K, value: V, life: Life) {
         let now = self.time.refresh();
-        let lifetime = match ttl {
-            Some(ttl) => nanos(Some(ttl)),
-            None => self.lifetime,
+        let lifetime = match life {
+            Life::Ttl(ttl) => nanos(Some(ttl)),
+            Life::Default => self.lifetime,
         };
         let expires = if lifetime == 0 {
             NO_DEADLINE
@@ -651,10 +744,15 @@ where
             self.referenced.clear(cell);
         }
         let entry = Arc::new(Entry::new(key.clone(), now, expires, self.idle, cell));
+        let journaled = self.journal.as_ref().map(|_| value.clone());
         let inline = Inline::new(value, entry.clone());
         let replaced = match self.index.entry_sync(key) {
             scc::hash_index::Entry::Vacant(vacant) => {
-                vacant.insert_entry(inline);
+                let occupied = vacant.insert_entry(inline);
+                if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
+                    journal.put(occupied.key(), value, expires);
+                }
+                drop(occupied);
                 // Relaxed: a count, published with nothing.
                 self.entries.fetch_add(1, Ordering::Relaxed);
                 None
@@ -662,6 +760,9 @@ where
             scc::hash_index::Entry::Occupied(mut occupied) => {
                 let old = occupied.get().clone();
                 occupied.update(inline);
+                if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
+                    journal.put(occupied.key(), value, expires);
+                }
                 Some(old)
             }
         };
@@ -704,6 +805,42 @@ where
             self.sweep_expired(AMORTISED_SWEEP);
         }
         removed.filter(|_| live)
+    }
+
+    /// Removes the entry under `key` (cause `Removed`, or `Expired` if it
+    /// had expired); returns its value if it was live. Unlike
+    /// [`remove`](Self::remove), the journal is told even when `key` held
+    /// nothing, under the key's lock, so the removal is ordered with every
+    /// other change of `key` (the disk tier may hold what memory does not).
+    pub(crate) fn remove_key(&self, key: K) -> Option<V> {
+        let now = self.time.refresh();
+        let removed = match self.index.entry_sync(key) {
+            scc::hash_index::Entry::Occupied(occupied) => {
+                let old = occupied.get().clone();
+                let cause = if old.entry.is_live(now) {
+                    EvictionCause::Removed
+                } else {
+                    EvictionCause::Expired
+                };
+                if let Some(journal) = &self.journal {
+                    journal.remove(occupied.key(), cause);
+                }
+                occupied.remove_entry();
+                Some((old, cause))
+            }
+            scc::hash_index::Entry::Vacant(vacant) => {
+                if let Some(journal) = &self.journal {
+                    journal.remove(vacant.key(), EvictionCause::Removed);
+                }
+                None
+            }
+        };
+        let (old, cause) = removed?;
+        let value = self.evicted(&old.entry, old.value, cause);
+        if self.amortised {
+            self.sweep_expired(AMORTISED_SWEEP);
+        }
+        (cause == EvictionCause::Removed).then_some(value)
     }
 
     /// Removes every entry (cause `Cleared`, or `Expired` for those already
@@ -849,10 +986,19 @@ where
             let same = Arc::ptr_eq(&current.entry, entry);
             if same {
                 value = Some(current.value.clone());
+                if let Some(journal) = &self.journal {
+                    // Under the key's lock: ordered with its other changes.
+                    journal.remove(&entry.key, cause);
+                }
             }
             same
         });
-        let value = value?;
+        Some(self.evicted(entry, value?, cause))
+    }
+
+    /// The bookkeeping of an entry just removed from `index`: capacity,
+    /// `deadlines`, metrics, the listener. Returns the value.
+    fn evicted(&self, entry: &Arc<Entry<K>>, value: V, cause: EvictionCause) -> V {
         // Relaxed: counts, published with nothing.
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.release();
@@ -863,7 +1009,7 @@ where
         } else {
             self.counters.evictions[cause.index()].inc();
         }
-        Some(value)
+        value
     }
 
     /// Counts an eviction and calls the listener (no internal lock is held

@@ -75,6 +75,9 @@ enum Workload {
     /// TTL caches: 100k u64 keys (`hit`, `mix_90_10`, `create_storm` with
     /// `Arc` values; `hit_u64`, `mix_90_10_u64` with `u64` values).
     Cache,
+    /// The cache's disk tier: 100k entries on disk (`read_through` with 64
+    /// in memory; `warm_up_100k`: a restart, best with `--threads 1`).
+    Persist,
 }
 
 #[derive(clap::Args)]
@@ -206,6 +209,7 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             Workload::Shared => *name == "shared",
             Workload::Sessions => *name == "sessions",
             Workload::Cache => *name == "cache",
+            Workload::Persist => *name == "persist",
         })
         .flat_map(|(_, cases)| cases)
         .filter(|c| args.ops.is_empty() || args.ops.iter().any(|op| op == c.op))
@@ -238,6 +242,7 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
         bar.inc(1);
     });
     bar.finish_and_clear();
+    bench::persist::remove_fixtures();
 
     let mut out = std::io::stdout().lock();
     if args.json {
