@@ -21,16 +21,31 @@ fuzz_target!(|bytes: &[u8]| {
     }
     // A well-formed file built from the input: accepted, and every damage
     // of one byte of it is rejected.
-    let split = bytes.first().map_or(0, |&b| usize::from(b)).min(bytes.len());
+    let split = bytes
+        .first()
+        .map_or(0, |&b| usize::from(b))
+        .min(bytes.len());
     let (key, value) = bytes.split_at(split);
     let deadline = bytes.len() as u64 * 0x9E37_79B9;
     let file = encode(deadline, key, value).expect("small inputs fit");
     let entry = decode(&file).expect("a fresh encoding decodes");
-    assert_eq!((entry.deadline, entry.key, entry.value), (deadline, key, value));
-    assert_eq!(file.len(), format::HEADER_LEN + bytes.len() + format::CHECKSUM_LEN);
+    assert_eq!(
+        (entry.deadline, entry.key, entry.value),
+        (deadline, key, value)
+    );
+    assert_eq!(
+        file.len(),
+        format::HEADER_LEN + bytes.len() + format::CHECKSUM_LEN
+    );
     let at = deadline as usize % file.len();
     let mut damaged = file.clone();
     damaged[at] ^= 1 << (bytes.len() % 8);
-    assert!(decode(&damaged).is_err(), "a flipped bit at {at} is rejected");
-    assert!(decode(&file[..file.len() - 1]).is_err(), "a truncated file is rejected");
+    assert!(
+        decode(&damaged).is_err(),
+        "a flipped bit at {at} is rejected"
+    );
+    assert!(
+        decode(&file[..file.len() - 1]).is_err(),
+        "a truncated file is rejected"
+    );
 });
