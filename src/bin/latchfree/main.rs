@@ -97,6 +97,10 @@ struct BenchArgs {
     /// Only these operations (comma-separated op names), e.g. `counter_add`.
     #[arg(long, value_delimiter = ',')]
     ops: Vec<String>,
+    /// Only these implementations (comma-separated), e.g. `latchfree` for a
+    /// long run of one engine.
+    #[arg(long, value_delimiter = ',')]
+    impls: Vec<String>,
     /// One JSON object per line on stdout instead of a table.
     #[arg(long)]
     json: bool,
@@ -213,9 +217,14 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
         })
         .flat_map(|(_, cases)| cases)
         .filter(|c| args.ops.is_empty() || args.ops.iter().any(|op| op == c.op))
+        .filter(|c| args.impls.is_empty() || args.impls.iter().any(|i| i == c.imp))
         .collect();
     if cases.is_empty() {
-        eprintln!("error: no operation matches --ops {}", args.ops.join(","));
+        eprintln!(
+            "error: no operation matches --ops {} --impls {}",
+            args.ops.join(","),
+            args.impls.join(",")
+        );
         return ExitCode::from(2);
     }
     let plan = Plan {
