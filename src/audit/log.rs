@@ -22,6 +22,10 @@ use super::writer::{self, Desk, Summary, Unwritten, Writer};
 use crate::clock::{Clock, SystemClock};
 use crate::stats::{Counter, Stats, StatsError};
 
+/// The size at which a stream starts a new file unless told otherwise
+/// ([`AuditBuilder::max_file_bytes`]): 256 MiB.
+pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
+
 /// When the writer fsyncs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
@@ -273,8 +277,9 @@ impl AuditBuilder {
         self
     }
 
-    /// Starts a new file once one reaches this size (default 256 MiB,
-    /// at least 4 KiB); files also change with the UTC day.
+    /// Starts a new file once one reaches this size (default
+    /// [`DEFAULT_MAX_FILE_BYTES`], 256 MiB; at least 4 KiB); files also
+    /// change with the UTC day.
     pub fn max_file_bytes(mut self, bytes: u64) -> Self {
         self.max_file_bytes = bytes.max(4096);
         self
@@ -510,7 +515,7 @@ impl AuditLog {
             durability: Durability::None,
             ring: RingConfig::default(),
             max_event_bytes: 1 << 20,
-            max_file_bytes: 256 << 20,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             clock: Arc::new(SystemClock),
             stats: None,
         }

@@ -35,6 +35,9 @@ pub mod ring;
 pub mod verify;
 mod writer;
 
-pub use log::{AuditBuilder, AuditError, AuditLog, AuditMetrics, Durability, Guarantee, Ticket};
+pub use log::{
+    AuditBuilder, AuditError, AuditLog, AuditMetrics, DEFAULT_MAX_FILE_BYTES, Durability,
+    Guarantee, Ticket,
+};
 pub use ring::OnFull;
-pub use verify::{Head, VerifyError, VerifyReport, verify, verify_from};
+pub use verify::{Head, VerifyError, VerifyReport, verify, verify_files, verify_from};

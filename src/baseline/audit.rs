@@ -18,7 +18,7 @@ use serde::Serialize;
 use crate::audit::log::with_buffer;
 use crate::audit::record::{self, Body, ChainHash, Timestamp};
 use crate::audit::recover;
-use crate::audit::{AuditError, Head};
+use crate::audit::{AuditError, DEFAULT_MAX_FILE_BYTES, Head};
 
 /// How far a record has gone when [`LockedAuditLog::log`] returns: one mode
 /// per [`Guarantee`](crate::audit::Guarantee).
@@ -47,6 +47,12 @@ enum Sink {
 struct State {
     /// `None` once closed.
     sink: Option<Sink>,
+    /// The file `sink` writes.
+    path: PathBuf,
+    /// Its number within the day (`audit-YYYYMMDD-NNNNNN.jsonl`).
+    n: u32,
+    /// Bytes written to it.
+    len: u64,
     /// The last record written (`None` before the first).
     head: Option<Head>,
     /// The line being encoded, reused.
@@ -60,9 +66,11 @@ struct State {
 ///   one line before it returns (into the `BufWriter`, the OS or the disk,
 ///   per [`LockedMode`]); `seq` numbers records from 0 in lock order.
 /// * **Same format.** Records are [`record::encode`] lines with the SHA-256
-///   chain, in one file `audit-YYYYMMDD-000000.jsonl` (the UTC day it was
-///   opened; no rotation, and the directory must not already hold the
-///   stream: this twin does not resume).
+///   chain, in files `audit-YYYYMMDD-NNNNNN.jsonl` (the UTC day it was
+///   opened, numbered from 0): a new file starts once one reaches
+///   [`max_file_bytes`](Self::max_file_bytes) (256 MiB by default, as
+///   latchfree's), never with the day, and the directory must not already
+///   hold the stream: this twin does not resume.
 /// * **The cost.** Every caller queues on the one lock while the holder
 ///   formats a timestamp, hashes the line and writes it (and in
 ///   [`LockedMode::Synced`] waits for the fsync): a preempted or fsyncing
@@ -86,13 +94,16 @@ struct State {
 pub struct LockedAuditLog {
     state: Mutex<State>,
     mode: LockedMode,
-    path: PathBuf,
+    dir: PathBuf,
+    /// The UTC day in the file names.
+    day: u32,
+    max_file_bytes: u64,
 }
 
 impl std::fmt::Debug for LockedAuditLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LockedAuditLog")
-            .field("path", &self.path)
+            .field("dir", &self.dir)
             .field("mode", &self.mode)
             .finish_non_exhaustive()
     }
@@ -113,30 +124,28 @@ impl LockedAuditLog {
         std::fs::create_dir_all(dir).map_err(open_err(dir))?;
         let day = recover::day_of(&Timestamp::new(SystemTime::now()));
         let path = dir.join(recover::file_name("audit", day, 0));
-        let file = OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .open(&path)
-            .map_err(open_err(&path))?;
-        if mode == LockedMode::Synced {
-            // The new name must survive power loss with the records in it.
-            File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(open_err(dir))?;
-        }
-        let sink = match mode {
-            LockedMode::Buffered => Sink::Buffered(BufWriter::new(file)),
-            LockedMode::Unbuffered | LockedMode::Synced => Sink::Raw(file),
-        };
+        let sink = create_sink(dir, &path, mode).map_err(open_err(&path))?;
         Ok(Self {
             state: Mutex::new(State {
                 sink: Some(sink),
+                path,
+                n: 0,
+                len: 0,
                 head: None,
                 line: Vec::with_capacity(1024),
             }),
             mode,
-            path,
+            dir: dir.to_path_buf(),
+            day,
+            max_file_bytes: DEFAULT_MAX_FILE_BYTES,
         })
+    }
+
+    /// Starts a new file once one reaches `bytes` (at least 4 KiB; default
+    /// 256 MiB).
+    pub fn max_file_bytes(mut self, bytes: u64) -> Self {
+        self.max_file_bytes = bytes.max(4096);
+        self
     }
 
     /// The mode it was opened with.
@@ -144,9 +153,9 @@ impl LockedAuditLog {
         self.mode
     }
 
-    /// The file it writes.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file it writes now.
+    pub fn path(&self) -> PathBuf {
+        self.lock().path.clone()
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -168,7 +177,18 @@ impl LockedAuditLog {
 
     fn append(&self, json: &[u8]) -> Result<u64, AuditError> {
         let mut guard = self.lock();
-        let State { sink, head, line } = &mut *guard;
+        let state = &mut *guard;
+        if state.sink.is_some() && state.len >= self.max_file_bytes {
+            self.rotate(state)
+                .map_err(|e| AuditError::Write(Arc::new(e)))?;
+        }
+        let State {
+            sink,
+            head,
+            line,
+            len,
+            ..
+        } = state;
         let sink = sink.as_mut().ok_or(AuditError::Closed)?;
         let (seq, prev) = match head {
             Some(h) => (h.seq + 1, h.hash),
@@ -184,8 +204,24 @@ impl LockedAuditLog {
             }),
         };
         written.map_err(|e| AuditError::Write(Arc::new(e)))?;
+        *len += line.len() as u64;
         *head = Some(Head { seq, hash });
         Ok(seq)
+    }
+
+    /// Closes the full file (flushing its buffer) and opens the next.
+    fn rotate(&self, state: &mut State) -> std::io::Result<()> {
+        if let Some(Sink::Buffered(out)) = state.sink.as_mut() {
+            out.flush()?;
+        }
+        let path = self
+            .dir
+            .join(recover::file_name("audit", self.day, state.n + 1));
+        state.sink = Some(create_sink(&self.dir, &path, self.mode)?);
+        state.path = path;
+        state.n += 1;
+        state.len = 0;
+        Ok(())
     }
 
     /// Hands buffered records to the OS ([`LockedMode::Buffered`]; the other
@@ -218,12 +254,28 @@ impl LockedAuditLog {
     }
 }
 
+/// Creates `path` (it must not exist) in `dir` and the sink for `mode`.
+fn create_sink(dir: &Path, path: &Path, mode: LockedMode) -> std::io::Result<Sink> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .open(path)?;
+    if mode == LockedMode::Synced {
+        // The new name must survive power loss with the records in it.
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(match mode {
+        LockedMode::Buffered => Sink::Buffered(BufWriter::new(file)),
+        LockedMode::Unbuffered | LockedMode::Synced => Sink::Raw(file),
+    })
+}
+
 impl Drop for LockedAuditLog {
     /// Flushes the `BufWriter`; an error can only be printed here: call
     /// [`close`](Self::close) to get it.
     fn drop(&mut self) {
         if let Err(e) = self.close() {
-            eprintln!("latchfree: closing {}: {e}", self.path.display());
+            eprintln!("latchfree: closing {}: {e}", self.path().display());
         }
     }
 }
@@ -289,6 +341,35 @@ mod tests {
             drop(log); // flushes the buffer
             let report = verify(dir.path()).unwrap();
             assert_eq!(report.records, 4 * PER_THREAD, "{mode:?}");
+        }
+    }
+
+    #[test]
+    fn full_files_rotate_and_the_chain_continues() {
+        for mode in MODES {
+            let dir = tempfile::tempdir().unwrap();
+            let log = LockedAuditLog::open(dir.path(), mode)
+                .unwrap()
+                .max_file_bytes(4096);
+            let first = log.path();
+            for i in 0..200u64 {
+                assert_eq!(log.log(&serde_json::json!({"n": i})).unwrap(), i);
+            }
+            assert_ne!(log.path(), first, "{mode:?}");
+            log.close().unwrap();
+            let files = crate::audit::verify::stream_files(dir.path(), "audit").unwrap();
+            assert!(files.len() >= 3, "{mode:?}: {} files", files.len());
+            for f in &files[..files.len() - 1] {
+                let len = std::fs::metadata(f).unwrap().len();
+                // Full, by at most one line past the bound.
+                assert!((4096..4096 + 256).contains(&len), "{mode:?}: {len}");
+            }
+            let report = verify(dir.path()).unwrap();
+            assert_eq!(
+                (report.files, report.records),
+                (files.len(), 200),
+                "{mode:?}"
+            );
         }
     }
 

@@ -16,7 +16,10 @@
 //! average time one thread spends per operation (`threads × 1e9 /
 //! ops_per_sec`). Where a case samples latency, one call in
 //! [`LATENCY_SAMPLE_EVERY`] is timed with `Instant::now()` (about 25 ns) and
-//! percentiles are per call, in ns.
+//! percentiles are per call, in ns, read from a fixed-size log-linear
+//! histogram (within [`MAX_RELATIVE_ERROR`](crate::stats::MAX_RELATIVE_ERROR)
+//! of the exact nearest-rank value), so memory stays flat however long the
+//! run.
 //!
 //! Workloads: [`stats`] (counters, batches, snapshots), [`audit`] (the
 //! audit log under each guarantee: `async`, `os`, `disk`), [`shared`]
@@ -41,6 +44,8 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+
+use crate::stats::{HistogramSnapshot, LocalHistogram};
 
 /// One operation on one implementation, ready to run from many threads.
 pub trait Target: Send + Sync {
@@ -95,8 +100,9 @@ pub struct Measurement {
     pub ops: u64,
     /// Wall time from the common start to the last thread's stop.
     pub elapsed: Duration,
-    /// Sampled per-call latencies, in ns.
-    pub latencies_ns: Vec<u64>,
+    /// Sampled per-call latencies, in ns, as a histogram: fixed size
+    /// however long the slice, so a long run's memory stays flat.
+    pub latency_ns: HistogramSnapshot,
 }
 
 impl Measurement {
@@ -112,26 +118,26 @@ pub fn measure(
     target: &dyn Target,
     threads: usize,
     duration: Duration,
-    latency: bool,
+    sample_latency: bool,
 ) -> Measurement {
     let stop = AtomicBool::new(false);
     let total = AtomicU64::new(0);
     let start = Barrier::new(threads + 1);
-    let mut latencies = Vec::new();
+    let mut latency = HistogramSnapshot::default();
     let elapsed = std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let (stop, total, start) = (&stop, &total, &start);
                 s.spawn(move || {
-                    let mut samples = Vec::new();
+                    let mut samples = LocalHistogram::new();
                     start.wait();
-                    let ops = if latency {
+                    let ops = if sample_latency {
                         run_sampled(target, t, stop, &mut samples)
                     } else {
                         run_chunked(target, t, stop)
                     };
                     total.fetch_add(ops, Ordering::Relaxed);
-                    samples
+                    samples.snapshot()
                 })
             })
             .collect();
@@ -141,7 +147,7 @@ pub fn measure(
         stop.store(true, Ordering::Relaxed);
         for w in workers {
             match w.join() {
-                Ok(samples) => latencies.extend(samples),
+                Ok(samples) => latency.merge(&samples),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
         }
@@ -151,7 +157,7 @@ pub fn measure(
     Measurement {
         ops: total.load(Ordering::Relaxed),
         elapsed,
-        latencies_ns: latencies,
+        latency_ns: latency,
     }
 }
 
@@ -181,7 +187,7 @@ fn run_sampled(
     target: &dyn Target,
     thread: usize,
     stop: &AtomicBool,
-    samples: &mut Vec<u64>,
+    samples: &mut LocalHistogram,
 ) -> u64 {
     let mut ops = 0u64;
     while !stop.load(Ordering::Relaxed) {
@@ -192,7 +198,7 @@ fn run_sampled(
         }
         let t0 = Instant::now();
         target.run(thread, 1);
-        samples.push(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+        samples.record(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
     }
     ops
 }
@@ -295,15 +301,11 @@ fn summarise(case: &Case, threads: usize, rounds: &mut [Measurement], target: &d
     let mut rates: Vec<f64> = rounds.iter().map(Measurement::ops_per_sec).collect();
     rates.sort_by(f64::total_cmp);
     let ops_per_sec = rates[rates.len() / 2];
-    let mut lat: Vec<u64> = rounds
-        .iter_mut()
-        .flat_map(|m| std::mem::take(&mut m.latencies_ns))
-        .collect();
-    lat.sort_unstable();
-    let pct = |q: f64| {
-        (!lat.is_empty())
-            .then(|| lat[((q * lat.len() as f64).ceil() as usize).clamp(1, lat.len()) - 1])
-    };
+    let mut lat = HistogramSnapshot::default();
+    for m in rounds.iter() {
+        lat.merge(&m.latency_ns);
+    }
+    let pct = |q: f64| (lat.count() > 0).then(|| lat.quantile(q));
     let check = target.verify(total_ops);
     Row {
         workload: case.workload,

@@ -43,6 +43,62 @@ impl HistogramSnapshot {
         }
     }
 
+    /// Adds `other`'s samples to this distribution, as if both had been
+    /// recorded into one histogram: counts and sums add, the max is the
+    /// larger. Merging snapshots of several histograms (or processes) gives
+    /// the percentiles of all their samples together.
+    ///
+    /// ```
+    /// let stats = latchfree::stats::Stats::new();
+    /// let (a, b) = (stats.histogram("a_ns").unwrap(), stats.histogram("b_ns").unwrap());
+    /// a.record(10);
+    /// b.record(30);
+    /// b.record(50);
+    /// let mut all = a.snapshot();
+    /// all.merge(&b.snapshot());
+    /// assert_eq!((all.count(), all.sum(), all.max()), (3, 90, 50));
+    /// assert_eq!(all.p50(), 30);
+    /// ```
+    pub fn merge(&mut self, other: &HistogramSnapshot) {
+        self.count = self.count.wrapping_add(other.count);
+        self.sum = self.sum.wrapping_add(other.sum);
+        self.max = self.max.max(other.max);
+        let mut merged = Vec::with_capacity(self.buckets.len() + other.buckets.len());
+        let (mut a, mut b) = (
+            self.buckets.iter().peekable(),
+            other.buckets.iter().peekable(),
+        );
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(&&(i, n)), Some(&&(j, m))) if i == j => {
+                    a.next();
+                    b.next();
+                    (i, n.wrapping_add(m))
+                }
+                (Some(&&x), Some(&&y)) => {
+                    if x.0 < y.0 {
+                        a.next();
+                        x
+                    } else {
+                        b.next();
+                        y
+                    }
+                }
+                (Some(&&x), None) => {
+                    a.next();
+                    x
+                }
+                (None, Some(&&y)) => {
+                    b.next();
+                    y
+                }
+                (None, None) => break,
+            };
+            merged.push(next);
+        }
+        self.buckets = merged;
+    }
+
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.count
@@ -310,19 +366,62 @@ impl Serialize for Snapshot {
     }
 }
 
+/// A histogram owned by one thread: plain slots, no sharing, fixed size
+/// (one `u64` per bucket), turned into a [`HistogramSnapshot`] at the end.
+/// The bench runner times calls with it, so a long run's memory stays flat.
+#[derive(Clone, Debug)]
+pub(crate) struct LocalHistogram {
+    slots: Box<[u64]>,
+}
+
+impl LocalHistogram {
+    /// An empty histogram.
+    pub(crate) fn new() -> Self {
+        Self {
+            slots: vec![0u64; hist_slots::LEN].into_boxed_slice(),
+        }
+    }
+
+    /// Records one sample.
+    #[inline]
+    pub(crate) fn record(&mut self, v: u64) {
+        self.slots[buckets::index(v)] += 1;
+        self.slots[hist_slots::COUNT] += 1;
+        self.slots[hist_slots::SUM] = self.slots[hist_slots::SUM].wrapping_add(v);
+        self.slots[hist_slots::MAX] = self.slots[hist_slots::MAX].max(v);
+    }
+
+    /// The distribution recorded so far.
+    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
+        HistogramSnapshot::from_slots(&self.slots)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hist(samples: &[u64]) -> HistogramSnapshot {
-        let mut slots = vec![0u64; hist_slots::LEN];
+        let mut h = LocalHistogram::new();
         for &v in samples {
-            slots[buckets::index(v)] += 1;
-            slots[hist_slots::COUNT] += 1;
-            slots[hist_slots::SUM] += v;
-            slots[hist_slots::MAX] = slots[hist_slots::MAX].max(v);
+            h.record(v);
         }
-        HistogramSnapshot::from_slots(&slots)
+        h.snapshot()
+    }
+
+    #[test]
+    fn merging_equals_recording_into_one() {
+        let (a, b) = (
+            [3u64, 70, 70, 5_000, 1 << 40],
+            [1u64, 70, 900, 5_000, 5_001, 9],
+        );
+        let mut merged = hist(&a);
+        merged.merge(&hist(&b));
+        let all: Vec<u64> = a.iter().chain(&b).copied().collect();
+        assert_eq!(merged, hist(&all));
+        let mut empty = HistogramSnapshot::default();
+        empty.merge(&merged);
+        assert_eq!(empty, merged);
     }
 
     #[test]
