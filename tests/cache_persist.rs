@@ -17,7 +17,7 @@ use std::sync::{Arc, Barrier, Mutex, mpsc};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
-use latchfree::cache::persist::format;
+use latchfree::cache::persist::{LOCK_FILE, format};
 use latchfree::cache::{PersistError, PersistentTtlCache, Sweep, TtlCache};
 use latchfree::clock::{Clock, ManualClock};
 
@@ -721,4 +721,35 @@ fn open_errors_are_clear() {
         .open()
         .unwrap_err();
     assert!(matches!(err, PersistError::Build(_)), "{err:?}");
+}
+
+/// Two caches on one directory would each delete the other's files as
+/// stale: the second open is refused while the first is open, and the
+/// directory is free again once it is dropped (the SIGKILL test shows the
+/// lock also dies with its process).
+#[test]
+fn a_directory_in_use_is_refused_until_its_cache_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let first = open(dir.path(), &clock, 16);
+    first.insert(1, value(0, 1, 0));
+    let err = TtlCache::<u64, String>::builder()
+        .persist_dir(dir.path())
+        .open()
+        .unwrap_err();
+    assert!(matches!(err, PersistError::InUse { .. }), "{err:?}");
+    assert!(err.to_string().contains(LOCK_FILE), "{err}");
+    assert_eq!(
+        first.get(&1),
+        Some(value(0, 1, 0)),
+        "the holder is unharmed"
+    );
+    drop(first);
+    let second = open(dir.path(), &clock, 16);
+    assert_eq!(second.get(&1), Some(value(0, 1, 0)));
+    assert_eq!(
+        entry_files(dir.path()).len(),
+        1,
+        "the lock file is no entry"
+    );
 }

@@ -92,7 +92,11 @@
 //! * The queue to the writer holds at most
 //!   [`queue_capacity`](PersistentTtlCacheBuilder::queue_capacity) changes;
 //!   when it is full, writes wait for the disk (reads never do).
-//! * One process per directory (nothing locks it).
+//! * One cache per directory at a time: [`open`](PersistentTtlCacheBuilder::open)
+//!   takes an exclusive lock on the file [`LOCK_FILE`] in it (an OS file
+//!   lock, released when the cache is dropped or its process dies, even by
+//!   SIGKILL) and refuses a directory another cache holds, in this process
+//!   or another, with [`PersistError::InUse`].
 //! * A read-through in progress when
 //!   [`invalidate_all`](PersistentTtlCache::invalidate_all) runs may put its
 //!   entry back, as a load in progress does in [`TtlCache`].
@@ -136,6 +140,12 @@ pub enum PersistError {
         path: PathBuf,
         /// The cause.
         source: io::Error,
+    },
+    /// Another open cache (in this process or another) holds the directory.
+    #[error("another cache holds the directory (lock file {path})")]
+    InUse {
+        /// The lock file.
+        path: PathBuf,
     },
     /// The directory exists but a file cannot be written in it.
     #[error("the cache directory {path} is not writable: {source}")]
@@ -264,6 +274,7 @@ where
             source,
         })?;
         probe(&dir)?;
+        let lock = lock_dir(&dir)?;
         let (tx, rx) = mpsc::sync_channel(self.queue_capacity);
         let tier = Arc::new(Tier::new(
             dir.clone(),
@@ -286,10 +297,35 @@ where
             cache,
             tier,
             writer: Some(writer),
+            _lock: lock,
         };
         // On an error, dropping `cache` stops the writer.
         load(&cache.cache, &cache.tier)?;
         Ok(cache)
+    }
+}
+
+/// The file in a cache directory whose OS lock says a cache has it open.
+pub const LOCK_FILE: &str = ".latchfree-cache.lock";
+
+/// Takes the exclusive lock on `dir`'s [`LOCK_FILE`], held while the
+/// returned file is open.
+fn lock_dir(dir: &Path) -> Result<std::fs::File, PersistError> {
+    let path = dir.join(LOCK_FILE);
+    let unwritable = |source| PersistError::Unwritable {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(unwritable)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(PersistError::InUse { path }),
+        Err(std::fs::TryLockError::Error(e)) => Err(unwritable(e)),
     }
 }
 
@@ -373,6 +409,9 @@ pub struct PersistentTtlCache<K, V> {
     cache: TtlCache<K, V>,
     tier: Arc<Tier<K, V>>,
     writer: Option<JoinHandle<()>>,
+    /// Holds the directory's lock; dropped (unlocked) after the writer
+    /// stopped.
+    _lock: std::fs::File,
 }
 
 impl<K, V> fmt::Debug for PersistentTtlCache<K, V> {
