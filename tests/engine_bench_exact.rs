@@ -18,6 +18,7 @@ fn mixed_rows_are_exact_under_each_guarantee() {
             ids: 300,
             hit_ratio: 0.8,
             guarantee,
+            ..MixedParams::default()
         });
         let plan = Plan {
             threads: vec![1, 4],
@@ -47,6 +48,7 @@ fn the_check_fails_when_counts_disagree() {
         ids: 50,
         hit_ratio: 0.5,
         guarantee: Guarantee::Async,
+        ..MixedParams::default()
     };
     let target = mixed::Mixed::new(Engine::builder(), params);
     target.run(0, 500);
@@ -54,4 +56,68 @@ fn the_check_fails_when_counts_disagree() {
     // One call more than were made: the counters and the audit file disagree.
     let check = target.verify(501).unwrap();
     assert!(check.unwrap_err().contains("calls"));
+}
+
+/// With small audit files, full files are verified and removed between
+/// slices (so a long run's disk stays bounded), and the final check still
+/// holds every line of every file, removed or not, to one chain.
+#[test]
+fn full_audit_files_are_verified_and_removed_between_slices() {
+    for builder in [Engine::builder(), Engine::locked()] {
+        let params = MixedParams {
+            ids: 50,
+            hit_ratio: 0.5,
+            guarantee: Guarantee::Async,
+            audit_file_bytes: 16 << 10,
+        };
+        let target = mixed::Mixed::new(builder, params);
+        let dir = target.audit_dir().to_path_buf();
+        let files = || latchfree::audit::verify::stream_files(&dir, "audit").unwrap();
+        let mut calls = 0;
+        for _ in 0..3 {
+            target.run(0, 400);
+            calls += 400;
+            target.settle();
+            // The file being written is left, and at most one more: the
+            // latchfree writer may start the next file (the last one being
+            // full) after the check listed the directory.
+            let left = files().len();
+            assert!((1..=2).contains(&left), "{left} files left");
+        }
+        target.verify(calls).unwrap().unwrap();
+        let detail = target.report().unwrap();
+        let removed: usize = detail
+            .split(" verified and removed")
+            .next()
+            .and_then(|s| s.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no count in {detail:?}"));
+        // The latchfree writer rotates between batches, so a file can
+        // overshoot the bound; each slice still fills at least one.
+        assert!(removed >= 2, "{detail}");
+    }
+}
+
+/// A removed file that did not verify fails the check: the chain from the
+/// removed files must reach the rest exactly.
+#[test]
+fn a_file_removed_behind_the_check_fails_it() {
+    let params = MixedParams {
+        ids: 50,
+        hit_ratio: 0.5,
+        guarantee: Guarantee::Async,
+        audit_file_bytes: 16 << 10,
+    };
+    let target = mixed::Mixed::new(Engine::builder(), params);
+    target.run(0, 400);
+    target.settle();
+    target.run(0, 400);
+    target.engine().flush().unwrap();
+    // A full file goes missing before the check reaches it.
+    let files = latchfree::audit::verify::stream_files(target.audit_dir(), "audit").unwrap();
+    assert!(files.len() >= 2, "{files:?}");
+    std::fs::remove_file(&files[0]).unwrap();
+    target.settle();
+    let err = target.verify(800).unwrap().unwrap_err();
+    assert!(err.contains("audit::verify"), "{err}");
 }

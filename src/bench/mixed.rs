@@ -55,15 +55,19 @@ pub struct MixedParams {
     pub hit_ratio: f64,
     /// The audit guarantee every call gets, on both engines.
     pub guarantee: Guarantee,
+    /// The size at which each engine's audit stream starts a new file
+    /// (full files are verified and removed between slices).
+    pub audit_file_bytes: u64,
 }
 
 impl Default for MixedParams {
-    /// 10 000 ids, 90 % hits, `async`.
+    /// 10 000 ids, 90 % hits, `async`, 256 MiB audit files.
     fn default() -> Self {
         Self {
             ids: 10_000,
             hit_ratio: 0.9,
             guarantee: Guarantee::Async,
+            audit_file_bytes: audit::DEFAULT_MAX_FILE_BYTES,
         }
     }
 }
@@ -169,6 +173,7 @@ impl Mixed {
         let engine = builder
             .audit_dir(dir.path())
             .guarantee(params.guarantee)
+            .audit_max_file_bytes(params.audit_file_bytes)
             .sessions(SessionConfig {
                 // The ids, and the warm-up session.
                 max_sessions: usize::try_from(ids + 1).unwrap_or(usize::MAX),
@@ -205,6 +210,16 @@ impl Mixed {
             shipped: Mutex::default(),
             dir,
         }
+    }
+
+    /// The engine under test.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// The scratch directory of its audit stream.
+    pub fn audit_dir(&self) -> &std::path::Path {
+        self.dir.path()
     }
 
     fn worker(&self, thread: usize) -> &Worker {

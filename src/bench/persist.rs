@@ -13,7 +13,8 @@
 //! are written once per process, untimed, under `TMPDIR`, shared by both
 //! ops and every thread count, and deleted by [`remove_fixtures`]. Run
 //! `warm_up_100k` with `--threads 1` for the restart time (more threads
-//! open the same directory at once).
+//! take turns: a directory holds one open cache at a time, and the
+//! latchfree tier refuses a second with `PersistError::InUse`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,6 +77,7 @@ fn warm_up<T: Tiered>() -> Case {
                 fixture: fixture::<T>(),
                 opens: AtomicU64::new(0),
                 failures: AtomicU64::new(0),
+                turn: Mutex::new(()),
                 imp: std::marker::PhantomData,
             })
         },
@@ -252,12 +254,15 @@ struct WarmUp<T> {
     fixture: Arc<tempfile::TempDir>,
     opens: AtomicU64,
     failures: AtomicU64,
+    /// Held from open to drop: one cache on the fixture at a time.
+    turn: Mutex<()>,
     imp: std::marker::PhantomData<fn() -> T>,
 }
 
 impl<T: Tiered> Target for WarmUp<T> {
     fn run(&self, _thread: usize, n: u64) {
         for _ in 0..n {
+            let _turn = self.turn.lock().unwrap_or_else(PoisonError::into_inner);
             let cache = T::open(self.fixture.path(), 2 * ENTRIES as usize);
             if cache.len() != ENTRIES as usize {
                 self.failures.fetch_add(1, Ordering::Relaxed);

@@ -293,6 +293,7 @@ impl Latchfree {
         }
         let audit = AuditLog::builder(&config.audit.dir)
             .capacity(config.audit.ring_capacity)
+            .max_file_bytes(config.audit.max_file_bytes)
             .max_event_bytes(config.audit.max_event_bytes)
             .clock(clock.clone())
             .stats(&stats)
@@ -426,7 +427,8 @@ impl Locked {
             Guarantee::Os => LockedMode::Unbuffered,
             Guarantee::Disk => LockedMode::Synced,
         };
-        let audit = LockedAuditLog::open(&config.audit.dir, mode)?;
+        let audit = LockedAuditLog::open(&config.audit.dir, mode)?
+            .max_file_bytes(config.audit.max_file_bytes);
         let telemetry = match config.audit.telemetry {
             true => Some(LockedAuditLog::open(
                 config.audit.dir.join("telemetry"),

@@ -120,6 +120,16 @@ pub struct AuditConfig {
     /// cores that is what sets the tail. Ignored by the locked engine.
     #[serde(default = "default_ring_capacity")]
     pub ring_capacity: usize,
+    /// The size at which the audit stream starts a new file (default
+    /// 256 MiB; files also change with the UTC day in the latchfree
+    /// engine). Full files can be shipped and removed once verified
+    /// ([`audit::verify_files`](crate::audit::verify_files)).
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+}
+
+fn default_max_file_bytes() -> u64 {
+    crate::audit::DEFAULT_MAX_FILE_BYTES
 }
 
 fn default_ring_capacity() -> usize {
@@ -143,6 +153,7 @@ impl AuditConfig {
             telemetry: false,
             max_event_bytes: default_max_event_bytes(),
             ring_capacity: default_ring_capacity(),
+            max_file_bytes: default_max_file_bytes(),
         }
     }
 }

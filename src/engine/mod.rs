@@ -449,6 +449,13 @@ impl EngineBuilder {
         self
     }
 
+    /// The size at which the audit stream starts a new file (default
+    /// 256 MiB; see [`AuditConfig::max_file_bytes`]).
+    pub fn audit_max_file_bytes(mut self, bytes: u64) -> Self {
+        self.config.audit.max_file_bytes = bytes;
+        self
+    }
+
     /// Opens a telemetry stream too (see [`Engine::telemetry`]).
     pub fn telemetry(mut self, on: bool) -> Self {
         self.config.audit.telemetry = on;

@@ -202,6 +202,7 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             Durability::Os => Guarantee::Os,
             Durability::Disk => Guarantee::Disk,
         },
+        ..bench::mixed::MixedParams::default()
     });
     let cases: Vec<bench::Case> = bench::workloads()
         .into_iter()
