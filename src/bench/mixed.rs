@@ -20,7 +20,8 @@
 //! verified as one chain == calls. Passing rows print what was checked.
 //! Between slices (untimed) the audit files the log has finished with are
 //! verified, chained on from the last, and removed, so a long run
-//! (`--seconds 600`) needs disk for about one file (256 MiB) per engine.
+//! (`--seconds 600`, which `latchfree bench` splits into slices of at most
+//! 20 s) needs disk for one slice's audit lines per engine, not the run's.
 //!
 //! The parameters come from the CLI flags (`--ids`, `--hit-ratio`,
 //! `--durability`) through [`set_params`]: a [`Case`] builds its target

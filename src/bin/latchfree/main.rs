@@ -92,6 +92,10 @@ struct BenchArgs {
     #[arg(long, default_value_t = 0.6)]
     seconds: f64,
     /// Interleaved rounds per measurement; the median round is reported.
+    /// Raised so that no slice (seconds / rounds) runs over 20 s: a long
+    /// run (`--seconds 600`) alternates implementations every 20 s, reports
+    /// memory after each slice, and keeps the audit files awaiting
+    /// verification to one slice's worth.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// Only these operations (comma-separated op names), e.g. `counter_add`.
@@ -231,7 +235,10 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
     let plan = Plan {
         threads: args.threads.clone(),
         duration: Duration::from_secs_f64(args.seconds),
-        rounds: args.rounds.max(1),
+        rounds: args
+            .rounds
+            .max((args.seconds / MAX_SLICE_SECONDS).ceil() as usize)
+            .max(1),
     };
     let slices = cases.len() * plan.threads.len() * plan.rounds;
     let bar = ProgressBar::new(slices as u64);
@@ -301,6 +308,9 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
         ExitCode::FAILURE
     }
 }
+
+/// The longest timed slice `latchfree bench` runs, in seconds.
+const MAX_SLICE_SECONDS: f64 = 20.0;
 
 /// This process's resident set size in KiB (`VmRSS` in `/proc/self/status`;
 /// `None` where there is no procfs).
