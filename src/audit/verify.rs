@@ -210,10 +210,16 @@ struct FileScan {
 }
 
 fn scan_file(path: &Path) -> Result<FileScan, VerifyError> {
-    let bytes = std::fs::read(path).map_err(|source| VerifyError::Io {
+    use std::io::BufRead as _;
+    let io_error = |source| VerifyError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Streamed a line at a time: memory is one line (and the reader's
+    // buffer) however large the file, so checking files in parallel costs
+    // a few MiB, not a file's size per thread.
+    let file = std::fs::File::open(path).map_err(io_error)?;
+    let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut scan = FileScan {
         first: None,
         last: None,
@@ -222,21 +228,28 @@ fn scan_file(path: &Path) -> Result<FileScan, VerifyError> {
         dropped: 0,
         error: None,
     };
-    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
-    // A file ends with a newline, which leaves one empty piece after it.
-    let torn = lines.pop().is_some_and(|rest| !rest.is_empty());
-    for (i, line) in lines.iter().enumerate() {
-        let record = match record::decode(line) {
+    let mut line = Vec::with_capacity(1024);
+    for number in 1.. {
+        line.clear();
+        if reader.read_until(b'\n', &mut line).map_err(io_error)? == 0 {
+            break;
+        }
+        if line.pop() != Some(b'\n') {
+            // The last line has no newline: a write was cut short.
+            scan.error = Some((number, Problem::TornTail));
+            break;
+        }
+        let record = match record::decode(&line) {
             Ok(record) => record,
             Err(e) => {
-                scan.error = Some((i + 1, e.into()));
-                return Ok(scan);
+                scan.error = Some((number, e.into()));
+                break;
             }
         };
         if let Some(last) = scan.last {
             if let Err(problem) = follow(Some(last), record.seq, record.prev) {
-                scan.error = Some((i + 1, problem));
-                return Ok(scan);
+                scan.error = Some((number, problem));
+                break;
             }
         } else {
             scan.first = Some((record.seq, record.prev));
@@ -250,9 +263,6 @@ fn scan_file(path: &Path) -> Result<FileScan, VerifyError> {
             seq: record.seq,
             hash: record.hash,
         });
-    }
-    if torn {
-        scan.error = Some((lines.len() + 1, Problem::TornTail));
     }
     Ok(scan)
 }
