@@ -753,3 +753,37 @@ fn a_directory_in_use_is_refused_until_its_cache_is_dropped() {
         "the lock file is no entry"
     );
 }
+
+/// A key changed many times while the writer was busy is written far fewer
+/// times than it changed, and the file ends at the newest value; a removal
+/// queued behind the writes still wins.
+#[test]
+fn changes_queued_for_one_key_are_coalesced_into_its_newest_state() {
+    const CHANGES: u64 = 20_000;
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let cache = open(dir.path(), &clock, 16);
+    for v in 0..CHANGES {
+        cache.insert(7, value(0, 7, v));
+        cache.insert(8, value(0, 8, v));
+    }
+    cache.invalidate(&8);
+    cache.flush().unwrap();
+    let m = cache.persist_metrics();
+    // Each change is written, or coalesced into a later write; the
+    // removal deletes key 8's file unless no write of it came first (then
+    // nothing is counted for it).
+    let accounted = m.files_written + m.files_removed + m.changes_coalesced;
+    assert!(
+        (2 * CHANGES..=2 * CHANGES + 1).contains(&accounted),
+        "{m:?}"
+    );
+    // A file write (create, write, fsync, rename) costs far more than an
+    // insert, so most changes found a newer one pending.
+    assert!(m.changes_coalesced > CHANGES, "{m:?}");
+    drop(cache);
+    let reopened = open(dir.path(), &clock, 16);
+    assert_eq!(reopened.get(&7), Some(value(0, 7, CHANGES - 1)));
+    assert_eq!(reopened.get(&8), None);
+    assert_eq!(entry_files(dir.path()), vec![file_of(dir.path(), 7)]);
+}

@@ -41,7 +41,11 @@
 //! Every change of a key is handed to the writer while the memory index's
 //! lock of that key is held, so the writer sees the changes of one key in
 //! exactly the order memory made them: a removal is never overtaken by an
-//! older write, and a write never by an older removal. No insert, load or
+//! older write, and a write never by an older removal. The message names
+//! the key only; the writer writes (or deletes) whatever is newest in
+//! `pending` for it, so a key changed many times while the queue was long
+//! is written once ([`PersistMetrics::changes_coalesced`] counts the rest),
+//! and the disk is never behind what the message stood for. No insert, load or
 //! invalidation waits for the disk unless the writer's queue is full (a
 //! memory miss reads one file);
 //! [`flush`](PersistentTtlCache::flush) and
@@ -186,6 +190,10 @@ pub struct PersistMetrics {
     pub files_written: u64,
     /// Entry files deleted by invalidation, expiry or clearing.
     pub files_removed: u64,
+    /// Changes that needed no write of their own: a newer change of the
+    /// same key, made before the writer reached this one, was written in
+    /// its place.
+    pub changes_coalesced: u64,
     /// Writes, deletions or directory fsyncs that failed.
     pub write_errors: u64,
     /// Entries put into memory at open.
@@ -591,6 +599,7 @@ where
             expired_dropped: get(&c.expired_dropped),
             files_written: get(&c.files_written),
             files_removed: get(&c.files_removed),
+            changes_coalesced: get(&c.coalesced),
             write_errors: get(&c.write_errors),
             loaded: get(&c.loaded),
         }

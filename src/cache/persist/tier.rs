@@ -29,16 +29,12 @@ pub(super) struct Pending<V> {
 }
 
 /// A message to the writer thread. Messages are handled in the order sent.
-pub(super) enum Op<K, V> {
-    /// Write the entry file of `key`.
-    Put {
-        seq: u64,
-        key: K,
-        value: V,
-        deadline: u64,
-    },
-    /// Delete the entry file of `key`.
-    Remove { seq: u64, key: K },
+pub(super) enum Op<K> {
+    /// `key` changed (change `seq`, now in [`Tier::pending`]): bring its
+    /// file up to the newest pending change of the key, which may be newer
+    /// than `seq` (changes made while this one waited are coalesced), or do
+    /// nothing if none is pending (a newer change's write covered it).
+    Changed { seq: u64, key: K },
     /// A reader found this file corrupt or expired: delete it if it still is.
     Recheck { name: String },
     /// Delete every entry file, then answer.
@@ -59,6 +55,7 @@ pub(super) struct DiskCounters {
     pub(super) expired_dropped: AtomicU64,
     pub(super) files_written: AtomicU64,
     pub(super) files_removed: AtomicU64,
+    pub(super) coalesced: AtomicU64,
     pub(super) write_errors: AtomicU64,
     pub(super) loaded: AtomicU64,
 }
@@ -91,14 +88,14 @@ pub(super) struct Tier<K, V> {
     hasher: RandomState,
     /// Journal sequence numbers.
     seq: AtomicU64,
-    tx: mpsc::SyncSender<Op<K, V>>,
+    tx: mpsc::SyncSender<Op<K>>,
     pub(super) counters: DiskCounters,
 }
 
 impl<K, V> Tier<K, V> {
     /// Sends `op` to the writer, waiting while its queue is full; `false`
     /// if the writer has stopped.
-    pub(super) fn send(&self, op: Op<K, V>) -> bool {
+    pub(super) fn send(&self, op: Op<K>) -> bool {
         self.tx.send(op).is_ok()
     }
 }
@@ -108,7 +105,7 @@ impl<K: Hash + Eq, V> Tier<K, V> {
         dir: PathBuf,
         clock: Arc<dyn Clock>,
         fsync: bool,
-        tx: mpsc::SyncSender<Op<K, V>>,
+        tx: mpsc::SyncSender<Op<K>>,
     ) -> Self {
         Self {
             dir,
@@ -219,11 +216,9 @@ where
         // Release, after `pending` is updated: a read-through that sees the
         // new generation (Acquire) then finds the pending change.
         self.generation(key).fetch_add(1, Ordering::Release);
-        self.send(Op::Put {
+        self.send(Op::Changed {
             seq,
             key: key.clone(),
-            value: value.clone(),
-            deadline,
         });
     }
 
@@ -239,7 +234,7 @@ where
         self.pending
             .upsert_sync(key.clone(), Pending { seq, put: None });
         self.generation(key).fetch_add(1, Ordering::Release);
-        self.send(Op::Remove {
+        self.send(Op::Changed {
             seq,
             key: key.clone(),
         });

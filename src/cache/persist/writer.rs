@@ -75,7 +75,7 @@ struct Writer<K, V> {
 }
 
 /// The thread's body: handles ops until [`Op::Stop`].
-pub(super) fn run<K, V>(tier: Arc<Tier<K, V>>, ops: Receiver<Op<K, V>>)
+pub(super) fn run<K, V>(tier: Arc<Tier<K, V>>, ops: Receiver<Op<K>>)
 where
     K: Eq + Hash + Clone + Serialize + DeserializeOwned,
     V: Clone + Serialize + DeserializeOwned,
@@ -89,13 +89,7 @@ where
         let mut next = Some(first);
         while let Some(op) = next {
             match op {
-                Op::Put {
-                    seq,
-                    key,
-                    value,
-                    deadline,
-                } => writer.put(seq, &key, &value, deadline),
-                Op::Remove { seq, key } => writer.remove(seq, &key),
+                Op::Changed { seq, key } => writer.changed(seq, &key),
                 Op::Recheck { name } => writer.recheck(&name),
                 Op::Clear(done) => {
                     let result = writer.clear();
@@ -136,6 +130,28 @@ where
     /// replaced it.
     fn done(&self, seq: u64, key: &K) {
         self.tier.pending.remove_if_sync(key, |p| p.seq == seq);
+    }
+
+    /// Brings `key`'s file up to its newest pending change.
+    ///
+    /// Changes of a key are sent in the order memory made them, and each is
+    /// in `pending` before it is sent, so the newest pending change is at
+    /// least as new as change `_seq`: writing it instead loses nothing and
+    /// skips the states in between (a key changed ten times while its turn
+    /// came writes one file, not ten). A flush sent after change `_seq`
+    /// therefore still finds its key's file at `seq` or newer. Nothing
+    /// pending means a newer change's write already covered this one.
+    fn changed(&mut self, seq: u64, key: &K) {
+        let newest = self
+            .tier
+            .pending
+            .read_sync(key, |_, p| (p.seq, p.put.clone()));
+        debug_assert!(newest.as_ref().is_none_or(|&(newest, _)| newest >= seq));
+        match newest {
+            None => DiskCounters::add(&self.tier.counters.coalesced, 1),
+            Some((seq, Some((value, deadline)))) => self.put(seq, key, &value, deadline),
+            Some((seq, None)) => self.remove(seq, key),
+        }
     }
 
     fn put(&mut self, seq: u64, key: &K, value: &V, deadline: u64) {
