@@ -102,6 +102,8 @@ fn warm_up<T: Tiered>() -> Case {
 /// What the workload needs of an implementation.
 trait Tiered: Send + Sync + Sized + 'static {
     const IMP: &'static str;
+    /// The extension of its entry files.
+    const EXT: &'static str;
     /// Opens the cache in `dir` with `memory` entries in memory, without
     /// fsync (the fixtures: only reading is timed).
     fn open(dir: &Path, memory: usize) -> Self {
@@ -134,6 +136,7 @@ struct Latchfree(PersistentTtlCache<u64, Value>);
 
 impl Tiered for Latchfree {
     const IMP: &'static str = "latchfree";
+    const EXT: &'static str = format::EXTENSION;
 
     fn open_with(dir: &Path, memory: usize, fsync: bool) -> Self {
         Self(
@@ -174,6 +177,7 @@ struct Locked(LockedPersistentCache<u64, Value>);
 
 impl Tiered for Locked {
     const IMP: &'static str = "locked";
+    const EXT: &'static str = "json";
 
     fn open_with(dir: &Path, memory: usize, fsync: bool) -> Self {
         Self(
@@ -199,7 +203,7 @@ impl Tiered for Locked {
         struct File {
             value: Value,
         }
-        let path = dir.join(stem_of(k)).with_extension("json");
+        let path = dir.join(stem_of(k)).with_extension(Self::EXT);
         let bytes = std::fs::read(path).ok()?;
         serde_json::from_slice::<File>(&bytes).ok().map(|f| f.value)
     }
@@ -383,15 +387,10 @@ impl<T: Tiered> Writes<T> {
         let inserts = self.inserts.iter().map(|n| n.load(Ordering::Relaxed)).sum();
         expect_eq("inserts", inserts, total_ops)?;
         self.cache.flush();
-        let ext = if T::IMP == "latchfree" {
-            format::EXTENSION
-        } else {
-            "json"
-        };
         let files = std::fs::read_dir(self.dir.path())
             .map_err(|e| format!("listing {}: {e}", self.dir.path().display()))?
             .filter_map(Result::ok)
-            .filter(|e| e.path().extension().is_some_and(|x| x == ext))
+            .filter(|e| e.path().extension().is_some_and(|x| x == T::EXT))
             .count() as u64;
         let keys: Vec<u64> = (0..WRITE_KEYS)
             .filter(|&k| self.written[k as usize].load(Ordering::Relaxed))
