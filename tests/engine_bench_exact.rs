@@ -26,7 +26,7 @@ fn mixed_rows_are_exact_under_each_guarantee() {
             rounds: 2,
         };
         let cases = mixed::cases();
-        let rows = run(&cases, &plan, |_, _| {});
+        let rows = run(&cases, &plan, |_| {});
         assert_eq!(rows.len(), 4);
         for row in &rows {
             assert_eq!(row.guarantee, guarantee.as_str());

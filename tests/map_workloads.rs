@@ -17,7 +17,7 @@ fn run_all(cases: &[bench::Case]) -> Vec<Row> {
         duration: Duration::from_millis(90),
         rounds: 3,
     };
-    bench::run(cases, &plan, |_, _| {})
+    bench::run(cases, &plan, |_| {})
 }
 
 fn assert_exact(rows: &[Row], cases: usize) {

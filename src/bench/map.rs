@@ -595,7 +595,7 @@ mod tests {
             duration: std::time::Duration::from_millis(60),
             rounds: 3,
         };
-        super::super::run(&cases, &plan, |_, _| {})
+        super::super::run(&cases, &plan, |_| {})
             .into_iter()
             .map(|row| match row.exact {
                 Some(true) => Ok(()),

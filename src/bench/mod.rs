@@ -242,6 +242,21 @@ pub struct Row {
     pub exact_detail: Option<String>,
 }
 
+/// What [`run`] tells its `progress` callback.
+#[derive(Clone, Copy)]
+pub enum Progress<'a> {
+    /// A timed slice of `case` at `threads` threads finished.
+    Slice {
+        /// The case measured.
+        case: &'a Case,
+        /// Its thread count.
+        threads: usize,
+    },
+    /// The targets of one operation at one thread count were verified and
+    /// dropped (with their threads, files and memory).
+    Dropped,
+}
+
 /// How a [`run`] is shaped.
 #[derive(Clone, Debug)]
 pub struct Plan {
@@ -255,8 +270,9 @@ pub struct Plan {
 
 /// Runs every case at every thread count, interleaving implementations of the
 /// same operation, and returns one row per (operation, implementation,
-/// threads). `progress` is called after each timed slice.
-pub fn run(cases: &[Case], plan: &Plan, mut progress: impl FnMut(&Case, usize)) -> Vec<Row> {
+/// threads). `progress` hears of each timed slice and of each group of
+/// targets dropped.
+pub fn run(cases: &[Case], plan: &Plan, mut progress: impl FnMut(Progress<'_>)) -> Vec<Row> {
     let mut rows = Vec::new();
     let mut ops: Vec<(&str, &str)> = Vec::new();
     for c in cases {
@@ -277,13 +293,15 @@ pub fn run(cases: &[Case], plan: &Plan, mut progress: impl FnMut(&Case, usize)) 
             for _ in 0..rounds {
                 for (i, case) in group.iter().enumerate() {
                     results[i].push(measure(&*targets[i], threads, slice, case.latency));
-                    progress(case, threads);
+                    progress(Progress::Slice { case, threads });
                 }
             }
             let first = rows.len();
             for (i, case) in group.iter().enumerate() {
                 rows.push(summarise(case, threads, &mut results[i], &*targets[i]));
             }
+            drop(targets);
+            progress(Progress::Dropped);
             let locked = rows[first..]
                 .iter()
                 .find(|r| r.imp == "locked")
@@ -422,9 +440,16 @@ mod tests {
             duration: Duration::from_millis(20),
             rounds: 2,
         };
-        let mut slices = 0;
-        let rows = run(&cases, &plan, |_, _| slices += 1);
-        assert_eq!(slices, 2 * 2 * 2);
+        let (mut slices, mut dropped) = (0, 0);
+        let rows = run(&cases, &plan, |event| match event {
+            Progress::Slice { .. } => slices += 1,
+            Progress::Dropped => {
+                // Each group is dropped after all its slices.
+                assert_eq!(slices, (dropped + 1) * 2 * 2);
+                dropped += 1;
+            }
+        });
+        assert_eq!((slices, dropped), (2 * 2 * 2, 2));
         assert_eq!(rows.len(), 4);
         for row in &rows {
             assert_eq!(row.exact, Some(true), "{row:?}");

@@ -447,7 +447,7 @@ mod tests {
             duration: Duration::from_millis(30),
             rounds: 2,
         };
-        let rows = run(&cases(), &plan, |_, _| {});
+        let rows = run(&cases(), &plan, |_| {});
         assert_eq!(rows.len(), cases().len());
         for row in &rows {
             assert_eq!(row.exact, Some(true), "{row:?}");

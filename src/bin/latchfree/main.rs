@@ -10,6 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use latchfree::audit::Guarantee;
 use latchfree::bench::{self, Plan, Row};
 
+mod memory;
 mod serve;
 mod serve_tools;
 
@@ -246,20 +247,26 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
         ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {msg}")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
-    // Resident memory at the start and after each slice: a long run
-    // (`--seconds 600`) must keep it flat.
-    let mut resident = Vec::with_capacity(slices + 1);
-    resident.extend(resident_kib());
-    let rows = bench::run(&cases, &plan, |case, threads| {
-        resident.extend(resident_kib());
-        bar.set_message(format!(
-            "{}/{} {} ×{threads}",
-            case.workload, case.op, case.imp
-        ));
-        bar.inc(1);
+    // Memory at the start, after each slice, and once every target has
+    // dropped: a long run (`--seconds 600`) must keep it flat.
+    let mut memory = Vec::with_capacity(slices + 2);
+    memory.push(memory::Sample::now());
+    let rows = bench::run(&cases, &plan, |event| match event {
+        bench::Progress::Slice { case, threads } => {
+            memory.push(memory::Sample::now());
+            bar.set_message(format!(
+                "{}/{} {} ×{threads}",
+                case.workload, case.op, case.imp
+            ));
+            bar.inc(1);
+        }
+        // The next targets start on what these leave: hand freed pages back
+        // so each group's resident memory is its own.
+        bench::Progress::Dropped => memory::release_free_pages(),
     });
     bar.finish_and_clear();
     bench::persist::remove_fixtures();
+    memory.push(memory::Sample::now());
 
     let mut out = std::io::stdout().lock();
     if args.json {
@@ -279,17 +286,12 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             );
         }
     }
-    if let Some(max) = resident.iter().max() {
-        // Flat across rounds is what a long run (`--seconds 600`) must show.
-        let mib: Vec<String> = resident
-            .iter()
-            .map(|kib| format!("{:.0}", *kib as f64 / 1024.0))
-            .collect();
-        eprintln!(
-            "memory: resident MiB at the start, then after each slice: {} (max {:.0})",
-            mib.join(" "),
-            *max as f64 / 1024.0
-        );
+    // Flat across slices is what a long run (`--seconds 600`) must show.
+    if let Some(line) = memory::mib(&memory, |m| m.resident) {
+        eprintln!("memory: resident MiB at the start, after each slice, after the run: {line}");
+    }
+    if let Some(line) = memory::mib(&memory, |m| m.heap) {
+        eprintln!("memory: heap in use MiB at the start, after each slice, after the run: {line}");
     }
     let inexact: Vec<&Row> = rows.iter().filter(|r| r.exact == Some(false)).collect();
     for r in &inexact {
@@ -311,14 +313,6 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
 
 /// The longest timed slice `latchfree bench` runs, in seconds.
 const MAX_SLICE_SECONDS: f64 = 20.0;
-
-/// This process's resident set size in KiB (`VmRSS` in `/proc/self/status`;
-/// `None` where there is no procfs).
-fn resident_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
-}
 
 fn table(rows: &[Row]) -> String {
     let mut s = String::new();
