@@ -51,6 +51,12 @@ fn heap_in_use() -> Option<u64> {
     Some(info.uordblks as u64 + info.hblkhd as u64)
 }
 
+/// Not measured where the allocator has no such query.
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap_in_use() -> Option<u64> {
+    None
+}
+
 /// Hands the allocator's free pages back to the OS (glibc `malloc_trim`, all
 /// arenas), so that resident memory afterwards is what is still in use plus
 /// fragments. A no-op elsewhere.
@@ -63,10 +69,4 @@ pub fn release_free_pages() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-/// Not measured where the allocator has no such query.
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn heap_in_use() -> Option<u64> {
-    None
 }
