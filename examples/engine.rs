@@ -35,11 +35,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .locked(locked)
         .audit_dir(&dir)
         .guarantee(Guarantee::Os)
-        .sessions(SessionConfig {
-            max_sessions: 1_000,
-            idle_timeout: Some(Duration::from_secs(600)),
-            ..SessionConfig::default()
-        })
+        .sessions(
+            SessionConfig::default()
+                .max_sessions(1_000)
+                .idle_timeout(Some(Duration::from_secs(600))),
+        )
         .cache("query", CacheConfig::default())
         .build()?;
 

@@ -1,4 +1,4 @@
-//! Loom models of `latchfree::flight`: the single-flight slot behind
+//! Loom models of `crate::flight`: the single-flight slot behind
 //! `SessionRegistry::get_or_create` and `TtlCache::get_or_load`.
 //!
 //! ```text
@@ -52,18 +52,14 @@
 //! At the default bound of 3 preemptions the five models take 0.2 s in all
 //! (not counting the build, about 3 minutes cold in `target-loom`).
 
-#![cfg(latchfree_loom)]
-
-mod common;
-
 use std::sync::Arc as StdArc;
 
-use latchfree::flight::{Flight, Leader, Outcome};
+use crate::flight::{Flight, Leader, Outcome};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::{Arc, Mutex};
 use loom::thread;
 
-use common::model;
+use super::common::model;
 
 fn value(o: Outcome<u32>) -> Option<u32> {
     match o {

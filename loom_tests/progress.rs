@@ -1,4 +1,4 @@
-//! Loom models of `latchfree::audit::progress`: the writer raises a level
+//! Loom models of `crate::audit::progress`: the writer raises a level
 //! that callers wait on, and publishes an error or its stop under a lock.
 //!
 //! ```text
@@ -81,18 +81,15 @@
 //! The two survivors are equivalent mutants: under P13 the writer takes the
 //! lock and notifies after every raise, as if someone slept; under P14 every
 //! waiter sleeps at once. Slower, not wrong.
-#![cfg(latchfree_loom)]
-
 use std::io;
 use std::time::Duration;
 
-use latchfree::audit::progress::{Level, POLL, Progress, Stalled};
+use crate::audit::progress::{Level, POLL, Progress, Stalled};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
 
-mod common;
-use common::model;
+use super::common::model;
 
 /// Whether the waiters for 1 and 2 poll before they sleep (models 2 and 3;
 /// model 1 runs all four combinations).

@@ -1,4 +1,4 @@
-//! Loom models of `latchfree::audit::ring`: claim, publish, consume and
+//! Loom models of `crate::audit::ring`: claim, publish, consume and
 //! wrap around, close, the drop mode's refusals, and both sleeps (a producer
 //! parked for room, the consumer in `Consumer::wait`).
 //!
@@ -154,15 +154,12 @@
 //! increment: the store-buffering outcome that the two `SeqCst` fences
 //! forbid together. Nobody notifies, and the producer sleeps for good.
 //! Under M16 both producers sleep, and `notify_one` wakes only one of them.
-#![cfg(latchfree_loom)]
-
 use std::time::Duration;
 
-use latchfree::audit::ring::{Consumer, OnFull, Producer, PushError, RingConfig, channel};
+use crate::audit::ring::{Consumer, OnFull, Producer, PushError, RingConfig, channel};
 use loom::thread;
 
-mod common;
-use common::model;
+use super::common::model;
 
 /// What each push of one producer returned, in push order.
 type Results = Vec<Result<(), PushError>>;

@@ -1,4 +1,4 @@
-//! Loom models of `latchfree::shared::Shared`'s single-flight
+//! Loom models of `crate::shared::Shared`'s single-flight
 //! initialisation racing initialisers, writers and failures.
 //!
 //! ```text
@@ -48,15 +48,11 @@
 //! together at the default bound (3 preemptions); the loom build in its own
 //! target directory takes about 3 minutes cold on two cores.
 
-#![cfg(latchfree_loom)]
-
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::model;
-use latchfree::shared::Shared;
+use super::common::model;
+use crate::shared::Shared;
 use loom::thread;
 
 #[test]

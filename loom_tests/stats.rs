@@ -149,13 +149,10 @@
 //! add happens-before edges that the `std` build does not have. The failing
 //! executions above are the ones where the reader's lock falls between two
 //! writer operations. `src/per_thread.rs` itself is not modelled here.
-#![cfg(latchfree_loom)]
-
-use latchfree::stats::{Snapshot, Stats};
+use crate::stats::{Snapshot, Stats};
 use loom::thread;
 
-mod common;
-use common::model;
+use super::common::model;
 
 /// Small enough that a shard is a handful of modelled atomics.
 fn small_stats() -> Stats {

@@ -28,7 +28,7 @@
 //! [`crate::cache`]; its module docs (in `src/ttl/mod.rs`) describe the
 //! algorithm: an `scc::HashIndex` read under an epoch guard (no lock, no
 //! shared write), single-flight creation through a map of flights whose
-//! waiters park on a condition variable ([`crate::flight`]), a deadline
+//! waiters park on a condition variable (`crate::flight`), a deadline
 //! index in a `crossbeam_skiplist::SkipMap` swept in deadline order, and an
 //! exact capacity count.
 //!
@@ -38,9 +38,9 @@
 //!   every concurrent caller gets the same `Arc`. A slow `init` blocks only
 //!   callers of the same id, who sleep until it ends.
 //! * **Failures are not cached.** An `init` that returns an error hands it
-//!   to every caller waiting on it ([`SessionError::Init`]) and leaves
+//!   to every caller waiting on it ([`SessionError::Failed`]) and leaves
 //!   nothing behind; one that panics unwinds in its own caller, its waiters
-//!   get [`SessionError::InitPanicked`], and the next call runs `init` anew.
+//!   get [`SessionError::Panicked`], and the next call runs `init` anew.
 //! * **Never expired.** A session is not returned at or after its deadline
 //!   (the earlier of last access + idle timeout and creation + lifetime), as
 //!   measured by the registry's time: exactly the clock when the clock is
@@ -74,8 +74,9 @@ pub const DEFAULT_MAX_SESSIONS: usize = 100_000;
 /// What to do when a new session would exceed `max_sessions` (after expired
 /// sessions are evicted).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum CapacityPolicy {
-    /// Refuse the new session with [`SessionError::CapacityExceeded`].
+    /// Refuse the new session with [`SessionError::Full`].
     #[default]
     Reject,
     /// Evict an approximately least recently used session (second chance
@@ -85,6 +86,7 @@ pub enum CapacityPolicy {
 
 /// Why a session id was refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum InvalidId {
     /// The id is empty.
     #[error("the session id is empty")]
@@ -110,8 +112,11 @@ pub enum InvalidId {
 /// Why `get_or_create` / `try_get_or_create` returned no session.
 ///
 /// `E` is the initialiser's error type ([`Infallible`] for
-/// `get_or_create`).
+/// `get_or_create`). The variants share their names with
+/// [`LoadError`](crate::cache::LoadError)'s: `Full`, `Failed`,
+/// `FailedElsewhere`, `Panicked`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SessionError<E = Infallible> {
     /// The id is not valid.
     #[error(transparent)]
@@ -120,30 +125,30 @@ pub enum SessionError<E = Infallible> {
     /// [`CapacityPolicy::Reject`] (or nothing could be evicted: every slot
     /// is a creation in progress).
     #[error("the session registry is full ({max} sessions; SessionRegistryBuilder::max_sessions)")]
-    CapacityExceeded {
+    Full {
         /// The bound.
         max: usize,
     },
     /// The initialiser returned this error: this call's own, or the one it
     /// waited on. Nothing was stored; the next call runs an initialiser again.
     #[error("the session initialiser failed: {0}")]
-    Init(Arc<E>),
+    Failed(Arc<E>),
     /// The initialiser this call waited on (another caller's, with another
     /// error type) failed. Nothing was stored.
     #[error("the session initialiser of a concurrent caller failed")]
-    InitFailedElsewhere,
+    FailedElsewhere,
     /// The initialiser this call waited on panicked. Nothing was stored.
     #[error("the session initialiser of a concurrent caller panicked")]
-    InitPanicked,
+    Panicked,
 }
 
 impl<E> SessionError<E> {
     fn from_init(error: InitError<E>, max: usize) -> Self {
         match error {
-            InitError::Capacity => SessionError::CapacityExceeded { max },
-            InitError::Failed(e) => SessionError::Init(e),
-            InitError::FailedElsewhere => SessionError::InitFailedElsewhere,
-            InitError::Panicked => SessionError::InitPanicked,
+            InitError::Capacity => SessionError::Full { max },
+            InitError::Failed(e) => SessionError::Failed(e),
+            InitError::FailedElsewhere => SessionError::FailedElsewhere,
+            InitError::Panicked => SessionError::Panicked,
         }
     }
 }
@@ -153,30 +158,35 @@ impl<E> SessionError<E> {
 /// the builder, as `PREFIX_hits_total` and so on (prefix `session` unless
 /// [`SessionRegistryBuilder::metrics_prefix`] says otherwise), with
 /// `PREFIX_live` as a gauge.
+///
+/// The fields are named as [`CacheMetrics`](crate::cache::CacheMetrics)'s:
+/// an initialiser is an `init` in both, and each way out of the map is
+/// named for its [`EvictionCause`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct SessionMetrics {
     /// Lookups that found a live session (`get`, and `get_or_create` hits).
     pub hits: u64,
     /// Lookups that found none (every creation starts with one).
     pub misses: u64,
     /// Initialisers run.
-    pub creations: u64,
+    pub inits: u64,
     /// Callers that waited for another caller's initialiser.
     pub coalesced: u64,
     /// Initialisers that returned an error.
     pub init_errors: u64,
     /// Creations refused at the capacity bound.
     pub rejected: u64,
-    /// Sessions evicted because they expired.
-    pub evicted_expired: u64,
-    /// Sessions removed by `remove`.
-    pub evicted_removed: u64,
-    /// Sessions evicted to make room.
-    pub evicted_capacity: u64,
-    /// Sessions removed by `clear`.
-    pub evicted_cleared: u64,
+    /// Sessions that left because they expired ([`EvictionCause::Expired`]).
+    pub expired: u64,
+    /// Sessions removed by `remove` ([`EvictionCause::Removed`]).
+    pub removed: u64,
+    /// Sessions evicted to make room ([`EvictionCause::Capacity`]).
+    pub evicted: u64,
+    /// Sessions removed by `clear` ([`EvictionCause::Cleared`]).
+    pub cleared: u64,
     /// Sessions in the registry now.
-    pub live: u64,
+    pub entries: u64,
 }
 
 type SessionListener<S> = Box<dyn Fn(&str, Arc<S>, EvictionCause) + Send + Sync>;
@@ -313,10 +323,10 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
             &MetricNames {
                 hits: "hits",
                 misses: "misses",
-                inits: "creations",
+                inits: "inits",
                 coalesced: "coalesced",
                 init_errors: "init_errors",
-                live: "live",
+                live: "entries",
             },
         )?;
         let listener = self.listener.map(|l| {
@@ -371,6 +381,13 @@ impl<S: Send + Sync + 'static> Default for SessionRegistry<S> {
 
 impl<S: Send + Sync + 'static> SessionRegistry<S> {
     /// A registry with the default configuration (see the builder).
+    ///
+    /// # Panics
+    ///
+    /// Never: the defaults pass the builder's checks, and the metrics are
+    /// registered in a [`Stats`] of the registry's own, which holds no other
+    /// name (so registration cannot fail). A registry that shares a `Stats`
+    /// is built with [`builder`](Self::builder), which returns the error.
     pub fn new() -> Self {
         Self::builder()
             .build()
@@ -479,15 +496,15 @@ impl<S: Send + Sync + 'static> SessionRegistry<S> {
         SessionMetrics {
             hits: c.hits.get(),
             misses: c.misses.get(),
-            creations: c.inits.get(),
+            inits: c.inits.get(),
             coalesced: c.coalesced.get(),
             init_errors: c.init_errors.get(),
             rejected: c.rejected.get(),
-            evicted_expired: ev(EvictionCause::Expired),
-            evicted_removed: ev(EvictionCause::Removed),
-            evicted_capacity: ev(EvictionCause::Capacity),
-            evicted_cleared: ev(EvictionCause::Cleared),
-            live: self.len() as u64,
+            expired: ev(EvictionCause::Expired),
+            removed: ev(EvictionCause::Removed),
+            evicted: ev(EvictionCause::Capacity),
+            cleared: ev(EvictionCause::Cleared),
+            entries: self.len() as u64,
         }
     }
 }

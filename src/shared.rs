@@ -40,27 +40,9 @@
 //!
 //! # Why arc-swap, not crossbeam-epoch
 //!
-//! Both give lock-free reads that never wait for a writer. Measured with
-//! `latchfree bench shared` (defaults: one process, implementations
-//! interleaved, median of 3 rounds of 0.2 s; a 2-core machine shared with
-//! other builds, load average ~3, so figures move by ±20 % between runs
-//! and 2 threads barely beat 1). Total reads per second, in millions; `+w`
-//! is the same with one extra thread replacing the value in a loop:
-//!
-//! | readers | latchfree (arc-swap guard) | crossbeam-epoch pin | locked `RwLock<Option<Arc>>` | arc-swap `load_full` (`Arc` clone) |
-//! |---:|---:|---:|---:|---:|
-//! | 1    | 54.0 | 118.2 | 45.7 | 39.1 |
-//! | 2    | 83.0 | 130.6 | 50.9 | 43.9 |
-//! | 4    | 78.4 | 136.2 | 49.1 | 46.9 |
-//! | 8    | 78.1 | 131.1 | 34.3 | 45.2 |
-//! | 1 +w | 36.0 |  56.7 | 26.0 | 21.8 |
-//! | 2 +w | 48.2 |  52.7 | 21.9 | 24.7 |
-//! | 4 +w | 58.1 |  89.8 | 43.1 | 34.9 |
-//! | 8 +w | 67.1 |  98.0 | 24.5 | 36.6 |
-//!
-//! Replacements per second (millions, every thread swapping), 1 / 2 / 4 / 8
-//! threads: latchfree 4.5 / 5.0 / 4.9 / 4.2, crossbeam-epoch 12.1 / 12.2 /
-//! 9.3 / 9.4, locked 17.4 / 18.5 / 17.3 / 13.7.
+//! Both give lock-free reads that never wait for a writer. `latchfree bench
+//! shared` runs them side by side with the locked twin (the README's
+//! `shared` section has a measured table).
 //!
 //! On reads the epoch pin is faster: 1.5–2.2× the arc-swap guard without a
 //! writer (one fenced store per pin, against the guard's two atomic

@@ -52,9 +52,9 @@ fn get_or_load_runs_once_per_key_with_8_threads_over_10_000_keys() {
         }
     }
     let m = cache.metrics();
-    assert_eq!(m.loads, KEYS);
+    assert_eq!(m.inits, KEYS);
     assert_eq!(m.entries, KEYS);
-    assert_eq!(m.evictions, 0);
+    assert_eq!(m.evicted, 0);
 }
 
 #[test]
@@ -81,20 +81,20 @@ fn load_errors_reach_every_waiter_and_are_not_cached() {
         .collect();
     // Every waiter must have joined the flight before it ends, or one of
     // them would run `unreachable!` as a new leader.
-    while cache.metrics().coalesced_loads < 3 {
+    while cache.metrics().coalesced < 3 {
         thread::yield_now();
     }
     // Other keys load meanwhile.
     assert_eq!(cache.get_or_load(2, || 20).unwrap(), 20);
     release_tx.send(()).unwrap();
-    assert!(matches!(leader.join().unwrap(), Err(LoadError::Load(e)) if *e == "disk on fire"));
+    assert!(matches!(leader.join().unwrap(), Err(LoadError::Failed(e)) if *e == "disk on fire"));
     for w in waiters {
-        assert!(matches!(w.join().unwrap(), Err(LoadError::Load(e)) if *e == "disk on fire"));
+        assert!(matches!(w.join().unwrap(), Err(LoadError::Failed(e)) if *e == "disk on fire"));
     }
     assert_eq!(cache.get(&1), None);
     assert_eq!(cache.get_or_load(1, || 10).unwrap(), 10);
     let m = cache.metrics();
-    assert_eq!((m.loads, m.load_errors, m.coalesced_loads), (3, 1, 3));
+    assert_eq!((m.inits, m.init_errors, m.coalesced), (3, 1, 3));
 }
 
 #[test]
@@ -117,7 +117,7 @@ fn a_panicking_loader_poisons_nothing() {
         let cache = cache.clone();
         thread::spawn(move || cache.get_or_load(1, || unreachable!()))
     };
-    while cache.metrics().coalesced_loads == 0 {
+    while cache.metrics().coalesced == 0 {
         thread::yield_now();
     }
     release_tx.send(()).unwrap();
@@ -172,7 +172,7 @@ fn ttl_idle_ttl_and_per_entry_ttl_with_a_manual_clock() {
         ]
     );
     let m = cache.metrics();
-    assert_eq!((m.expirations, m.entries), (3, 0));
+    assert_eq!((m.expired, m.entries), (3, 0));
 }
 
 #[test]

@@ -131,10 +131,7 @@ fn the_registry_bound_refuses_new_sessions_with_a_counted_error() {
     let dir = tempfile::tempdir().unwrap();
     for (kind, builder) in both(dir.path()) {
         let engine = builder
-            .sessions(SessionConfig {
-                max_sessions: 2,
-                ..SessionConfig::default()
-            })
+            .sessions(SessionConfig::default().max_sessions(2))
             .build()
             .unwrap();
         for id in ["a", "b", "a"] {
@@ -160,16 +157,10 @@ fn sessions_and_results_expire_by_the_engine_clock() {
         let clock = ManualClock::new(start);
         let engine = builder
             .clock(clock.clone())
-            .sessions(SessionConfig {
-                idle_timeout: Some(Duration::from_secs(60)),
-                ..SessionConfig::default()
-            })
+            .sessions(SessionConfig::default().idle_timeout(Some(Duration::from_secs(60))))
             .cache(
                 "query",
-                CacheConfig {
-                    ttl: Some(Duration::from_secs(10)),
-                    ..CacheConfig::default()
-                },
+                CacheConfig::default().ttl(Some(Duration::from_secs(10))),
             )
             .build()
             .unwrap();
@@ -333,13 +324,16 @@ fn the_toml_config_builds_either_kind() {
     let dir = tempfile::tempdir().unwrap();
     for locked in [false, true] {
         let text = format!(
-            "locked = {locked}\nsweep_interval = \"50ms\"\n[audit]\ndir = {:?}\nguarantee = \"disk\"\n\
+            "sweep_interval = \"50ms\"\n[audit]\ndir = {:?}\nguarantee = \"disk\"\n\
              [sessions]\nmax_sessions = 10\nidle_timeout = \"5m\"\n[caches.query]\nmax_entries = 3\nttl = \"1s\"\n",
             dir.path().join(format!("l{locked}"))
         );
         let config = EngineConfig::from_toml(&text).unwrap();
         assert_eq!(EngineConfig::from_toml(&config.to_toml()).unwrap(), config);
-        let engine = Engine::from_config(config).unwrap();
+        let engine = EngineBuilder::from_config(config)
+            .locked(locked)
+            .build()
+            .unwrap();
         assert_eq!(engine.is_locked(), locked);
         assert_eq!(engine.guarantee(), Guarantee::Disk);
         assert_eq!(engine.cached_tools().collect::<Vec<_>>(), ["query"]);
@@ -361,4 +355,55 @@ fn the_toml_config_builds_either_kind() {
         Engine::builder().build(),
         Err(latchfree::engine::EngineBuildError::NoAuditDir)
     ));
+}
+
+/// `Engine::counters` is one snapshot: with every call failing, `errors`
+/// equals `calls` and `bytes_in` is exactly `calls` arguments in every
+/// reading taken while calls run (separate reads of each counter would see
+/// a call's `calls` without its `errors`, or the other way round).
+#[test]
+fn counters_are_read_at_one_moment_while_calls_run() {
+    const ARGS: &str = "{\"q\":1}";
+    let dir = tempfile::tempdir().unwrap();
+    for (kind, builder) in both(dir.path()) {
+        let engine = builder.build().unwrap();
+        let done = std::sync::atomic::AtomicBool::new(false);
+        let readings = std::thread::scope(|s| {
+            for t in 0..3 {
+                let engine = &engine;
+                s.spawn(move || {
+                    for i in 0..2_000 {
+                        let session = format!("s{t}-{}", i % 8);
+                        let err = engine
+                            .call(&Call::new(&session, "fails", ARGS), |_| {
+                                Err(ToolError::new("no"))
+                            })
+                            .unwrap_err();
+                        assert!(matches!(err, EngineError::Tool(_)), "{kind}: {err}");
+                    }
+                });
+            }
+            let reader = s.spawn(|| {
+                let mut readings = 0u64;
+                while !done.load(Ordering::Relaxed) {
+                    let c = engine.counters();
+                    assert_eq!(c.errors, c.calls, "{kind}: {c:?}");
+                    assert_eq!(c.bytes_in, c.calls * ARGS.len() as u64, "{kind}: {c:?}");
+                    readings += 1;
+                }
+                readings
+            });
+            // The writers are the scope's other threads: wait for them by
+            // polling the total, then stop the reader.
+            while engine.counters().calls < 6_000 {
+                std::thread::yield_now();
+            }
+            done.store(true, Ordering::Relaxed);
+            reader.join().unwrap()
+        });
+        assert!(readings > 0);
+        let c = engine.counters();
+        assert_eq!((c.calls, c.errors), (6_000, 6_000), "{kind}");
+        engine.shutdown().unwrap();
+    }
 }

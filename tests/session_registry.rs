@@ -58,8 +58,8 @@ fn exactly_once_with_8_threads_over_10_000_ids() {
     }
     assert_eq!(registry.len(), IDS);
     let m = registry.metrics();
-    assert_eq!(m.creations, IDS as u64);
-    assert_eq!(m.live, IDS as u64);
+    assert_eq!(m.inits, IDS as u64);
+    assert_eq!(m.entries, IDS as u64);
 }
 
 #[test]
@@ -121,15 +121,22 @@ fn a_failing_init_reaches_every_waiter_and_is_not_cached() {
             thread::spawn(move || registry.try_get_or_create::<Nope>("x", || Ok(1)))
         })
         .collect();
-    // Let the waiters reach the flight (they park on it or, if they come
-    // after the failure, run their own init: both are checked below).
-    thread::sleep(Duration::from_millis(50));
+    // Release the leader only once all three waiters joined its flight, so
+    // that each of them must receive its error.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while registry.metrics().coalesced < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the waiters never joined the flight"
+        );
+        thread::yield_now();
+    }
     release_tx.send(()).unwrap();
-    assert!(matches!(leader.join().unwrap(), Err(SessionError::Init(e)) if *e == Nope));
+    assert!(matches!(leader.join().unwrap(), Err(SessionError::Failed(e)) if *e == Nope));
     let mut failed = 0;
     for w in waiters {
         match w.join().unwrap() {
-            Err(SessionError::Init(e)) => {
+            Err(SessionError::Failed(e)) => {
                 assert_eq!(*e, Nope);
                 failed += 1;
             }
@@ -137,7 +144,7 @@ fn a_failing_init_reaches_every_waiter_and_is_not_cached() {
             Err(other) => panic!("unexpected {other:?}"),
         }
     }
-    assert!(failed >= 1 || registry.metrics().coalesced == 0);
+    assert_eq!(failed, 3, "every waiter gets the leader's error");
     // Not cached: the next call runs its init.
     assert_eq!(*registry.get_or_create("x", || 1).unwrap(), 1);
     assert_eq!(registry.metrics().init_errors, 1);
@@ -173,7 +180,7 @@ fn a_panicking_init_poisons_nothing() {
     );
     assert!(matches!(
         waiter.join().unwrap(),
-        Err(SessionError::InitPanicked)
+        Err(SessionError::Panicked)
     ));
     assert!(registry.get("p").is_none());
     assert_eq!(*registry.get_or_create("p", || 9).unwrap(), 9);
@@ -285,15 +292,7 @@ fn sweep_evicts_in_deadline_order_and_listener_runs_once_per_cause() {
     ];
     assert_eq!(got, want);
     let m = registry.metrics();
-    assert_eq!(
-        (
-            m.evicted_removed,
-            m.evicted_expired,
-            m.evicted_cleared,
-            m.live
-        ),
-        (1, 2, 2, 0)
-    );
+    assert_eq!((m.removed, m.expired, m.cleared, m.entries), (1, 2, 2, 0));
 }
 
 #[test]
@@ -368,7 +367,7 @@ fn sweeper_runs_while_4_threads_read_and_write() {
         });
     });
     let created = created.load(Ordering::Relaxed);
-    assert_eq!(registry.metrics().creations as usize, created);
+    assert_eq!(registry.metrics().inits as usize, created);
     // The clock ended 100 ms past the last creation, so a final sweep leaves
     // nothing, and every created session went to the listener exactly once.
     // The background sweeper may be mid-eviction (an entry out of the index,
@@ -389,7 +388,7 @@ fn sweeper_runs_while_4_threads_read_and_write() {
         evicted.load(Ordering::Relaxed)
     );
     assert!(
-        registry.metrics().evicted_expired > 0,
+        registry.metrics().expired > 0,
         "lifetimes of 50 ms, 2 s of clock"
     );
 }
@@ -412,7 +411,7 @@ fn flood_of_a_million_ids_rejects_past_the_cap() {
                 for i in (t..1_000_000).step_by(4) {
                     match registry.get_or_create(&format!("f{i}"), || 0) {
                         Ok(_) => {}
-                        Err(SessionError::CapacityExceeded { max }) => {
+                        Err(SessionError::Full { max }) => {
                             assert_eq!(max, CAP);
                             rejected.fetch_add(1, Ordering::Relaxed);
                         }

@@ -14,7 +14,7 @@
 //!   `close`), built by [`AuditBuilder`]: durability mode, full-ring policy,
 //!   rotation, clock, metrics. A second stream (telemetry) is the same type
 //!   with its own prefix: [`AuditLog::telemetry`].
-//! * [`ring`]: the bounded multi-producer, single-consumer queue between the
+//! * `ring`: the bounded multi-producer, single-consumer queue between the
 //!   threads that log and the writer; producers enter it with one
 //!   `fetch_add`, and it never loses, duplicates or tears a record.
 //! * [`record`]: the JSONL line format, with `seq` and a SHA-256 hash chain;
@@ -26,18 +26,31 @@
 //!
 //! The locked twin is [`baseline::LockedAuditLog`](crate::baseline::LockedAuditLog).
 
+mod guarantee;
 pub(crate) mod log;
-#[doc(hidden)] // Public for the loom models in `loom_tests/`; not part of the API.
-pub mod progress;
+pub(crate) mod progress;
 pub mod record;
 pub mod recover;
+// The ring is internal; the fuzz target `ring_ops` (built with
+// `--cfg fuzzing` by cargo-fuzz) drives it directly.
+#[cfg(fuzzing)]
 pub mod ring;
+#[cfg(not(fuzzing))]
+pub(crate) mod ring;
 pub mod verify;
 mod writer;
 
+// The ring against its model on seeded op sequences (the fuzz target
+// `ring_ops` runs the same model on fuzzer input).
+#[cfg(all(test, not(latchfree_loom)))]
+#[path = "../../tests/model/ring_seeded.rs"]
+mod ring_seeded;
+
+pub use guarantee::ParseGuaranteeError;
 pub use log::{
     AuditBuilder, AuditError, AuditLog, AuditMetrics, DEFAULT_MAX_FILE_BYTES, Durability,
     Guarantee, Ticket,
 };
+pub use recover::file_name;
 pub use ring::OnFull;
 pub use verify::{Head, VerifyError, VerifyReport, verify, verify_files, verify_from};

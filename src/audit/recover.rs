@@ -53,8 +53,16 @@ pub fn scan_tail(bytes: &[u8]) -> Result<Tail, RecordError> {
     })
 }
 
-/// A file name of stream `prefix`.
-pub(crate) fn file_name(prefix: &str, day: u32, n: u32) -> String {
+/// The name of file `n` of day `day` (UTC, `YYYYMMDD`) of stream `prefix`:
+/// `PREFIX-YYYYMMDD-NNNNNN.jsonl`. [`verify`](super::verify()) and
+/// [`AuditLog::open`](super::AuditLog) read the files of a stream in the
+/// order of these names, so a tool that writes a stream of its own (or
+/// copies one) names its files with this.
+///
+/// ```
+/// assert_eq!(latchfree::audit::file_name("audit", 20261123, 7), "audit-20261123-000007.jsonl");
+/// ```
+pub fn file_name(prefix: &str, day: u32, n: u32) -> String {
     format!("{prefix}-{day:08}-{n:06}.jsonl")
 }
 

@@ -68,11 +68,14 @@ const CLOSED: u64 = 1 << 63;
 
 /// What a producer does when the ring is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum OnFull {
     /// Wait for room (spin briefly, then park): nothing is lost.
     #[default]
     Block,
-    /// Never wait: count the record as dropped and return [`PushError::Full`].
+    /// Never wait: count the record as dropped (the writer writes a
+    /// `{"gap":N}` marker for it) and fail the call
+    /// ([`AuditError::Full`](super::AuditError::Full) from `log`).
     Drop,
 }
 
@@ -346,6 +349,7 @@ impl Ring {
 }
 
 impl Producer {
+    #[cfg(any(test, fuzzing))] // The models and the fuzz target drive it.
     /// Queues one record (a copy of `record`).
     ///
     /// With [`OnFull::Block`] this waits while the ring is full; with
@@ -497,11 +501,6 @@ impl Consumer {
         n
     }
 
-    /// Whether the next record is published (a `drain` would pass it on).
-    pub fn ready(&self) -> bool {
-        self.ring.ready_at(self.head)
-    }
-
     /// A view of this consumer's position that can wait for the next record
     /// but not take it, for a thread that sleeps while another holds the
     /// consumer (and may move on: then the view is stale, and its wait ends
@@ -543,11 +542,6 @@ impl Consumer {
         (at != u64::MAX).then_some(at)
     }
 
-    /// Records received so far (the next position to read).
-    pub fn position(&self) -> u64 {
-        self.head
-    }
-
     /// Pushes so far that found the ring full and waited for room.
     pub fn full_waits(&self) -> u64 {
         self.ring.full_waits.load(Ordering::Relaxed)
@@ -558,6 +552,7 @@ impl Consumer {
         self.ring.dropped.swap(0, Ordering::Relaxed)
     }
 
+    #[cfg(any(test, fuzzing))] // The models and the fuzz target drive it.
     /// Closes the ring (as [`Producer::close`]).
     pub fn close(&self) {
         close(&self.ring);

@@ -5,7 +5,8 @@
 //! Files of one stream are `PREFIX-YYYYMMDD-NNNNNN.jsonl`, in name order
 //! (the writer names them by UTC day and a counter, so name order is write
 //! order). Each file
-//! is checked on its own, in parallel (rayon); then the files are stitched:
+//! is checked on its own, in parallel (rayon, with feature
+//! `parallel-verify`); then the files are stitched:
 //! each file's first record must continue the previous file's last (`seq + 1`
 //! and `prev` equal to its hash). The first record of the oldest file must
 //! be `seq` 0 with the all-zero `prev`, unless older files were removed on
@@ -13,6 +14,7 @@
 
 use std::path::{Path, PathBuf};
 
+#[cfg(feature = "parallel-verify")]
 use rayon::prelude::*;
 
 use super::record::{self, ChainHash, RecordError};
@@ -134,8 +136,12 @@ pub fn verify_from(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn verify_files(files: &[PathBuf], start: Option<Head>) -> Result<VerifyReport, VerifyError> {
-    let scans: Vec<FileScan> = files
-        .par_iter()
+    // Each file on its own, in parallel with feature `parallel-verify`.
+    #[cfg(feature = "parallel-verify")]
+    let files_iter = files.par_iter();
+    #[cfg(not(feature = "parallel-verify"))]
+    let files_iter = files.iter();
+    let scans: Vec<FileScan> = files_iter
         .map(|path| scan_file(path))
         .collect::<Result<_, _>>()?;
     let mut report = VerifyReport {

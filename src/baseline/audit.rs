@@ -18,24 +18,7 @@ use serde::Serialize;
 use crate::audit::log::with_buffer;
 use crate::audit::record::{self, Body, ChainHash, Timestamp};
 use crate::audit::recover;
-use crate::audit::{AuditError, DEFAULT_MAX_FILE_BYTES, Head};
-
-/// How far a record has gone when [`LockedAuditLog::log`] returns: one mode
-/// per [`Guarantee`](crate::audit::Guarantee).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum LockedMode {
-    /// Into a `BufWriter` (8 KiB) under the lock: in memory, written when the
-    /// buffer fills, on [`flush`](LockedAuditLog::flush), `close` or drop
-    /// ([`Guarantee::Async`](crate::audit::Guarantee::Async)).
-    #[default]
-    Buffered,
-    /// One `write` per record under the lock: in the OS page cache when `log`
-    /// returns ([`Guarantee::Os`](crate::audit::Guarantee::Os)).
-    Unbuffered,
-    /// One `write` and one `fdatasync` per record under the lock: on disk
-    /// when `log` returns ([`Guarantee::Disk`](crate::audit::Guarantee::Disk)).
-    Synced,
-}
+use crate::audit::{AuditError, DEFAULT_MAX_FILE_BYTES, Guarantee, Head};
 
 /// Where the lines go.
 enum Sink {
@@ -64,7 +47,12 @@ struct State {
 ///
 /// * **Lossless and ordered.** Each [`log`](Self::log) call writes exactly
 ///   one line before it returns (into the `BufWriter`, the OS or the disk,
-///   per [`LockedMode`]); `seq` numbers records from 0 in lock order.
+///   per its [`Guarantee`]); `seq` numbers records from 0 in lock order.
+///   [`Guarantee::Async`]: into a `BufWriter` (8 KiB) under the lock, written
+///   when it fills, on [`flush`](Self::flush), `close` or drop;
+///   [`Guarantee::Os`]: one `write` per record under the lock;
+///   [`Guarantee::Disk`]: one `write` and one `fdatasync` per record under
+///   the lock.
 /// * **Same format.** Records are [`record::encode`] lines with the SHA-256
 ///   chain, in files `audit-YYYYMMDD-NNNNNN.jsonl` (the UTC day it was
 ///   opened, numbered from 0): a new file starts once one reaches
@@ -73,17 +61,18 @@ struct State {
 ///   hold the stream: this twin does not resume.
 /// * **The cost.** Every caller queues on the one lock while the holder
 ///   formats a timestamp, hashes the line and writes it (and in
-///   [`LockedMode::Synced`] waits for the fsync): a preempted or fsyncing
+///   [`Guarantee::Disk`] waits for the fsync): a preempted or fsyncing
 ///   holder stalls them all, and each fsync covers one record.
 /// * **Errors.** A failed write or fsync is returned to its caller
 ///   ([`AuditError::Write`]) and the record is not counted; the line may be
 ///   partly written, which [`verify`](crate::audit::verify()) then reports.
 ///
 /// ```
-/// use latchfree::baseline::{LockedAuditLog, LockedMode};
+/// use latchfree::audit::Guarantee;
+/// use latchfree::baseline::LockedAuditLog;
 ///
 /// let dir = tempfile::tempdir()?;
-/// let log = LockedAuditLog::open(dir.path(), LockedMode::Buffered)?;
+/// let log = LockedAuditLog::open(dir.path(), Guarantee::Async)?;
 /// assert_eq!(log.log(&serde_json::json!({"user": "alice", "action": "login"}))?, 0);
 /// assert_eq!(log.log(&serde_json::json!({"user": "alice", "action": "pay"}))?, 1);
 /// let head = log.close()?.expect("two records");
@@ -93,7 +82,7 @@ struct State {
 /// ```
 pub struct LockedAuditLog {
     state: Mutex<State>,
-    mode: LockedMode,
+    mode: Guarantee,
     dir: PathBuf,
     /// The UTC day in the file names.
     day: u32,
@@ -112,7 +101,7 @@ impl std::fmt::Debug for LockedAuditLog {
 impl LockedAuditLog {
     /// Creates `dir` if needed and a new file `audit-YYYYMMDD-000000.jsonl`
     /// in it (it must not exist).
-    pub fn open(dir: impl AsRef<Path>, mode: LockedMode) -> Result<Self, AuditError> {
+    pub fn open(dir: impl AsRef<Path>, mode: Guarantee) -> Result<Self, AuditError> {
         let dir = dir.as_ref();
         let open_err = |path: &Path| {
             let path = path.to_path_buf();
@@ -149,7 +138,7 @@ impl LockedAuditLog {
     }
 
     /// The mode it was opened with.
-    pub fn mode(&self) -> LockedMode {
+    pub fn mode(&self) -> Guarantee {
         self.mode
     }
 
@@ -166,7 +155,7 @@ impl LockedAuditLog {
 
     /// Logs one event: serialises it (serde_json, compact) outside the
     /// lock, then numbers, stamps, hashes and writes it under the lock.
-    /// Returns its `seq` once it has the [`LockedMode`]'s guarantee.
+    /// Returns its `seq` once it has the log's [`Guarantee`].
     pub fn log<E: Serialize + ?Sized>(&self, event: &E) -> Result<u64, AuditError> {
         with_buffer(|json| {
             serde_json::to_writer(&mut *json, event)
@@ -199,7 +188,7 @@ impl LockedAuditLog {
         let written = match sink {
             Sink::Buffered(out) => out.write_all(line),
             Sink::Raw(file) => file.write_all(line).and_then(|()| match self.mode {
-                LockedMode::Synced => file.sync_data(),
+                Guarantee::Disk => file.sync_data(),
                 _ => Ok(()),
             }),
         };
@@ -224,7 +213,7 @@ impl LockedAuditLog {
         Ok(())
     }
 
-    /// Hands buffered records to the OS ([`LockedMode::Buffered`]; the other
+    /// Hands buffered records to the OS ([`Guarantee::Async`]; the other
     /// modes have nothing buffered) and returns the head reached.
     pub fn flush(&self) -> Result<Option<Head>, AuditError> {
         let mut state = self.lock();
@@ -255,18 +244,18 @@ impl LockedAuditLog {
 }
 
 /// Creates `path` (it must not exist) in `dir` and the sink for `mode`.
-fn create_sink(dir: &Path, path: &Path, mode: LockedMode) -> std::io::Result<Sink> {
+fn create_sink(dir: &Path, path: &Path, mode: Guarantee) -> std::io::Result<Sink> {
     let file = OpenOptions::new()
         .append(true)
         .create_new(true)
         .open(path)?;
-    if mode == LockedMode::Synced {
+    if mode == Guarantee::Disk {
         // The new name must survive power loss with the records in it.
         File::open(dir)?.sync_all()?;
     }
     Ok(match mode {
-        LockedMode::Buffered => Sink::Buffered(BufWriter::new(file)),
-        LockedMode::Unbuffered | LockedMode::Synced => Sink::Raw(file),
+        Guarantee::Async => Sink::Buffered(BufWriter::new(file)),
+        Guarantee::Os | Guarantee::Disk => Sink::Raw(file),
     })
 }
 
@@ -285,11 +274,7 @@ mod tests {
     use super::*;
     use crate::audit::verify;
 
-    const MODES: [LockedMode; 3] = [
-        LockedMode::Buffered,
-        LockedMode::Unbuffered,
-        LockedMode::Synced,
-    ];
+    const MODES: [Guarantee; 3] = [Guarantee::Async, Guarantee::Os, Guarantee::Disk];
 
     #[test]
     fn every_mode_writes_a_stream_that_verifies() {
@@ -316,7 +301,7 @@ mod tests {
     #[test]
     fn seq_is_contiguous_across_four_threads() {
         const PER_THREAD: u64 = 2_000;
-        for mode in [LockedMode::Buffered, LockedMode::Unbuffered] {
+        for mode in [Guarantee::Async, Guarantee::Os] {
             let dir = tempfile::tempdir().unwrap();
             let log = LockedAuditLog::open(dir.path(), mode).unwrap();
             let mut seqs: Vec<u64> = std::thread::scope(|s| {
@@ -376,9 +361,9 @@ mod tests {
     #[test]
     fn a_stream_already_there_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let first = LockedAuditLog::open(dir.path(), LockedMode::Buffered).unwrap();
+        let first = LockedAuditLog::open(dir.path(), Guarantee::Async).unwrap();
         // Same day, same name: `create_new` refuses it.
-        let second = LockedAuditLog::open(dir.path(), LockedMode::Buffered);
+        let second = LockedAuditLog::open(dir.path(), Guarantee::Async);
         assert!(matches!(second, Err(AuditError::Open { .. })));
         drop(first);
     }
@@ -392,7 +377,7 @@ mod tests {
             }
         }
         let dir = tempfile::tempdir().unwrap();
-        let log = LockedAuditLog::open(dir.path(), LockedMode::Unbuffered).unwrap();
+        let log = LockedAuditLog::open(dir.path(), Guarantee::Os).unwrap();
         assert!(matches!(log.log(&Fails), Err(AuditError::Serialize(_))));
         assert_eq!(log.log(&"ok").unwrap(), 0);
         log.close().unwrap();

@@ -325,7 +325,7 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
     }
 
     /// [`get_or_load`](Self::get_or_load) with a fallible loader: its error
-    /// is returned ([`LoadError::Load`]) and nothing is stored.
+    /// is returned ([`LoadError::Failed`]) and nothing is stored.
     pub fn try_get_or_load<E>(
         &self,
         key: K,
@@ -353,7 +353,7 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
                         self.store(&mut entries, key, v.clone(), now, ttl, &mut removed);
                         Ok(v)
                     }
-                    Err(e) => Err(LoadError::Load(Arc::new(e))),
+                    Err(e) => Err(LoadError::Failed(Arc::new(e))),
                 },
             }
         };
@@ -533,7 +533,7 @@ mod tests {
     fn failed_and_panicking_loads_store_nothing_and_a_retry_loads() {
         let (cache, _, _) = cache(|b| b);
         match cache.try_get_or_load(1, || Err("down")) {
-            Err(LoadError::Load(e)) => assert_eq!(*e, "down"),
+            Err(LoadError::Failed(e)) => assert_eq!(*e, "down"),
             other => panic!("{other:?}"),
         }
         assert_eq!(cache.get(&1), None);

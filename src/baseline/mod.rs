@@ -14,7 +14,7 @@ mod shared;
 mod stats;
 mod timed;
 
-pub use audit::{LockedAuditLog, LockedMode};
+pub use audit::LockedAuditLog;
 pub use cache::{LockedTtlCache, LockedTtlCacheBuilder};
 pub use persist::{LockedPersistentCache, LockedPersistentCacheBuilder};
 pub use session::{LockedSessionRegistry, LockedSessionRegistryBuilder};

@@ -319,7 +319,7 @@ impl<S> LockedSessionRegistry<S> {
         while sessions.len() >= self.max_sessions {
             match self.policy {
                 CapacityPolicy::Reject => {
-                    return Err(SessionError::CapacityExceeded {
+                    return Err(SessionError::Full {
                         max: self.max_sessions,
                     });
                 }
@@ -333,7 +333,7 @@ impl<S> LockedSessionRegistry<S> {
                 }
             }
         }
-        let session = Arc::new(init().map_err(|e| SessionError::Init(Arc::new(e)))?);
+        let session = Arc::new(init().map_err(|e| SessionError::Failed(Arc::new(e)))?);
         sessions.insert(
             id.into(),
             Timed::new(Arc::clone(&session), now, self.lifetimes, None),
@@ -515,7 +515,7 @@ mod tests {
         sessions.get_or_create("b", || 2).unwrap();
         assert!(matches!(
             sessions.get_or_create("c", || 3),
-            Err(SessionError::CapacityExceeded { max: 2 })
+            Err(SessionError::Full { max: 2 })
         ));
         assert!(taken(&log).is_empty());
         clock.advance(Duration::from_secs(2));
@@ -558,7 +558,7 @@ mod tests {
                 clock.advance(Duration::from_millis(1));
                 match sessions.get_or_create(&format!("flood-{i}"), || i) {
                     Ok(s) => assert_eq!(*s, i),
-                    Err(SessionError::CapacityExceeded { max: 1_000 }) => rejected += 1,
+                    Err(SessionError::Full { max: 1_000 }) => rejected += 1,
                     Err(e) => panic!("{e}"),
                 }
                 assert!(sessions.len() <= 1_000);
@@ -606,7 +606,7 @@ mod tests {
             "printable non-ASCII"
         );
         match sessions.try_get_or_create("f", || Err::<u32, _>("down")) {
-            Err(SessionError::Init(e)) => assert_eq!(*e, "down"),
+            Err(SessionError::Failed(e)) => assert_eq!(*e, "down"),
             other => panic!("{other:?}"),
         }
         assert!(sessions.get("f").is_none());

@@ -52,7 +52,7 @@
 //! The algorithm is described in `src/ttl/mod.rs`, shared with
 //! [`crate::session`].
 //!
-//! # An optional disk tier
+//! # An optional disk tier (feature `persist`)
 //!
 //! [`TtlCacheBuilder::persist_dir`] turns the cache into a
 //! [`PersistentTtlCache`]: the same memory tier, plus one checksummed file
@@ -73,21 +73,26 @@ use crate::stats::Stats;
 use crate::ttl::{Counters, InitError, Journal, Life, MetricNames, Options, SweeperHandle, TtlMap};
 
 pub use crate::ttl::{BuildError, EvictionCause, Sweep};
+#[cfg(feature = "persist")]
 pub use persist::{PersistError, PersistMetrics, PersistentTtlCache, PersistentTtlCacheBuilder};
 
+#[cfg(feature = "persist")]
 pub mod persist;
 
 /// The default [`TtlCacheBuilder::max_entries`].
 pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 
 /// Why [`TtlCache::get_or_load`] / [`TtlCache::try_get_or_load`] returned no
-/// value. `E` is the loader's error type.
+/// value. `E` is the loader's error type. The variants share their names
+/// with [`SessionError`](crate::session::SessionError)'s: `Full`, `Failed`,
+/// `FailedElsewhere`, `Panicked`.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum LoadError<E = Infallible> {
     /// The loader returned this error: this call's own, or the one it waited
     /// on. Nothing was cached.
     #[error("the loader failed: {0}")]
-    Load(Arc<E>),
+    Failed(Arc<E>),
     /// The loader this call waited on (another caller's, with another error
     /// type) failed. Nothing was cached.
     #[error("the loader of a concurrent caller failed")]
@@ -109,29 +114,34 @@ pub enum LoadError<E = Infallible> {
 /// Each is also in the [`Stats`] given to the builder, as
 /// `PREFIX_hits_total` and so on (prefix `cache` unless
 /// [`TtlCacheBuilder::metrics_prefix`] says otherwise).
+///
+/// The fields are named as [`SessionMetrics`](crate::session::SessionMetrics)'s:
+/// a loader is an `init` in both, and each way out of the map is named for
+/// its [`EvictionCause`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct CacheMetrics {
     /// Lookups that found a live entry.
     pub hits: u64,
     /// Lookups that found none.
     pub misses: u64,
     /// Loaders run.
-    pub loads: u64,
+    pub inits: u64,
     /// Callers that waited for another caller's loader.
-    pub coalesced_loads: u64,
+    pub coalesced: u64,
     /// Loaders that returned an error.
-    pub load_errors: u64,
+    pub init_errors: u64,
     /// Inserts or loaded values dropped because nothing could be evicted.
     pub rejected: u64,
-    /// Entries evicted because they expired.
-    pub expirations: u64,
-    /// Entries evicted to make room.
-    pub evictions: u64,
-    /// Entries removed by `invalidate`.
-    pub invalidations: u64,
-    /// Entries removed by `invalidate_all`.
+    /// Entries that left because they expired ([`EvictionCause::Expired`]).
+    pub expired: u64,
+    /// Entries removed by `invalidate` ([`EvictionCause::Removed`]).
+    pub removed: u64,
+    /// Entries evicted to make room ([`EvictionCause::Capacity`]).
+    pub evicted: u64,
+    /// Entries removed by `invalidate_all` ([`EvictionCause::Cleared`]).
     pub cleared: u64,
-    /// Entries replaced by an insert.
+    /// Entries replaced by an insert ([`EvictionCause::Replaced`]).
     pub replaced: u64,
     /// Entries held now.
     pub entries: u64,
@@ -266,9 +276,9 @@ where
             &MetricNames {
                 hits: "hits",
                 misses: "misses",
-                inits: "loads",
-                coalesced: "coalesced_loads",
-                init_errors: "load_errors",
+                inits: "inits",
+                coalesced: "coalesced",
+                init_errors: "init_errors",
                 live: "entries",
             },
         )?;
@@ -410,7 +420,7 @@ where
                 InitError::Capacity => LoadError::Full {
                     max: self.map.max_entries(),
                 },
-                InitError::Failed(e) => LoadError::Load(e),
+                InitError::Failed(e) => LoadError::Failed(e),
                 InitError::FailedElsewhere => LoadError::FailedElsewhere,
                 InitError::Panicked => LoadError::Panicked,
             })
@@ -464,13 +474,13 @@ where
         CacheMetrics {
             hits: c.hits.get(),
             misses: c.misses.get(),
-            loads: c.inits.get(),
-            coalesced_loads: c.coalesced.get(),
-            load_errors: c.init_errors.get(),
+            inits: c.inits.get(),
+            coalesced: c.coalesced.get(),
+            init_errors: c.init_errors.get(),
             rejected: c.rejected.get(),
-            expirations: ev(EvictionCause::Expired),
-            evictions: ev(EvictionCause::Capacity),
-            invalidations: ev(EvictionCause::Removed),
+            expired: ev(EvictionCause::Expired),
+            evicted: ev(EvictionCause::Capacity),
+            removed: ev(EvictionCause::Removed),
             cleared: ev(EvictionCause::Cleared),
             replaced: ev(EvictionCause::Replaced),
             entries: self.len() as u64,

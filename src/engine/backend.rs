@@ -2,7 +2,7 @@
 //! latchfree ones and their locked twins, behind one private trait, so that
 //! the request path is written once and runs on either.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -11,9 +11,6 @@ use serde::Serialize;
 use super::config::{CacheConfig, EngineConfig};
 use super::{EngineBuildError, Session, ToolError};
 use crate::audit::{AuditError, AuditLog, Guarantee};
-use crate::baseline::{
-    LockedAuditLog, LockedMode, LockedSessionRegistry, LockedStats, LockedTtlCache,
-};
 use crate::cache::{LoadError, TtlCache};
 use crate::clock::Clock;
 use crate::session::{SessionError, SessionRegistry};
@@ -81,7 +78,7 @@ pub(super) trait Components: Send + Sync + 'static {
     fn telemetry<E: Serialize + ?Sized>(&self, event: &E) -> Result<(), AuditError>;
 
     /// A counter's value now (0 if unknown).
-    fn counter(&self, name: &str) -> u64;
+    fn counters<const N: usize>(&self, names: [&str; N]) -> [u64; N];
 
     /// The Prometheus text of every metric.
     fn prometheus(&self) -> String;
@@ -113,9 +110,9 @@ pub(super) trait Components: Send + Sync + 'static {
 
 /// Forwards to a shared clock (the builders take `impl Clock`).
 #[derive(Clone)]
-pub(super) struct SharedClock(pub(super) Arc<dyn Clock>);
+pub(super) struct DynClock(pub(super) Arc<dyn Clock>);
 
-impl Clock for SharedClock {
+impl Clock for DynClock {
     fn now(&self) -> SystemTime {
         self.0.now()
     }
@@ -179,7 +176,7 @@ macro_rules! shared_components {
         ) -> Result<Arc<str>, LoadError<ToolError>> {
             match self.caches.get(tool) {
                 Some(cache) => cache.try_get_or_load(key, load),
-                None => load().map_err(|e| LoadError::Load(Arc::new(e))),
+                None => load().map_err(|e| LoadError::Failed(Arc::new(e))),
             }
         }
 
@@ -257,7 +254,7 @@ pub(super) struct Latchfree {
 impl Latchfree {
     pub(super) fn build(
         config: &EngineConfig,
-        clock: &SharedClock,
+        clock: &DynClock,
         stats: Stats,
     ) -> Result<Self, EngineBuildError> {
         let sessions = session_limits(
@@ -371,8 +368,10 @@ impl Components for Latchfree {
         }
     }
 
-    fn counter(&self, name: &str) -> u64 {
-        self.stats.snapshot().counter(name).unwrap_or(0)
+    fn counters<const N: usize>(&self, names: [&str; N]) -> [u64; N] {
+        // One snapshot: a call's batch is in it whole or not at all.
+        let snapshot = self.stats.snapshot();
+        names.map(|name| snapshot.counter(name).unwrap_or(0))
     }
 
     fn prometheus(&self) -> String {
@@ -380,178 +379,7 @@ impl Components for Latchfree {
     }
 }
 
-/// Latency buckets of the locked engine's histogram: bucket `i` holds
-/// values below `2^i` ns (and at least `2^(i-1)`).
-const LOCKED_BUCKETS: usize = 65;
-
-/// The locked twins: each component behind its own lock, stats in one
-/// `Mutex<HashMap>` (the histogram as power-of-two bucket counters in it).
-pub(super) struct Locked {
-    stats: LockedStats,
-    bucket_names: Vec<String>,
-    sessions: LockedSessionRegistry<Session>,
-    caches: BTreeMap<String, LockedTtlCache<String, Arc<str>>>,
-    audit: LockedAuditLog,
-    telemetry: Option<LockedAuditLog>,
-}
-
-impl Locked {
-    pub(super) fn build(
-        config: &EngineConfig,
-        clock: &SharedClock,
-    ) -> Result<Self, EngineBuildError> {
-        let sessions = session_limits(
-            config,
-            LockedSessionRegistry::builder()
-                .max_sessions(config.sessions.max_sessions)
-                .clock(clock.clone()),
-            |b, d| b.idle_timeout(d),
-            |b, d| b.max_lifetime(d),
-        )
-        .build()?;
-        let mut caches = BTreeMap::new();
-        for (name, cache) in &config.caches {
-            let built = cache_limits(
-                cache,
-                LockedTtlCache::builder()
-                    .max_entries(cache.max_entries)
-                    .clock(clock.clone()),
-                |b, d| b.time_to_live(d),
-                |b, d| b.time_to_idle(d),
-            )
-            .build()?;
-            caches.insert(name.clone(), built);
-        }
-        let mode = match config.audit.guarantee {
-            Guarantee::Async => LockedMode::Buffered,
-            Guarantee::Os => LockedMode::Unbuffered,
-            Guarantee::Disk => LockedMode::Synced,
-        };
-        let audit = LockedAuditLog::open(&config.audit.dir, mode)?
-            .max_file_bytes(config.audit.max_file_bytes);
-        let telemetry = match config.audit.telemetry {
-            true => Some(LockedAuditLog::open(
-                config.audit.dir.join("telemetry"),
-                LockedMode::Buffered,
-            )?),
-            false => None,
-        };
-        let stats = LockedStats::new();
-        let bucket_names: Vec<String> = (0..LOCKED_BUCKETS)
-            .map(|i| format!("{}_bucket_{i}", names::LATENCY))
-            .collect();
-        for name in [
-            names::CALLS,
-            names::ERRORS,
-            names::BYTES_IN,
-            names::BYTES_OUT,
-            names::CACHE_HITS,
-            names::SESSIONS_CREATED,
-        ]
-        .into_iter()
-        .chain(bucket_names.iter().map(String::as_str))
-        {
-            stats.set(name, 0);
-        }
-        Ok(Self {
-            stats,
-            bucket_names,
-            sessions,
-            caches,
-            audit,
-            telemetry,
-        })
-    }
-}
-
-impl Locked {
-    pub(super) fn stats(&self) -> &LockedStats {
-        &self.stats
-    }
-
-    pub(super) fn sessions(&self) -> &LockedSessionRegistry<Session> {
-        &self.sessions
-    }
-
-    pub(super) fn caches(&self) -> &BTreeMap<String, LockedTtlCache<String, Arc<str>>> {
-        &self.caches
-    }
-
-    pub(super) fn audit_log(&self) -> &LockedAuditLog {
-        &self.audit
-    }
-
-    pub(super) fn telemetry_log(&self) -> Option<&LockedAuditLog> {
-        self.telemetry.as_ref()
-    }
-}
-
-/// Adds `n` to `name` in a locked stats map, without allocating when the
-/// name is present (the engine registers every name at build time).
-fn add(map: &mut HashMap<String, u64>, name: &str, n: u64) {
-    match map.get_mut(name) {
-        Some(v) => *v = v.wrapping_add(n),
-        None => {
-            map.insert(name.to_owned(), n);
-        }
-    }
-}
-
-impl Components for Locked {
-    shared_components!();
-
-    fn record(&self, call: &CallStats) {
-        let bucket = (u64::BITS - call.latency_ns.leading_zeros()) as usize;
-        self.stats.batch(|m| {
-            add(m, names::CALLS, 1);
-            add(m, names::ERRORS, u64::from(call.error));
-            add(m, names::BYTES_IN, call.bytes_in);
-            add(m, names::BYTES_OUT, call.bytes_out);
-            add(m, names::CACHE_HITS, u64::from(call.cached));
-            add(m, &self.bucket_names[bucket], 1);
-        });
-    }
-
-    fn session_created(&self) {
-        self.stats.increment(names::SESSIONS_CREATED, 1);
-    }
-
-    fn audit<E: Serialize + ?Sized>(&self, event: &E) -> Result<(), AuditError> {
-        self.audit.log(event).map(drop)
-    }
-
-    fn counter(&self, name: &str) -> u64 {
-        self.stats.get(name)
-    }
-
-    fn prometheus(&self) -> String {
-        use std::fmt::Write as _;
-        let values = self.stats.snapshot();
-        let mut out = String::new();
-        let mut counters: Vec<(&String, &u64)> = values
-            .iter()
-            .filter(|(k, _)| !k.starts_with(names::LATENCY))
-            .collect();
-        counters.sort();
-        for (name, value) in counters {
-            let _ = writeln!(out, "# TYPE {name} counter\n{name} {value}");
-        }
-        let hist = names::LATENCY;
-        let _ = writeln!(out, "# TYPE {hist} histogram");
-        let mut cumulative = 0;
-        for (i, name) in self
-            .bucket_names
-            .iter()
-            .enumerate()
-            .take(LOCKED_BUCKETS - 1)
-        {
-            cumulative += values.get(name).copied().unwrap_or(0);
-            let le = (1u128 << i) - 1;
-            let _ = writeln!(out, "{hist}_bucket{{le=\"{le}\"}} {cumulative}");
-        }
-        let count = values.get(names::CALLS).copied().unwrap_or(0);
-        let _ = writeln!(out, "{hist}_bucket{{le=\"+Inf\"}} {count}");
-        let _ = writeln!(out, "{hist}_count {count}");
-        out
-    }
-}
+#[cfg(feature = "baseline")]
+mod locked;
+#[cfg(feature = "baseline")]
+pub(super) use locked::Locked;

@@ -19,8 +19,6 @@ use crate::audit::Guarantee;
 /// use latchfree::engine::EngineConfig;
 ///
 /// let config = EngineConfig::from_toml(r#"
-///     locked = false
-///
 ///     [audit]
 ///     dir = "/var/log/myserver/audit"
 ///     guarantee = "os"          # async | os | disk
@@ -40,11 +38,8 @@ use crate::audit::Guarantee;
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct EngineConfig {
-    /// Build the all-locked engine (the [`baseline`](crate::baseline) twins)
-    /// instead of latchfree's: same API, for A/B comparisons.
-    #[serde(default)]
-    pub locked: bool,
     /// The audit and telemetry logs.
     pub audit: AuditConfig,
     /// The session registry.
@@ -69,7 +64,6 @@ impl EngineConfig {
     /// The defaults, writing the audit log to `dir`.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
-            locked: false,
             audit: AuditConfig::new(dir),
             sessions: SessionConfig::default(),
             caches: BTreeMap::new(),
@@ -77,12 +71,14 @@ impl EngineConfig {
         }
     }
 
-    /// Parses a TOML document.
+    /// Parses a TOML document (feature `toml`).
+    #[cfg(feature = "toml")]
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError(e.to_string()))
+        toml::from_str(text).map_err(|e| ConfigError(Box::new(e)))
     }
 
-    /// Renders the configuration as TOML.
+    /// Renders the configuration as TOML (feature `toml`).
+    #[cfg(feature = "toml")]
     pub fn to_toml(&self) -> String {
         // Every field is a plain value, a table or a map with string keys,
         // which TOML can always express.
@@ -91,13 +87,16 @@ impl EngineConfig {
 }
 
 /// A configuration document that does not parse, or names an unknown field.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+/// Its [`source`](std::error::Error::source) is the parser's error (line,
+/// column and what was expected).
+#[derive(Debug, thiserror::Error)]
 #[error("invalid engine configuration: {0}")]
-pub struct ConfigError(pub String);
+pub struct ConfigError(#[source] Box<dyn std::error::Error + Send + Sync>);
 
 /// The audit and telemetry logs of an engine.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct AuditConfig {
     /// The directory of the audit stream (files `audit-*.jsonl`); the
     /// telemetry stream, when enabled, goes to its subdirectory `telemetry`.
@@ -161,6 +160,7 @@ impl AuditConfig {
 /// The session registry of an engine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct SessionConfig {
     /// The most sessions held at once; a new id beyond it is refused
     /// ([`EngineError::Session`](super::EngineError::Session)).
@@ -184,9 +184,36 @@ impl Default for SessionConfig {
     }
 }
 
+/// Setters, so that a configuration is written as
+/// `SessionConfig::default().max_sessions(10_000)` (the struct is
+/// `#[non_exhaustive]`: fields may be added).
+impl SessionConfig {
+    /// Sets [`max_sessions`](Self::max_sessions).
+    #[must_use]
+    pub fn max_sessions(mut self, max: usize) -> Self {
+        self.max_sessions = max;
+        self
+    }
+
+    /// Sets [`idle_timeout`](Self::idle_timeout) (`None`: never idle).
+    #[must_use]
+    pub fn idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
+    }
+
+    /// Sets [`max_lifetime`](Self::max_lifetime) (`None`: no bound).
+    #[must_use]
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+}
+
 /// One tool-result cache of an engine.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
+#[non_exhaustive]
 pub struct CacheConfig {
     /// The most results held.
     pub max_entries: usize,
@@ -209,11 +236,30 @@ impl Default for CacheConfig {
     }
 }
 
-/// Parses `async`, `os` or `disk`.
-pub fn parse_guarantee(name: &str) -> Option<Guarantee> {
-    [Guarantee::Async, Guarantee::Os, Guarantee::Disk]
-        .into_iter()
-        .find(|g| g.as_str() == name)
+/// Setters, so that a configuration is written as
+/// `CacheConfig::default().max_entries(1_000)` (the struct is
+/// `#[non_exhaustive]`: fields may be added).
+impl CacheConfig {
+    /// Sets [`max_entries`](Self::max_entries).
+    #[must_use]
+    pub fn max_entries(mut self, max: usize) -> Self {
+        self.max_entries = max;
+        self
+    }
+
+    /// Sets [`ttl`](Self::ttl) (`None`: no time to live).
+    #[must_use]
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets [`tti`](Self::tti) (`None`: no idle bound).
+    #[must_use]
+    pub fn tti(mut self, tti: Option<Duration>) -> Self {
+        self.tti = tti;
+        self
+    }
 }
 
 mod guarantee {
@@ -227,11 +273,7 @@ mod guarantee {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Guarantee, D::Error> {
         let name = String::deserialize(d)?;
-        super::parse_guarantee(&name).ok_or_else(|| {
-            D::Error::custom(format!(
-                "unknown guarantee {name:?}: use \"async\", \"os\" or \"disk\""
-            ))
-        })
+        name.parse().map_err(D::Error::custom)
     }
 }
 

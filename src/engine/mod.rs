@@ -68,8 +68,9 @@
 //!
 //! # latchfree or locked
 //!
-//! [`Engine::locked`] (or `locked = true` in the configuration) builds the
-//! same engine from the locked twins in [`baseline`](crate::baseline): a
+//! [`Engine::locked`] (feature `baseline`, for comparisons; not part of the
+//! configuration) builds the same engine from the locked twins in
+//! `baseline`: a
 //! `RwLock<HashMap>` session registry with double-checked creation, a
 //! `Mutex` around each cache, one `Mutex<HashMap>` of statistics, one
 //! `Mutex` around the audit file, and an `RwLock<Option<Arc<T>>>` per shared
@@ -153,12 +154,13 @@ use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
 
-use self::backend::{CallStats, Components, Latchfree, Locked, SharedClock, names};
-pub use self::config::{
-    AuditConfig, CacheConfig, ConfigError, EngineConfig, SessionConfig, parse_guarantee,
-};
+#[cfg(feature = "baseline")]
+use self::backend::Locked;
+use self::backend::{CallStats, Components, DynClock, Latchfree, names};
+pub use self::config::{AuditConfig, CacheConfig, ConfigError, EngineConfig, SessionConfig};
 pub use self::shared::{EngineShared, EngineSharedGuard};
 use crate::audit::{AuditError, AuditLog, Guarantee};
+#[cfg(feature = "baseline")]
 use crate::baseline::{LockedAuditLog, LockedSessionRegistry, LockedStats, LockedTtlCache};
 use crate::cache::{LoadError, TtlCache};
 use crate::clock::{Clock, SystemClock};
@@ -256,6 +258,7 @@ impl ToolError {
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineError {
     /// The session id is invalid, or the registry is full.
     #[error(transparent)]
@@ -305,7 +308,7 @@ pub enum EngineError {
 impl From<LoadError<ToolError>> for EngineError {
     fn from(e: LoadError<ToolError>) -> Self {
         match e {
-            LoadError::Load(e) => EngineError::Tool((*e).clone()),
+            LoadError::Failed(e) => EngineError::Tool((*e).clone()),
             LoadError::FailedElsewhere => {
                 EngineError::Tool(ToolError::new("a concurrent run of the tool failed"))
             }
@@ -317,6 +320,7 @@ impl From<LoadError<ToolError>> for EngineError {
 
 /// Why an engine could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum EngineBuildError {
     /// No audit directory was given (`EngineBuilder::audit_dir`).
     #[error("the engine needs an audit directory (EngineBuilder::audit_dir or [audit] dir)")]
@@ -331,12 +335,14 @@ pub enum EngineBuildError {
     #[error(transparent)]
     Stats(#[from] StatsError),
     /// The sweeper thread could not be started.
-    #[error("cannot start the engine's sweeper thread: {0}")]
-    Spawn(Arc<std::io::Error>),
+    #[error("cannot start the engine's sweeper thread")]
+    Spawn(#[source] Arc<std::io::Error>),
 }
 
-/// The counters every engine keeps, read at one moment.
+/// The counters every engine keeps, read at one moment (one snapshot of its
+/// statistics; see [`Engine::counters`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct EngineCounters {
     /// Calls, failed ones included.
     pub calls: u64,
@@ -355,6 +361,7 @@ pub struct EngineCounters {
 /// The components of an engine, by kind, for what the engine's own API does
 /// not cover (see [`Engine::parts`]).
 #[derive(Clone, Copy)]
+#[non_exhaustive]
 pub enum Parts<'a> {
     /// latchfree's components.
     Latchfree {
@@ -369,7 +376,8 @@ pub enum Parts<'a> {
         /// The telemetry stream, when configured.
         telemetry: Option<&'a AuditLog>,
     },
-    /// The locked twins.
+    /// The locked twins (feature `baseline`).
+    #[cfg(feature = "baseline")]
     Locked {
         /// Every counter, and the latency histogram as power-of-two bucket
         /// counters (`engine_call_latency_ns_bucket_I`: values below `2^I`).
@@ -389,6 +397,7 @@ impl fmt::Debug for Parts<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Parts::Latchfree { .. } => "Parts::Latchfree",
+            #[cfg(feature = "baseline")]
             Parts::Locked { .. } => "Parts::Locked",
         })
     }
@@ -401,6 +410,9 @@ pub struct EngineBuilder {
     has_dir: bool,
     clock: Arc<dyn Clock>,
     stats: Option<Stats>,
+    /// Build from the locked twins (feature `baseline`).
+    #[cfg(feature = "baseline")]
+    locked: bool,
 }
 
 impl fmt::Debug for EngineBuilder {
@@ -419,6 +431,8 @@ impl EngineBuilder {
             has_dir: true,
             clock: Arc::new(SystemClock),
             stats: None,
+            #[cfg(feature = "baseline")]
+            locked: false,
         }
     }
 
@@ -429,9 +443,11 @@ impl EngineBuilder {
         self
     }
 
-    /// Build from the locked twins (`true`) or latchfree's components.
+    /// Build from the locked twins (`true`) or latchfree's components
+    /// (feature `baseline`: for A/B comparisons, not for production).
+    #[cfg(feature = "baseline")]
     pub fn locked(mut self, locked: bool) -> Self {
-        self.config.locked = locked;
+        self.locked = locked;
         self
     }
 
@@ -507,13 +523,20 @@ impl EngineBuilder {
         if self.config.sweep_interval.is_zero() {
             return Err(crate::ttl::BuildError::ZeroSweepInterval.into());
         }
-        let clock = SharedClock(self.clock);
-        let kind = if self.config.locked {
+        let clock = DynClock(self.clock);
+        #[cfg(feature = "baseline")]
+        let kind = if self.locked {
             Kind::Locked(Locked::build(&self.config, &clock)?)
         } else {
             let stats = self.stats.unwrap_or_default();
             Kind::Latchfree(Latchfree::build(&self.config, &clock, stats)?)
         };
+        #[cfg(not(feature = "baseline"))]
+        let kind = Kind::Latchfree(Latchfree::build(
+            &self.config,
+            &clock,
+            self.stats.unwrap_or_default(),
+        )?);
         let parts = Arc::new(kind);
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
         let sweeper = spawn_sweeper(
@@ -541,6 +564,7 @@ impl EngineBuilder {
 #[allow(clippy::large_enum_variant)]
 enum Kind {
     Latchfree(Latchfree),
+    #[cfg(feature = "baseline")]
     Locked(Locked),
 }
 
@@ -549,6 +573,7 @@ macro_rules! with_parts {
     ($kind:expr, $c:ident => $body:expr) => {
         match $kind {
             Kind::Latchfree($c) => $body,
+            #[cfg(feature = "baseline")]
             Kind::Locked($c) => $body,
         }
     };
@@ -586,7 +611,7 @@ fn spawn_sweeper(
 
 struct Inner {
     parts: Arc<Kind>,
-    clock: SharedClock,
+    clock: DynClock,
     config: EngineConfig,
     /// Set by `shutdown`; checked at the start of every call.
     closed: AtomicBool,
@@ -694,11 +719,14 @@ impl Engine {
             has_dir: false,
             clock: Arc::new(SystemClock),
             stats: None,
+            #[cfg(feature = "baseline")]
+            locked: false,
         }
     }
 
     /// A builder for the all-locked engine (the [`baseline`](crate::baseline)
-    /// twins), with the same API.
+    /// twins), with the same API (feature `baseline`).
+    #[cfg(feature = "baseline")]
     pub fn locked() -> EngineBuilder {
         Self::builder().locked(true)
     }
@@ -816,21 +844,42 @@ impl Engine {
         Ok(with_parts!(&*self.inner.parts, c => c.telemetry(event))?)
     }
 
-    /// The engine's counters now.
+    /// The engine's counters now, read at one moment: a call's updates are
+    /// all in it or none are (so `errors <= calls` and every byte counted
+    /// belongs to a counted call, however many calls run meanwhile).
     pub fn counters(&self) -> EngineCounters {
+        let [
+            calls,
+            errors,
+            bytes_in,
+            bytes_out,
+            cache_hits,
+            sessions_created,
+        ] = with_parts!(
+            &*self.inner.parts,
+            c => c.counters([
+                names::CALLS,
+                names::ERRORS,
+                names::BYTES_IN,
+                names::BYTES_OUT,
+                names::CACHE_HITS,
+                names::SESSIONS_CREATED,
+            ])
+        );
         EngineCounters {
-            calls: self.counter(names::CALLS),
-            errors: self.counter(names::ERRORS),
-            bytes_in: self.counter(names::BYTES_IN),
-            bytes_out: self.counter(names::BYTES_OUT),
-            cache_hits: self.counter(names::CACHE_HITS),
-            sessions_created: self.counter(names::SESSIONS_CREATED),
+            calls,
+            errors,
+            bytes_in,
+            bytes_out,
+            cache_hits,
+            sessions_created,
         }
     }
 
     /// One counter's value now, by name (see [`metric`]); 0 if unknown.
     pub fn counter(&self, name: &str) -> u64 {
-        with_parts!(&*self.inner.parts, c => c.counter(name))
+        let [value] = with_parts!(&*self.inner.parts, c => c.counters([name]));
+        value
     }
 
     /// Every metric in the Prometheus text format (for `GET /metrics`).
@@ -908,6 +957,7 @@ impl Engine {
                 audit: c.audit_log(),
                 telemetry: c.telemetry_log(),
             },
+            #[cfg(feature = "baseline")]
             Kind::Locked(c) => Parts::Locked {
                 stats: c.stats(),
                 sessions: c.sessions(),
@@ -920,7 +970,10 @@ impl Engine {
 
     /// Whether this is the all-locked engine.
     pub fn is_locked(&self) -> bool {
-        matches!(&*self.inner.parts, Kind::Locked(_))
+        #[cfg(feature = "baseline")]
+        return matches!(&*self.inner.parts, Kind::Locked(_));
+        #[cfg(not(feature = "baseline"))]
+        false
     }
 
     /// The audit guarantee each call gets.

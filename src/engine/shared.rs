@@ -12,6 +12,7 @@ use std::ops::Deref;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::{EngineError, Kind};
+#[cfg(feature = "baseline")]
 use crate::baseline::LockedShared;
 use crate::shared::{Shared, SharedGuard};
 use crate::stats::{StatsError, validate_name};
@@ -55,6 +56,7 @@ impl Instances {
                     .stats(c.stats())
                     .build()
             })?),
+            #[cfg(feature = "baseline")]
             Kind::Locked(_) => {
                 Inner::Locked(self.get_or_insert::<T, _>(name, || Ok(LockedShared::new()))?)
             }
@@ -98,6 +100,7 @@ impl Instances {
 
 enum Inner<T> {
     Latchfree(Arc<Shared<T>>),
+    #[cfg(feature = "baseline")]
     Locked(Arc<LockedShared<T>>),
 }
 
@@ -124,6 +127,7 @@ impl<T> Clone for EngineShared<T> {
     fn clone(&self) -> Self {
         let inner = match &self.inner {
             Inner::Latchfree(s) => Inner::Latchfree(Arc::clone(s)),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => Inner::Locked(Arc::clone(s)),
         };
         Self { inner }
@@ -133,7 +137,7 @@ impl<T> Clone for EngineShared<T> {
 impl<T> fmt::Debug for EngineShared<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EngineShared")
-            .field("locked", &matches!(self.inner, Inner::Locked(_)))
+            .field("latchfree", &matches!(self.inner, Inner::Latchfree(_)))
             .field("set", &self.is_set())
             .finish()
     }
@@ -151,6 +155,7 @@ impl<T> EngineShared<T> {
     pub fn load(&self) -> Option<EngineSharedGuard<T>> {
         match &self.inner {
             Inner::Latchfree(s) => s.load().map(EngineSharedGuard::latchfree),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => s.load().map(EngineSharedGuard::locked),
         }
     }
@@ -159,6 +164,7 @@ impl<T> EngineShared<T> {
     pub fn load_arc(&self) -> Option<Arc<T>> {
         match &self.inner {
             Inner::Latchfree(s) => s.load_arc(),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => s.load(),
         }
     }
@@ -167,6 +173,7 @@ impl<T> EngineShared<T> {
     pub fn is_set(&self) -> bool {
         match &self.inner {
             Inner::Latchfree(s) => s.is_set(),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => s.with(|v| v.is_some()),
         }
     }
@@ -177,6 +184,7 @@ impl<T> EngineShared<T> {
     pub fn get_or_init(&self, init: impl FnOnce() -> T) -> EngineSharedGuard<T> {
         match &self.inner {
             Inner::Latchfree(s) => EngineSharedGuard::latchfree(s.get_or_init(init)),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => EngineSharedGuard::locked(s.get_or_init(init)),
         }
     }
@@ -194,6 +202,7 @@ impl<T> EngineShared<T> {
     ) -> Result<EngineSharedGuard<T>, E> {
         match &self.inner {
             Inner::Latchfree(s) => s.get_or_try_init(init).map(EngineSharedGuard::latchfree),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => s.get_or_try_init(init).map(EngineSharedGuard::locked),
         }
     }
@@ -208,6 +217,7 @@ impl<T> EngineShared<T> {
     pub fn swap(&self, value: T) -> Option<Arc<T>> {
         match &self.inner {
             Inner::Latchfree(s) => s.swap(value),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => s.swap(Some(value)),
         }
     }
@@ -216,6 +226,7 @@ impl<T> EngineShared<T> {
     pub fn take(&self) -> Option<Arc<T>> {
         match &self.inner {
             Inner::Latchfree(s) => s.take(),
+            #[cfg(feature = "baseline")]
             Inner::Locked(s) => s.take(),
         }
     }
@@ -230,6 +241,7 @@ impl<T> EngineShared<T> {
 
 enum GuardInner<T> {
     Latchfree(SharedGuard<T>),
+    #[cfg(feature = "baseline")]
     Locked(Arc<T>),
 }
 
@@ -246,6 +258,7 @@ impl<T> EngineSharedGuard<T> {
         }
     }
 
+    #[cfg(feature = "baseline")]
     fn locked(arc: Arc<T>) -> Self {
         Self {
             inner: GuardInner::Locked(arc),
@@ -256,6 +269,7 @@ impl<T> EngineSharedGuard<T> {
     pub fn into_arc(self) -> Arc<T> {
         match self.inner {
             GuardInner::Latchfree(g) => g.into_arc(),
+            #[cfg(feature = "baseline")]
             GuardInner::Locked(a) => a,
         }
     }
@@ -273,6 +287,7 @@ impl<T> Deref for EngineSharedGuard<T> {
     fn deref(&self) -> &T {
         match &self.inner {
             GuardInner::Latchfree(g) => g,
+            #[cfg(feature = "baseline")]
             GuardInner::Locked(a) => a,
         }
     }

@@ -83,7 +83,7 @@ use shard::Shard;
 
 pub use buckets::MAX_RELATIVE_ERROR;
 pub use registry::{MAX_NAME_LEN, MetricKind};
-pub(crate) use snapshot::LocalHistogram;
+pub use snapshot::LocalHistogram;
 pub use snapshot::{HistogramSnapshot, MetricValue, Snapshot};
 
 /// Why a metric could not be registered or described.

@@ -367,16 +367,32 @@ impl Serialize for Snapshot {
 }
 
 /// A histogram owned by one thread: plain slots, no sharing, fixed size
-/// (one `u64` per bucket), turned into a [`HistogramSnapshot`] at the end.
-/// The bench runner times calls with it, so a long run's memory stays flat.
+/// (one `u64` per bucket, the same log-linear buckets as [`Histogram`](super::Histogram)),
+/// turned into a [`HistogramSnapshot`] at the end; snapshots of several
+/// merge with [`HistogramSnapshot::merge`]. For a thread that times its
+/// own calls (a benchmark's workers): memory stays flat however long it runs.
+///
+/// ```
+/// let mut h = latchfree::stats::LocalHistogram::new();
+/// for v in 1..=100 {
+///     h.record(v);
+/// }
+/// assert_eq!(h.snapshot().count(), 100);
+/// ```
 #[derive(Clone, Debug)]
-pub(crate) struct LocalHistogram {
+pub struct LocalHistogram {
     slots: Box<[u64]>,
+}
+
+impl Default for LocalHistogram {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl LocalHistogram {
     /// An empty histogram.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             slots: vec![0u64; hist_slots::LEN].into_boxed_slice(),
         }
@@ -384,7 +400,7 @@ impl LocalHistogram {
 
     /// Records one sample.
     #[inline]
-    pub(crate) fn record(&mut self, v: u64) {
+    pub fn record(&mut self, v: u64) {
         self.slots[buckets::index(v)] += 1;
         self.slots[hist_slots::COUNT] += 1;
         self.slots[hist_slots::SUM] = self.slots[hist_slots::SUM].wrapping_add(v);
@@ -392,7 +408,7 @@ impl LocalHistogram {
     }
 
     /// The distribution recorded so far.
-    pub(crate) fn snapshot(&self) -> HistogramSnapshot {
+    pub fn snapshot(&self) -> HistogramSnapshot {
         HistogramSnapshot::from_slots(&self.slots)
     }
 }

@@ -30,7 +30,7 @@
 //! **Creation** (`TtlMap::get_or_init`) is single-flight. A miss takes the
 //! key's entry in `flights` (a bucket lock in scc, held for microseconds,
 //! never across user code). If a flight is there, the caller joins it and
-//! parks on it ([`crate::flight`]). If not, it checks `index` again (the
+//! parks on it (`crate::flight`). If not, it checks `index` again (the
 //! leader publishes into `index` *before* it removes its flight, so a caller
 //! that finds no flight under the lock either sees the value or is the next
 //! leader), reserves capacity, inserts a flight and runs the initialiser
@@ -683,6 +683,7 @@ where
         true
     }
 
+    #[cfg(feature = "persist")] // The disk tier's.
     /// Inserts `value` under `key` until `deadline` only if `key` holds no
     /// entry and `still()`, checked under the key's lock, says yes; the
     /// journal is not told (the value came from where the journal writes).
@@ -807,6 +808,7 @@ where
         removed.filter(|_| live)
     }
 
+    #[cfg(feature = "persist")] // The disk tier's.
     /// Removes the entry under `key` (cause `Removed`, or `Expired` if it
     /// had expired); returns its value if it was live. Unlike
     /// [`remove`](Self::remove), the journal is told even when `key` held

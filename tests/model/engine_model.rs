@@ -122,18 +122,18 @@ pub fn run(config: &Config, ops: &[Op]) {
         // Long enough that the engine's own sweeper rarely runs: sweeps
         // are ops, and an extra one changes nothing observable anyway.
         .sweep_interval(Duration::from_secs(3600))
-        .sessions(SessionConfig {
-            max_sessions: 64,
-            idle_timeout: Some(Duration::from_millis(model.idle)),
-            max_lifetime: None,
-        })
+        .sessions(
+            SessionConfig::default()
+                .max_sessions(64)
+                .idle_timeout(Some(Duration::from_millis(model.idle)))
+                .max_lifetime(None),
+        )
         .cache(
             "query",
-            CacheConfig {
-                max_entries: 64,
-                ttl: Some(Duration::from_millis(model.ttl)),
-                tti: None,
-            },
+            CacheConfig::default()
+                .max_entries(64)
+                .ttl(Some(Duration::from_millis(model.ttl)))
+                .tti(None),
         )
         .build()
         .expect("the engine builds");

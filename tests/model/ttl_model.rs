@@ -232,7 +232,7 @@ pub fn run(config: &Config, ops: &[Op]) {
                         v
                     }) {
                         Ok(s) => Some(*s),
-                        Err(SessionError::CapacityExceeded { max }) => {
+                        Err(SessionError::Full { max }) => {
                             assert_eq!(max, cap);
                             None
                         }
@@ -274,13 +274,13 @@ pub fn run(config: &Config, ops: &[Op]) {
                 let got = match &real {
                     Real::Session(r) => match r.try_get_or_create(&id(k), || Err("no")) {
                         Ok(s) => Ok(*s),
-                        Err(SessionError::Init(e)) => Err(Some(*e)),
-                        Err(SessionError::CapacityExceeded { .. }) => Err(None),
+                        Err(SessionError::Failed(e)) => Err(Some(*e)),
+                        Err(SessionError::Full { .. }) => Err(None),
                         Err(e) => panic!("{e}"),
                     },
                     Real::Cache(c) => match c.try_get_or_load(k, || Err("no")) {
                         Ok(v) => Ok(v),
-                        Err(LoadError::Load(e)) => Err(Some(*e)),
+                        Err(LoadError::Failed(e)) => Err(Some(*e)),
                         Err(e) => panic!("{e}"),
                     },
                 };

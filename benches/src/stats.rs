@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use super::{Case, Target, expect_eq};
-use crate::baseline::LockedStats;
-use crate::stats::{Counter, Stats, Update};
+use latchfree::baseline::LockedStats;
+use latchfree::stats::{Counter, Stats, Update};
 
 /// Metrics read by the `snapshot` operation.
 pub const SNAPSHOT_METRICS: usize = 64;

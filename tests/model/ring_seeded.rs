@@ -4,12 +4,12 @@
 //! `cargo test`. The op-applying and checking code lives in
 //! `tests/model/ring_model.rs`, shared by both.
 
-#[path = "model/ring_model.rs"]
+#[path = "ring_model.rs"]
 mod ring_model;
 
 use ring_model::{Config, Op, run};
 
-#[path = "model/xorshift.rs"]
+#[path = "xorshift.rs"]
 mod xorshift;
 
 /// Picks configurations and ops from a [`xorshift::XorShift`].

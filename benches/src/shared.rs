@@ -34,8 +34,8 @@ use crossbeam_epoch as epoch;
 use crossbeam_utils::CachePadded;
 
 use super::{Case, Target, expect_eq};
-use crate::baseline::LockedShared;
-use crate::shared::Shared;
+use latchfree::baseline::LockedShared;
+use latchfree::shared::Shared;
 
 /// Every case of the `shared` workload.
 pub fn cases() -> Vec<Case> {
@@ -437,7 +437,7 @@ impl Drop for Writer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bench::{Plan, run};
+    use crate::{Plan, run};
     use std::time::Duration;
 
     #[test]

@@ -38,8 +38,8 @@ use tempfile::TempDir;
 use super::audit::Failures;
 use super::map::Rng;
 use super::{Case, Target, expect_eq};
-use crate::audit::{self, Guarantee, Head, verify};
-use crate::engine::{CacheConfig, Call, Engine, EngineBuilder, SessionConfig, ToolError};
+use latchfree::audit::{self, Guarantee, Head, verify};
+use latchfree::engine::{CacheConfig, Call, Engine, EngineBuilder, SessionConfig, ToolError};
 
 /// Keys of the hot set: loaded before the run, hit afterwards.
 pub const HOT_KEYS: u64 = 256;
@@ -175,17 +175,14 @@ impl Mixed {
             .audit_dir(dir.path())
             .guarantee(params.guarantee)
             .audit_max_file_bytes(params.audit_file_bytes)
-            .sessions(SessionConfig {
-                // The ids, and the warm-up session.
-                max_sessions: usize::try_from(ids + 1).unwrap_or(usize::MAX),
-                ..SessionConfig::default()
-            })
+            // The ids, and the warm-up session.
+            .sessions(
+                SessionConfig::default()
+                    .max_sessions(usize::try_from(ids + 1).unwrap_or(usize::MAX)),
+            )
             .cache(
                 TOOL,
-                CacheConfig {
-                    max_entries: 10 * HOT_KEYS as usize,
-                    ..CacheConfig::default()
-                },
+                CacheConfig::default().max_entries(10 * HOT_KEYS as usize),
             )
             .build()
             .expect("cannot build the engine");

@@ -17,7 +17,7 @@
 //! ops_per_sec`). Where a case samples latency, one call in
 //! [`LATENCY_SAMPLE_EVERY`] is timed with `Instant::now()` (about 25 ns) and
 //! percentiles are per call, in ns, read from a fixed-size log-linear
-//! histogram (within [`MAX_RELATIVE_ERROR`](crate::stats::MAX_RELATIVE_ERROR)
+//! histogram (within [`MAX_RELATIVE_ERROR`](latchfree::stats::MAX_RELATIVE_ERROR)
 //! of the exact nearest-rank value), so memory stays flat however long the
 //! run.
 //!
@@ -27,7 +27,7 @@
 //! [`cache`] (hits, a 90/10 read/write mix and a get-or-create storm on
 //! fresh keys, driven by [`map`]), [`persist`] (the cache's disk tier:
 //! read-through misses and restart warm-up), and [`mixed`]: the whole request path
-//! of a tool call on an [`Engine`](crate::engine::Engine) against the
+//! of a tool call on an [`Engine`](latchfree::engine::Engine) against the
 //! all-locked engine (what `latchfree bench` runs by default).
 
 pub mod audit;
@@ -45,7 +45,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::stats::{HistogramSnapshot, LocalHistogram};
+use latchfree::stats::{HistogramSnapshot, LocalHistogram};
 
 /// One operation on one implementation, ready to run from many threads.
 pub trait Target: Send + Sync {

@@ -39,8 +39,8 @@ use super::map::{
     Floor, MapOp, MapOps, NewMap, Payload, Value, by_op, capacity, cases_of, floor_case,
     read_cases_of,
 };
-use crate::baseline::LockedTtlCache;
-use crate::cache::TtlCache;
+use latchfree::baseline::LockedTtlCache;
+use latchfree::cache::TtlCache;
 
 /// The time to live of every implementation that expires entries.
 pub const TTL: Duration = Duration::from_secs(60 * 60);

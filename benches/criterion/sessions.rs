@@ -3,12 +3,12 @@
 //! threads (see `common` for what is timed).
 //!
 //! The workloads are the ones `latchfree bench sessions` runs (defined once, in
-//! `latchfree::bench::sessions`).
+//! `latchfree_bench::sessions`).
 
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchfree::bench::sessions;
+use latchfree_bench::sessions;
 
 fn sessions_ops(c: &mut Criterion) {
     common::bench_cases(c, &sessions::cases(), |_| None);

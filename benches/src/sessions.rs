@@ -34,8 +34,8 @@ use super::map::{
     ENTRIES, Floor, MapOp, MapOps, NewMap, Payload, by_op, capacity, cases_of, floor_case,
     read_cases_of,
 };
-use crate::baseline::LockedSessionRegistry;
-use crate::session::SessionRegistry;
+use latchfree::baseline::LockedSessionRegistry;
+use latchfree::session::SessionRegistry;
 
 /// The idle timeout of every implementation that expires sessions.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);

@@ -4,12 +4,12 @@
 //! session ids and 90 % cache hits.
 //!
 //! The workload is the one `latchfree bench` runs by default (defined once,
-//! in `latchfree::bench::mixed`).
+//! in `latchfree_bench::mixed`).
 
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchfree::bench::mixed;
+use latchfree_bench::mixed;
 
 fn engine_ops(c: &mut Criterion) {
     mixed::set_params(mixed::MixedParams::default());

@@ -3,12 +3,12 @@
 //! peers, at 1, 2 and 4 threads (see `common` for what is timed).
 //!
 //! The workloads are the ones `latchfree bench stats` runs (defined once, in
-//! `latchfree::bench::stats`).
+//! `latchfree_bench::stats`).
 
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchfree::bench::stats;
+use latchfree_bench::stats;
 
 fn stats_ops(c: &mut Criterion) {
     common::bench_cases(c, &stats::cases(), |_| None);

@@ -3,12 +3,12 @@
 //! threads (see `common` for what is timed).
 //!
 //! The workloads are the ones `latchfree bench cache` runs (defined once, in
-//! `latchfree::bench::cache`).
+//! `latchfree_bench::cache`).
 
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchfree::bench::cache;
+use latchfree_bench::cache;
 
 fn cache_ops(c: &mut Criterion) {
     common::bench_cases(c, &cache::cases(), |_| None);

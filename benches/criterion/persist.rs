@@ -5,14 +5,14 @@
 //! JSON file per entry under a mutex.
 //!
 //! The workloads are the ones `latchfree bench persist` runs (defined once,
-//! in `latchfree::bench::persist`).
+//! in `latchfree_bench::persist`).
 
 mod common;
 
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchfree::bench::{Case, Target, persist, time_iters};
+use latchfree_bench::{Case, Target, persist, time_iters};
 
 fn persist_ops(c: &mut Criterion) {
     let cases = persist::cases();

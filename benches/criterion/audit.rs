@@ -3,13 +3,13 @@
 //! the peers, at 1, 2 and 4 threads (see `common` for what is timed).
 //!
 //! The workloads are the ones `latchfree bench audit` runs (defined once, in
-//! `latchfree::bench::audit`; see its docs for what each row does and where
+//! `latchfree_bench::audit`; see its docs for what each row does and where
 //! the files go).
 
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchfree::bench::audit;
+use latchfree_bench::audit;
 
 fn audit_ops(c: &mut Criterion) {
     // About one fsync per call for the locked twin: fewer samples.

@@ -27,9 +27,9 @@ use rayon::prelude::*;
 
 use super::map::Rng;
 use super::{Case, Target, expect_eq};
-use crate::baseline::LockedPersistentCache;
-use crate::cache::persist::format;
-use crate::cache::{PersistentTtlCache, TtlCache};
+use latchfree::baseline::LockedPersistentCache;
+use latchfree::cache::persist::format;
+use latchfree::cache::{PersistentTtlCache, TtlCache};
 
 /// Entries on disk.
 pub const ENTRIES: u64 = 100_000;
@@ -434,7 +434,7 @@ impl<T: Tiered> Target for Writes<T> {
 
     /// Flushes (untimed), noting how long the slice's backlog took: the
     /// part of latchfree's writes that the timed slice did not wait for
-    /// (at most [`DEFAULT_QUEUE_CAPACITY`](crate::cache::persist::DEFAULT_QUEUE_CAPACITY)
+    /// (at most [`DEFAULT_QUEUE_CAPACITY`](latchfree::cache::persist::DEFAULT_QUEUE_CAPACITY)
     /// changes; beyond that inserts wait for the disk, in the slice).
     fn settle(&self) {
         let start = std::time::Instant::now();

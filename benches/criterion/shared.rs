@@ -4,12 +4,12 @@
 //! timed).
 //!
 //! The workloads are the ones `latchfree bench shared` runs (defined once, in
-//! `latchfree::bench::shared`).
+//! `latchfree_bench::shared`).
 
 mod common;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use latchfree::bench::shared;
+use latchfree_bench::shared;
 
 fn shared_ops(c: &mut Criterion) {
     common::bench_cases(c, &shared::cases(), |_| None);

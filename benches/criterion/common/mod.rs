@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput};
-use latchfree::bench::{Case, Target, time_iters};
+use latchfree_bench::{Case, Target, time_iters};
 
 /// The configuration every bench uses.
 pub fn criterion() -> Criterion {

@@ -49,16 +49,19 @@ pub fn build_engine(
         }
         None => latchfree::engine::EngineConfig::new(audit_dir),
     };
-    config.locked |= locked;
     if let Some(name) = durability {
-        config.audit.guarantee = latchfree::engine::parse_guarantee(name)
-            .ok_or_else(|| format!("--durability must be async, os or disk, not {name:?}"))?;
+        config.audit.guarantee = name
+            .parse()
+            .map_err(|_| format!("--durability must be async, os or disk, not {name:?}"))?;
     }
     config
         .caches
         .entry(Tool::Query.name().to_owned())
         .or_insert_with(CacheConfig::default);
-    Engine::from_config(config).map_err(|err| format!("cannot build the engine: {err}"))
+    latchfree::engine::EngineBuilder::from_config(config)
+        .locked(locked)
+        .build()
+        .map_err(|err| format!("cannot build the engine: {err}"))
 }
 
 /// Runs one tool call through the engine's request path. Blocking: the

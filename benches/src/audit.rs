@@ -3,9 +3,9 @@
 //!
 //! | op | guarantee | implementations |
 //! |---|---|---|
-//! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`LockedMode::Buffered`]), `crossbeam-channel`, `tracing-appender` |
-//! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`LockedMode::Unbuffered`]) |
-//! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`LockedMode::Synced`]) |
+//! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`Guarantee::Async`]), `crossbeam-channel`, `tracing-appender` |
+//! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`Guarantee::Os`]) |
+//! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`Guarantee::Disk`]) |
 //!
 //! Every implementation serialises the same [`AuditEvent`] with serde_json on
 //! the calling thread. The peers of `log_async`:
@@ -26,7 +26,7 @@
 //!
 //! After each case the runner checks that nothing was lost: latchfree is
 //! closed and must report `total` records written and none dropped, and
-//! [`audit::verify`](crate::audit::verify()) must find exactly `total`
+//! [`audit::verify`](latchfree::audit::verify()) must find exactly `total`
 //! records in an unbroken chain (also for `locked` and `crossbeam-channel`);
 //! the `tracing-appender` file must hold `total` lines once its
 //! `WorkerGuard` is dropped. A shortfall is printed as `NOT EXACT`.
@@ -79,9 +79,9 @@ use tempfile::TempDir;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
 use super::{Case, Target, expect_eq};
-use crate::audit::record::{self, Body, ChainHash, Timestamp};
-use crate::audit::{self, AuditLog, Guarantee, Head, recover};
-use crate::baseline::{LockedAuditLog, LockedMode};
+use latchfree::audit::record::{self, Body, ChainHash, Timestamp};
+use latchfree::audit::{self, AuditLog, Guarantee, Head};
+use latchfree::baseline::LockedAuditLog;
 
 /// Lines the `crossbeam-channel` peer's channel holds (latchfree's default
 /// ring capacity).
@@ -105,7 +105,7 @@ pub fn cases() -> Vec<Case> {
             Box::new(Latchfree::new(t, Guarantee::Async))
         }),
         case("log_async", "locked", "async", |t| {
-            Box::new(Locked::new(t, LockedMode::Buffered))
+            Box::new(Locked::new(t, Guarantee::Async))
         }),
         case("log_async", "crossbeam-channel", "async", |t| {
             Box::new(Channel::new(t))
@@ -117,13 +117,13 @@ pub fn cases() -> Vec<Case> {
             Box::new(Latchfree::new(t, Guarantee::Os))
         }),
         case("log_os", "locked", "os", |t| {
-            Box::new(Locked::new(t, LockedMode::Unbuffered))
+            Box::new(Locked::new(t, Guarantee::Os))
         }),
         case("log_disk", "latchfree", "disk", |t| {
             Box::new(Latchfree::new(t, Guarantee::Disk))
         }),
         case("log_disk", "locked", "disk", |t| {
-            Box::new(Locked::new(t, LockedMode::Synced))
+            Box::new(Locked::new(t, Guarantee::Disk))
         }),
     ]
 }
@@ -336,7 +336,7 @@ struct Locked {
 }
 
 impl Locked {
-    fn new(threads: usize, mode: LockedMode) -> Self {
+    fn new(threads: usize, mode: Guarantee) -> Self {
         let dir = scratch_dir();
         let log = LockedAuditLog::open(dir.path(), mode).expect("cannot open the locked log");
         Self {
@@ -383,8 +383,8 @@ struct Channel {
 impl Channel {
     fn new(threads: usize) -> Self {
         let dir = scratch_dir();
-        let day = recover::day_of(&Timestamp::new(SystemTime::now()));
-        let path = dir.path().join(recover::file_name("audit", day, 0));
+        // One file for the whole run: its day only orders it among its own.
+        let path = dir.path().join(audit::file_name("audit", 20000101, 0));
         let file = File::create_new(&path).expect("cannot create the channel peer's file");
         let (sender, receiver) = crossbeam_channel::bounded(CHANNEL_CAPACITY);
         let flushed = Arc::new(AtomicU64::new(0));
@@ -663,7 +663,7 @@ mod tests {
     #[test]
     fn the_channel_writer_keeps_events_across_batches() {
         let dir = scratch_dir();
-        let path = dir.path().join(recover::file_name("audit", 20261123, 0));
+        let path = dir.path().join(audit::file_name("audit", 20261123, 0));
         let (sender, receiver) = crossbeam_channel::unbounded();
         let total = 2 * CHANNEL_BATCH as u64 + 7;
         for i in 0..total {

@@ -132,7 +132,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         args.durability.as_deref(),
     )?;
     let gate = Arc::new(Gate::default());
-    let shared = Arc::new(Shared {
+    let shared = Arc::new(ServerState {
         engine: engine.clone(),
         gate: gate.clone(),
         query_cost: Duration::from_millis(args.query_cost_ms),
@@ -354,7 +354,7 @@ impl Gate {
 }
 
 /// What every session of the server shares.
-struct Shared {
+struct ServerState {
     engine: Engine,
     gate: Arc<Gate>,
     query_cost: Duration,
@@ -371,7 +371,7 @@ enum Transport {
 /// The MCP handler: one instance per MCP session.
 #[derive(Clone)]
 pub struct McpServer {
-    shared: Arc<Shared>,
+    shared: Arc<ServerState>,
     transport: Transport,
     /// The registry session of this MCP session, named on its first call.
     session_id: Arc<OnceLock<String>>,
@@ -396,7 +396,7 @@ pub struct NoArgs {}
 
 #[tool_router]
 impl McpServer {
-    fn new(shared: Arc<Shared>, transport: Transport) -> Self {
+    fn new(shared: Arc<ServerState>, transport: Transport) -> Self {
         Self {
             shared,
             transport,

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use latchfree::audit::Guarantee;
-use latchfree::bench::{self, Plan, Row};
+use latchfree_bench::{self as bench, Plan, Row};
 
 mod memory;
 mod serve;

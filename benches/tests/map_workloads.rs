@@ -5,11 +5,9 @@
 //! latchfree creating a value twice in `create_storm`, a hit missing, or a
 //! write lost fails here.
 
-#![cfg(feature = "cli")]
-
 use std::time::Duration;
 
-use latchfree::bench::{self, Plan, Row, cache, sessions};
+use latchfree_bench::{self as bench, Plan, Row, cache, sessions};
 
 fn run_all(cases: &[bench::Case]) -> Vec<Row> {
     let plan = Plan {

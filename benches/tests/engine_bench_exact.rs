@@ -2,14 +2,12 @@
 //! engines: every row must be exact and say what it checked; and a check
 //! that cannot pass (a registry too small for the ids) must fail.
 
-#![cfg(feature = "cli")]
-
 use std::time::Duration;
 
 use latchfree::audit::Guarantee;
-use latchfree::bench::mixed::{self, MixedParams};
-use latchfree::bench::{Plan, Target, run};
 use latchfree::engine::Engine;
+use latchfree_bench::mixed::{self, MixedParams};
+use latchfree_bench::{Plan, Target, run};
 
 #[test]
 fn mixed_rows_are_exact_under_each_guarantee() {
