@@ -141,202 +141,43 @@
 //! replaced value, when its last reader lets go).
 
 mod backend;
+mod builder;
+mod call;
 mod config;
+mod error;
 mod shared;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Instant;
 
 use serde::Serialize;
 
 #[cfg(feature = "baseline")]
 use self::backend::Locked;
 use self::backend::{CallStats, Components, DynClock, Latchfree, names};
+pub use self::builder::EngineBuilder;
+pub use self::call::{Call, Reply, Session, ToolError};
+use self::call::{CallEvent, echo};
 pub use self::config::{AuditConfig, CacheConfig, ConfigError, EngineConfig, SessionConfig};
+pub use self::error::{EngineBuildError, EngineError};
 pub use self::shared::{EngineShared, EngineSharedGuard};
 use crate::audit::{AuditError, AuditLog, Guarantee};
 #[cfg(feature = "baseline")]
 use crate::baseline::{LockedAuditLog, LockedSessionRegistry, LockedStats, LockedTtlCache};
-use crate::cache::{LoadError, TtlCache};
-use crate::clock::{Clock, SystemClock};
-use crate::session::{SessionError, SessionRegistry};
-use crate::stats::{Stats, StatsError};
+use crate::cache::TtlCache;
+use crate::clock::Clock;
+use crate::session::SessionRegistry;
+use crate::stats::Stats;
 
 /// The metric names an engine reports (both kinds), for readers of
 /// [`Engine::prometheus`] and [`Engine::counter`].
 pub mod metric {
     pub use super::backend::names::*;
-}
-
-/// One session of the registry: what the engine keeps per session id.
-#[derive(Debug)]
-pub struct Session {
-    id: Arc<str>,
-    created: SystemTime,
-    calls: AtomicU64,
-}
-
-impl Session {
-    /// Its id.
-    pub fn id(&self) -> &str {
-        &self.id
-    }
-
-    /// When it was created (the engine's clock).
-    pub fn created(&self) -> SystemTime {
-        self.created
-    }
-
-    /// Calls made in it so far, this one included when read from a
-    /// [`Reply`].
-    pub fn calls(&self) -> u64 {
-        // Relaxed: a statistic; it orders nothing else.
-        self.calls.load(Ordering::Relaxed)
-    }
-}
-
-/// One tool call, as the request path sees it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Call<'a> {
-    /// The caller's session id (an MCP session, a cookie, ...): 1 to 256
-    /// printable bytes.
-    pub session_id: &'a str,
-    /// The tool's name; a cache of that name caches its results.
-    pub tool: &'a str,
-    /// The tool's arguments as JSON text: the cache key (with the tool) and
-    /// the "bytes in".
-    pub args_json: &'a str,
-}
-
-impl<'a> Call<'a> {
-    /// A call of `tool` with `args_json` in session `session_id`.
-    pub fn new(session_id: &'a str, tool: &'a str, args_json: &'a str) -> Self {
-        Self {
-            session_id,
-            tool,
-            args_json,
-        }
-    }
-}
-
-/// What [`Engine::call`] returns on success.
-#[derive(Clone, Debug)]
-pub struct Reply {
-    /// The tool's result (shared with the cache).
-    pub output: Arc<str>,
-    /// Whether it came from the cache (the tool closure did not run).
-    pub cached: bool,
-    /// The caller's session.
-    pub session: Arc<Session>,
-    /// Whether this call created the session.
-    pub session_created: bool,
-    /// Time spent in the session and cache steps and the tool.
-    pub latency: Duration,
-}
-
-/// A tool's failure, returned by the closure given to [`Engine::call`].
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ToolError {
-    /// What went wrong, for the caller.
-    pub message: String,
-}
-
-impl ToolError {
-    /// A tool error with this message.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self {
-            message: message.into(),
-        }
-    }
-}
-
-/// Why a call failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// The session id is invalid, or the registry is full.
-    #[error(transparent)]
-    Session(#[from] SessionError),
-    /// The tool failed (this call's run, or the one it waited on).
-    #[error("the tool failed: {0}")]
-    Tool(ToolError),
-    /// The tool run this call waited on panicked; nothing was cached.
-    #[error("a concurrent run of the tool panicked")]
-    ToolPanicked,
-    /// The tool's cache is full of loads in progress.
-    #[error("the cache of the tool is full of loads in progress ({max} entries)")]
-    CacheFull {
-        /// The cache's bound.
-        max: usize,
-    },
-    /// The audit event could not be logged (the call's other effects are
-    /// done).
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    /// [`Engine::shutdown`] was called.
-    #[error("the engine is shut down")]
-    ShutDown,
-    /// [`Engine::shared`] asked for an existing instance with another type.
-    #[error("the shared instance {name:?} holds a {existing}, not a {requested}")]
-    SharedTypeMismatch {
-        /// The instance's name.
-        name: String,
-        /// The type it was created with.
-        existing: &'static str,
-        /// The type asked for now.
-        requested: &'static str,
-    },
-    /// [`Engine::shared`] could not name or register the metrics of a new
-    /// instance: the name is not a valid metric name
-    /// ([`StatsError::InvalidName`]), or the engine's [`Stats`] refused one
-    /// of its counters.
-    #[error("the shared instance {name:?}: {source}")]
-    SharedMetrics {
-        /// The instance's name.
-        name: String,
-        /// Why.
-        source: StatsError,
-    },
-}
-
-impl From<LoadError<ToolError>> for EngineError {
-    fn from(e: LoadError<ToolError>) -> Self {
-        match e {
-            LoadError::Failed(e) => EngineError::Tool((*e).clone()),
-            LoadError::FailedElsewhere => {
-                EngineError::Tool(ToolError::new("a concurrent run of the tool failed"))
-            }
-            LoadError::Panicked => EngineError::ToolPanicked,
-            LoadError::Full { max } => EngineError::CacheFull { max },
-        }
-    }
-}
-
-/// Why an engine could not be built.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineBuildError {
-    /// No audit directory was given (`EngineBuilder::audit_dir`).
-    #[error("the engine needs an audit directory (EngineBuilder::audit_dir or [audit] dir)")]
-    NoAuditDir,
-    /// A session registry or cache setting is invalid.
-    #[error(transparent)]
-    Ttl(#[from] crate::ttl::BuildError),
-    /// The audit or telemetry log could not be opened.
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    /// The engine's metrics could not be registered.
-    #[error(transparent)]
-    Stats(#[from] StatsError),
-    /// The sweeper thread could not be started.
-    #[error("cannot start the engine's sweeper thread")]
-    Spawn(#[source] Arc<std::io::Error>),
 }
 
 /// The counters every engine keeps, read at one moment (one snapshot of its
@@ -403,163 +244,6 @@ impl fmt::Debug for Parts<'_> {
     }
 }
 
-/// Builds an [`Engine`]; see [`EngineConfig`] for what each setting means.
-#[must_use]
-pub struct EngineBuilder {
-    config: EngineConfig,
-    has_dir: bool,
-    clock: Arc<dyn Clock>,
-    stats: Option<Stats>,
-    /// Build from the locked twins (feature `baseline`).
-    #[cfg(feature = "baseline")]
-    locked: bool,
-}
-
-impl fmt::Debug for EngineBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EngineBuilder")
-            .field("config", &self.config)
-            .finish_non_exhaustive()
-    }
-}
-
-impl EngineBuilder {
-    /// Starts from a whole configuration.
-    pub fn from_config(config: EngineConfig) -> Self {
-        Self {
-            config,
-            has_dir: true,
-            clock: Arc::new(SystemClock),
-            stats: None,
-            #[cfg(feature = "baseline")]
-            locked: false,
-        }
-    }
-
-    /// Where the audit log goes (required).
-    pub fn audit_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.config.audit.dir = dir.into();
-        self.has_dir = true;
-        self
-    }
-
-    /// Build from the locked twins (`true`) or latchfree's components
-    /// (feature `baseline`: for A/B comparisons, not for production).
-    #[cfg(feature = "baseline")]
-    pub fn locked(mut self, locked: bool) -> Self {
-        self.locked = locked;
-        self
-    }
-
-    /// How far each call's audit line has gone when the call returns
-    /// (default [`Guarantee::Async`]).
-    pub fn guarantee(mut self, guarantee: Guarantee) -> Self {
-        self.config.audit.guarantee = guarantee;
-        self
-    }
-
-    /// Slots of the latchfree audit ring (default 16 384; see
-    /// [`AuditConfig::ring_capacity`]).
-    pub fn ring_capacity(mut self, slots: usize) -> Self {
-        self.config.audit.ring_capacity = slots;
-        self
-    }
-
-    /// The size at which the audit stream starts a new file (default
-    /// 256 MiB; see [`AuditConfig::max_file_bytes`]).
-    pub fn audit_max_file_bytes(mut self, bytes: u64) -> Self {
-        self.config.audit.max_file_bytes = bytes;
-        self
-    }
-
-    /// Opens a telemetry stream too (see [`Engine::telemetry`]).
-    pub fn telemetry(mut self, on: bool) -> Self {
-        self.config.audit.telemetry = on;
-        self
-    }
-
-    /// The session registry's settings.
-    pub fn sessions(mut self, sessions: SessionConfig) -> Self {
-        self.config.sessions = sessions;
-        self
-    }
-
-    /// Caches the results of `tool`.
-    pub fn cache(mut self, tool: impl Into<String>, cache: CacheConfig) -> Self {
-        self.config.caches.insert(tool.into(), cache);
-        self
-    }
-
-    /// How often expired sessions and cache entries are swept out.
-    pub fn sweep_interval(mut self, interval: Duration) -> Self {
-        self.config.sweep_interval = interval;
-        self
-    }
-
-    /// The clock of every component (default [`SystemClock`]); tests pass
-    /// a [`ManualClock`](crate::clock::ManualClock).
-    pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
-        self
-    }
-
-    /// Registers the latchfree engine's metrics in `stats` (default: a
-    /// registry of its own). The locked engine keeps its own map.
-    pub fn stats(mut self, stats: &Stats) -> Self {
-        self.stats = Some(stats.clone());
-        self
-    }
-
-    /// The configuration as it stands.
-    pub fn config(&self) -> &EngineConfig {
-        &self.config
-    }
-
-    /// Opens the logs, builds the components and starts the sweeper.
-    pub fn build(self) -> Result<Engine, EngineBuildError> {
-        if !self.has_dir {
-            return Err(EngineBuildError::NoAuditDir);
-        }
-        if self.config.sweep_interval.is_zero() {
-            return Err(crate::ttl::BuildError::ZeroSweepInterval.into());
-        }
-        let clock = DynClock(self.clock);
-        #[cfg(feature = "baseline")]
-        let kind = if self.locked {
-            Kind::Locked(Locked::build(&self.config, &clock)?)
-        } else {
-            let stats = self.stats.unwrap_or_default();
-            Kind::Latchfree(Latchfree::build(&self.config, &clock, stats)?)
-        };
-        #[cfg(not(feature = "baseline"))]
-        let kind = Kind::Latchfree(Latchfree::build(
-            &self.config,
-            &clock,
-            self.stats.unwrap_or_default(),
-        )?);
-        let parts = Arc::new(kind);
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let sweeper = spawn_sweeper(
-            Arc::downgrade(&parts),
-            Arc::clone(&stop),
-            self.config.sweep_interval,
-        )
-        .map_err(|e| EngineBuildError::Spawn(Arc::new(e)))?;
-        Ok(Engine {
-            inner: Arc::new(Inner {
-                parts,
-                clock,
-                config: self.config,
-                closed: AtomicBool::new(false),
-                stop,
-                sweeper: Mutex::new(Some(sweeper)),
-                shutdown: Mutex::new(None),
-                shared: shared::Instances::default(),
-            }),
-        })
-    }
-}
-
 // Built once and held in an `Arc`: the size difference costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum Kind {
@@ -579,35 +263,9 @@ macro_rules! with_parts {
     };
 }
 
-type Stop = Arc<(Mutex<bool>, Condvar)>;
-
-fn spawn_sweeper(
-    parts: std::sync::Weak<Kind>,
-    stop: Stop,
-    interval: Duration,
-) -> std::io::Result<JoinHandle<()>> {
-    std::thread::Builder::new()
-        .name("latchfree-engine-sweep".into())
-        .spawn(move || {
-            let (flag, wake) = &*stop;
-            let mut stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
-            loop {
-                // `wait_timeout_while` checks the flag before it sleeps: a
-                // stop set before this thread first took the lock is seen.
-                let (guard, _) = wake
-                    .wait_timeout_while(stopped, interval, |stopped| !*stopped)
-                    .unwrap_or_else(PoisonError::into_inner);
-                if *guard {
-                    return;
-                }
-                drop(guard);
-                let Some(parts) = parts.upgrade() else { return };
-                with_parts!(&*parts, c => c.sweep());
-                drop(parts);
-                stopped = flag.lock().unwrap_or_else(PoisonError::into_inner);
-            }
-        })
-}
+// After `with_parts!`, which it uses.
+mod sweeper;
+use self::sweeper::Stop;
 
 struct Inner {
     parts: Arc<Kind>,
@@ -681,47 +339,10 @@ impl fmt::Debug for Engine {
     }
 }
 
-/// The audit line of one call.
-#[derive(Serialize)]
-struct CallEvent<'a> {
-    event: &'static str,
-    session: &'a str,
-    tool: &'a str,
-    ok: bool,
-    cached: bool,
-    bytes_in: u64,
-    bytes_out: u64,
-    latency_ns: u64,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<&'a str>,
-}
-
-/// The longest session id or tool name copied into a failed call's audit
-/// line (they may be what made it fail).
-const MAX_ECHO: usize = 256;
-
-fn echo(s: &str) -> &str {
-    if s.len() <= MAX_ECHO {
-        return s;
-    }
-    let mut end = MAX_ECHO;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
-}
-
 impl Engine {
     /// A builder for a latchfree engine.
     pub fn builder() -> EngineBuilder {
-        EngineBuilder {
-            config: EngineConfig::new(PathBuf::new()),
-            has_dir: false,
-            clock: Arc::new(SystemClock),
-            stats: None,
-            #[cfg(feature = "baseline")]
-            locked: false,
-        }
+        EngineBuilder::new()
     }
 
     /// A builder for the all-locked engine (the [`baseline`](crate::baseline)
@@ -809,11 +430,7 @@ impl Engine {
         let mut created = false;
         let session = c.session(call.session_id, || {
             created = true;
-            Session {
-                id: Arc::from(call.session_id),
-                created: self.inner.clock.now(),
-                calls: AtomicU64::new(0),
-            }
+            Session::new(call.session_id, self.inner.clock.now())
         })?;
         if created {
             c.session_created();
