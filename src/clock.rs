@@ -17,8 +17,9 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
+
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// A source of wall-clock time.
 pub trait Clock: Send + Sync + 'static {

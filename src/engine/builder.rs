@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
@@ -16,6 +15,7 @@ use super::{
 use crate::audit::Guarantee;
 use crate::clock::{Clock, SystemClock};
 use crate::stats::Stats;
+use crate::sync::atomic::AtomicBool;
 
 /// Builds an [`Engine`]; see [`EngineConfig`] for what each setting means.
 #[must_use]

@@ -3,10 +3,11 @@
 //! audit line it leaves.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
+
+use crate::sync::atomic::{AtomicU64, Ordering};
 
 /// One session of the registry: what the engine keeps per session id.
 #[derive(Debug)]

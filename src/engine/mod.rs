@@ -150,7 +150,6 @@ mod shared;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -173,6 +172,7 @@ use crate::cache::TtlCache;
 use crate::clock::Clock;
 use crate::session::SessionRegistry;
 use crate::stats::Stats;
+use crate::sync::atomic::{AtomicBool, Ordering};
 
 /// The metric names an engine reports (both kinds), for readers of
 /// [`Engine::prometheus`] and [`Engine::counter`].
