@@ -3,13 +3,21 @@
 //!
 //! | op | guarantee | implementations |
 //! |---|---|---|
-//! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`Guarantee::Async`]), `crossbeam-channel`, `tracing-appender` |
-//! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`Guarantee::Os`]) |
-//! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`Guarantee::Disk`]) |
+//! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`Guarantee::Async`]), `mutex-bufwriter`, `crossbeam-channel`, `tracing-appender` |
+//! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`Guarantee::Os`]), `mutex-file` |
+//! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`Guarantee::Disk`]), `mutex-file-sync` |
 //!
 //! Every implementation serialises the same [`AuditEvent`] with serde_json on
-//! the calling thread. The peers of `log_async`:
+//! the calling thread. The peers:
 //!
+//! * `mutex-bufwriter` / `mutex-file` / `mutex-file-sync`: what most servers
+//!   have today, the plain design: one `Mutex` around a `BufWriter<File>`
+//!   (`async`), a bare `File` (`os`: one `write` per line) or a `File`
+//!   synced after each line (`disk`: `write` then `fdatasync`). The event is
+//!   serialised before the lock is taken, and the line is written whole. It
+//!   does **less** work than latchfree and the locked twin: no `seq`, no
+//!   timestamp, no hash chain (its guarantee names it `no-chain`). Users
+//!   compare against it, so it stays in the table.
 //! * `crossbeam-channel`: what a team builds with a channel. A bounded
 //!   channel (4096 lines, latchfree's default ring size) of serialised
 //!   events, each in its own `Vec`; one writer thread numbers, stamps and
@@ -107,6 +115,9 @@ pub fn cases() -> Vec<Case> {
         case("log_async", "locked", "async", |t| {
             Box::new(Locked::new(t, Guarantee::Async))
         }),
+        case("log_async", "mutex-bufwriter", "async, no-chain", |t| {
+            Box::new(PlainMutex::new(t, Guarantee::Async))
+        }),
         case("log_async", "crossbeam-channel", "async", |t| {
             Box::new(Channel::new(t))
         }),
@@ -119,11 +130,17 @@ pub fn cases() -> Vec<Case> {
         case("log_os", "locked", "os", |t| {
             Box::new(Locked::new(t, Guarantee::Os))
         }),
+        case("log_os", "mutex-file", "os, no-chain", |t| {
+            Box::new(PlainMutex::new(t, Guarantee::Os))
+        }),
         case("log_disk", "latchfree", "disk", |t| {
             Box::new(Latchfree::new(t, Guarantee::Disk))
         }),
         case("log_disk", "locked", "disk", |t| {
             Box::new(Locked::new(t, Guarantee::Disk))
+        }),
+        case("log_disk", "mutex-file-sync", "disk, no-chain", |t| {
+            Box::new(PlainMutex::new(t, Guarantee::Disk))
         }),
     ]
 }
@@ -365,6 +382,91 @@ impl Target for Locked {
     }
 }
 
+/// The plain design: one `Mutex` around the file (a `BufWriter` for
+/// `async`), whole JSON lines, no chain.
+struct PlainMutex {
+    file: Mutex<PlainSink>,
+    guarantee: Guarantee,
+    /// Each worker's line buffer (only worker `t` takes slot `t`).
+    lines: Vec<CachePadded<Mutex<Vec<u8>>>>,
+    events: Events,
+    failures: Failures,
+    dir: TempDir,
+}
+
+/// Where the plain design's lines go.
+enum PlainSink {
+    Buffered(BufWriter<File>),
+    Raw(File),
+}
+
+/// The plain design's file name.
+const PLAIN_FILE: &str = "plain.jsonl";
+
+impl PlainMutex {
+    fn new(threads: usize, guarantee: Guarantee) -> Self {
+        let dir = scratch_dir();
+        let file = File::create_new(dir.path().join(PLAIN_FILE))
+            .expect("cannot create the plain peer's file");
+        let file = match guarantee {
+            Guarantee::Async => PlainSink::Buffered(BufWriter::new(file)),
+            _ => PlainSink::Raw(file),
+        };
+        Self {
+            file: Mutex::new(file),
+            guarantee,
+            lines: (0..threads.max(1))
+                .map(|_| CachePadded::new(Mutex::new(Vec::with_capacity(512))))
+                .collect(),
+            events: Events::new(threads),
+            failures: Failures::default(),
+            dir,
+        }
+    }
+
+    /// Writes one whole line under the lock, with the guarantee's sync.
+    fn write_line(&self, line: &[u8]) -> io::Result<()> {
+        let mut sink = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        match &mut *sink {
+            PlainSink::Buffered(w) => w.write_all(line),
+            PlainSink::Raw(f) => {
+                f.write_all(line)?;
+                if self.guarantee == Guarantee::Disk {
+                    f.sync_data()?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Target for PlainMutex {
+    fn run(&self, thread: usize, n: u64) {
+        let mut line = self.lines[thread % self.lines.len()]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.events.each(thread, n, |event| {
+            let result = json_line(&mut line, event).and_then(|()| self.write_line(&line));
+            self.failures.note(result);
+        });
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let check = || {
+            self.failures.check()?;
+            if let PlainSink::Buffered(w) =
+                &mut *self.file.lock().unwrap_or_else(PoisonError::into_inner)
+            {
+                w.flush().map_err(|e| format!("flush: {e}"))?;
+            }
+            let path = self.dir.path().join(PLAIN_FILE);
+            let lines = count_lines(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            expect_eq("lines in the file", lines, total_ops)
+        };
+        Some(check())
+    }
+}
+
 /// A bounded crossbeam channel of serialised events and one writer thread
 /// that chains them into records through a `BufWriter`.
 struct Channel {
@@ -571,14 +673,8 @@ impl Target for Appender {
             .unwrap_or_else(PoisonError::into_inner);
         let AppenderSlot { writer, line } = &mut *slot;
         self.events.each(thread, n, |event| {
-            line.clear();
-            let result = serde_json::to_writer(&mut *line, event)
-                .map_err(io::Error::from)
-                .and_then(|()| {
-                    line.push(b'\n');
-                    // One `write` call: one message, one line.
-                    writer.write_all(line)
-                });
+            // One `write` call: one message, one line.
+            let result = json_line(line, event).and_then(|()| writer.write_all(line));
             if result.is_ok() {
                 // Relaxed: read in `settle`, after the workers are joined.
                 self.sent.fetch_add(line.len() as u64, Ordering::Relaxed);
@@ -609,6 +705,15 @@ impl Target for Appender {
         };
         Some(check())
     }
+}
+
+/// Serialises `event` into `line` (cleared first) as one JSON line, for the
+/// peers that write bare events.
+fn json_line(line: &mut Vec<u8>, event: &AuditEvent<'_>) -> io::Result<()> {
+    line.clear();
+    serde_json::to_writer(&mut *line, event)?;
+    line.push(b'\n');
+    Ok(())
 }
 
 /// Polls `done` every 100 µs for up to [`SETTLE_LIMIT`].

@@ -9,6 +9,8 @@
 //! | `locked` | [`LockedSessionRegistry::get`] (read lock) | double-checked locking, init under the write lock | idle timeout | yes |
 //! | `dashmap` | `DashMap::get` | `get`, then `entry(id).or_insert_with` | none | yes (the entry holds its shard's write lock) |
 //! | `moka` | `sync::Cache::get` | `get_with_by_ref` | `time_to_idle` | yes (moka coalesces concurrent `get_with`) |
+//! | `scc` | `scc::HashMap::read_sync` (shared bucket lock) | `read_sync`, then `entry_sync(id).or_insert_with` | none | yes (the entry holds its bucket's lock) |
+//! | `papaya` | `papaya::HashMap::pin().get` (lock-free) | `get`, then `get_or_insert_with` | none | no: racing callers may each run `init`; one value is kept and every caller gets it |
 //!
 //! `ideal-vec` (`hit` only) is the floor, not a registry: the values in a
 //! `Vec` indexed by session number, plus one pass over the id's bytes
@@ -91,6 +93,8 @@ pub fn cases() -> Vec<Case> {
         cases_of::<Locked>("sessions", "locked", "idle-expiry").to_vec(),
         cases_of::<Dash>("sessions", "dashmap", "no-expiry").to_vec(),
         cases_of::<Moka>("sessions", "moka", "idle-expiry").to_vec(),
+        cases_of::<Scc>("sessions", "scc", "no-expiry").to_vec(),
+        cases_of::<Papaya>("sessions", "papaya", "no-expiry, init-may-repeat").to_vec(),
         vec![floor_case::<FloorWithId>("sessions")],
     ])
 }
@@ -287,6 +291,95 @@ impl MapOps for Dash {
 
     fn remove(&self, i: u64) {
         with_id(i, |id| self.0.remove(id));
+    }
+
+    fn entries(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// scc's `HashMap`: `read_sync`, then the entry API on a miss.
+struct Scc(scc::HashMap<String, Arc<Payload>>);
+
+impl NewMap for Scc {
+    fn new_map(_: MapOp) -> Self {
+        Self(scc::HashMap::new())
+    }
+}
+
+impl MapOps for Scc {
+    const WRITE_IS_ATOMIC: bool = false;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        with_id(i, |id| self.0.read_sync(id, |_, v| v.index))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        with_id(i, |id| match self.0.read_sync(id, |_, v| v.index) {
+            Some(index) => index,
+            None => {
+                self.0
+                    .entry_sync(id.to_owned())
+                    .or_insert_with(|| Arc::new(init()))
+                    .get()
+                    .index
+            }
+        })
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.remove(i);
+        self.get_or_create(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        with_id(i, |id| self.0.remove_sync(id));
+    }
+
+    fn entries(&self) -> Option<usize> {
+        Some(self.0.len())
+    }
+}
+
+/// papaya's lock-free `HashMap`: `get`, then `get_or_insert_with` on a miss.
+struct Papaya(papaya::HashMap<String, Arc<Payload>>);
+
+impl NewMap for Papaya {
+    fn new_map(_: MapOp) -> Self {
+        Self(papaya::HashMap::new())
+    }
+}
+
+impl MapOps for Papaya {
+    const WRITE_IS_ATOMIC: bool = false;
+    const INIT_EXACTLY_ONCE: bool = false;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        with_id(i, |id| self.0.pin().get(id).map(|v| v.index))
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        with_id(i, |id| {
+            let map = self.0.pin();
+            match map.get(id) {
+                Some(v) => v.index,
+                None => {
+                    map.get_or_insert_with(id.to_owned(), || Arc::new(init()))
+                        .index
+                }
+            }
+        })
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        self.remove(i);
+        self.get_or_create(i, init);
+    }
+
+    fn remove(&self, i: u64) {
+        with_id(i, |id| {
+            self.0.pin().remove(id);
+        });
     }
 
     fn entries(&self) -> Option<usize> {
