@@ -49,6 +49,12 @@ pub mod stats;
 mod sync;
 pub mod ttl;
 
+/// Loom models of the crate's own protocols, compiled inside the crate so
+/// they reach `pub(crate)` internals (see `loom_tests/in_crate.rs`).
+#[cfg(all(test, latchfree_loom))]
+#[path = "../loom_tests/in_crate.rs"]
+mod loom_in_crate;
+
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

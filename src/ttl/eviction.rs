@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::entry::Entry;
 use super::{CLOCK_SCAN, EvictionCause, TtlMap};
-use std::sync::atomic::Ordering;
+use crate::sync::atomic::Ordering;
 
 impl<K, V> TtlMap<K, V>
 where

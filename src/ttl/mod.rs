@@ -88,6 +88,16 @@
 //! it. With `time_resolution(Duration::ZERO)` the clock is read on every
 //! check.
 //!
+//! # How it is checked
+//!
+//! The loom models in `loom_tests/ttl.rs` run this code (not a copy) with
+//! every atomic and lock from `crate::sync`: get-or-init against a finishing
+//! leader, the capacity bound, exactly-once eviction by `remove` racing a
+//! capacity eviction, a sweep and a read, and an entry's slot states. Under
+//! loom, scc's maps are replaced by stand-ins with the same per-key
+//! contract (the `maps` module says what that leaves to scc). The model
+//! file's table lists the mutations each model catches.
+//!
 //! # Where each part lives
 //!
 //! | module | its job |
@@ -100,6 +110,7 @@
 //! | `write` | inserts, publication, explicit removal, `clear` |
 //! | `eviction` | sweeps, the capacity bound, exactly-once eviction |
 //! | `entry` | one entry: its inline and shared parts, its place in `deadlines` |
+//! | `maps` | `index` and `flights`: scc's maps, or loom-visible stand-ins under loom |
 //! | `time` | the exact or coarse time deadlines are checked against |
 //! | `sweeper` | the background sweeper and the process-wide ticker |
 
@@ -107,6 +118,7 @@ mod config;
 mod entry;
 mod events;
 mod eviction;
+mod maps;
 mod metrics;
 mod read;
 mod single_flight;
@@ -116,13 +128,13 @@ mod write;
 
 use std::fmt;
 use std::hash::Hash;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 
 use crossbeam_skiplist::SkipMap;
 use crossbeam_utils::CachePadded;
 
 use crate::flight::Flight;
+use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use config::nanos;
 pub use config::{BuildError, Sweep};
 pub(crate) use config::{Life, Options};
@@ -158,8 +170,8 @@ const BACKGROUND_SWEEP: usize = 65_536;
 /// The shared core of [`crate::session::SessionRegistry`] and
 /// [`crate::cache::TtlCache`].
 pub(crate) struct TtlMap<K, V> {
-    index: scc::HashIndex<K, Inline<K, V>>,
-    flights: scc::HashMap<K, crate::sync::Arc<Flight<V>>>,
+    index: maps::HashIndex<K, Inline<K, V>>,
+    flights: maps::HashMap<K, crate::sync::Arc<Flight<V>>>,
     deadlines: SkipMap<(u64, u64), Arc<Entry<K>>>,
     /// The second-chance bits (empty unless `evict_at_capacity`).
     referenced: RefBits,
@@ -195,8 +207,8 @@ where
         let coarse =
             background.is_some() && !options.resolution.is_zero() && !options.clock.is_cheap();
         let map = Arc::new(Self {
-            index: scc::HashIndex::new(),
-            flights: scc::HashMap::with_capacity(FLIGHT_SLOTS.min(options.max_entries)),
+            index: maps::HashIndex::new(),
+            flights: maps::HashMap::with_capacity(FLIGHT_SLOTS.min(options.max_entries)),
             deadlines: SkipMap::new(),
             occupancy: CachePadded::new(AtomicUsize::new(0)),
             entries: CachePadded::new(AtomicUsize::new(0)),
@@ -239,6 +251,64 @@ where
     pub(crate) fn len(&self) -> usize {
         // Relaxed: a count, published with nothing.
         self.entries.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+impl<K, V> TtlMap<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A map for unit tests and loom models: `max_entries`, the policy and
+    /// timeouts given, swept by hand, time read from `clock` on every check,
+    /// metrics in a `Stats` of its own.
+    pub(crate) fn for_tests(
+        max_entries: usize,
+        evict_at_capacity: bool,
+        lifetime: Option<std::time::Duration>,
+        idle: Option<std::time::Duration>,
+        clock: Arc<dyn crate::clock::Clock>,
+        listener: Option<Listener<K, V>>,
+    ) -> Arc<Self> {
+        const NAMES: MetricNames = MetricNames {
+            hits: "hits",
+            misses: "misses",
+            inits: "inits",
+            coalesced: "coalesced",
+            init_errors: "init_errors",
+            live: "live",
+        };
+        let stats = crate::stats::Stats::new();
+        let options = Options {
+            max_entries,
+            lifetime,
+            idle,
+            evict_at_capacity,
+            sweep: Sweep::Manual,
+            resolution: std::time::Duration::ZERO,
+            clock,
+            listener,
+            counters: Counters::register(&stats, "test", &NAMES).expect("fresh stats"),
+            journal: None,
+        };
+        options
+            .validate("lifetime", "idle")
+            .expect("valid test options");
+        let (map, sweeper) = Self::start(options).expect("no thread to start");
+        assert!(sweeper.is_none(), "a manual sweep starts no thread");
+        map
+    }
+
+    /// `(entries, occupancy, entries in the deadline index)`: the three
+    /// agree whenever no operation is in progress.
+    pub(crate) fn counts(&self) -> (usize, usize, usize) {
+        (
+            self.len(),
+            // Relaxed: read at rest, after the writers were joined.
+            self.occupancy.load(Ordering::Relaxed),
+            self.deadlines.len(),
+        )
     }
 }
 

@@ -6,6 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::entry::{Entry, Inline};
+use super::maps::for_each_in;
 use super::{EvictionCause, TtlMap};
 
 /// Whether a peek found a live entry, an expired one, or nothing.
@@ -136,8 +137,7 @@ where
     /// once, and may or may not see those added or removed meanwhile. `f`
     /// runs with no lock held.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
-        let guard = scc::Guard::new();
-        for (key, entry) in self.index.iter(&guard) {
+        for_each_in(&self.index, |key, entry| {
             let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
@@ -146,6 +146,6 @@ where
             if entry.is_live(now, self.idle) {
                 f(key, &entry.value);
             }
-        }
+        });
     }
 }

@@ -6,6 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::maps::FlightEntry;
 use super::read::Peeked;
 use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
 use crate::flight::{Flight, Leader, Outcome};
@@ -45,11 +46,13 @@ where
         if let Some(v) = self.get(key) {
             return Ok(v);
         }
+        #[cfg(all(test, not(latchfree_loom)))]
+        pause::after_miss();
         let key = make_key();
         let leader = loop {
             let slot = self.flights.entry_sync(key.clone());
             match slot {
-                scc::hash_map::Entry::Occupied(occupied) => {
+                FlightEntry::Occupied(occupied) => {
                     let flight = occupied.get().clone();
                     drop(occupied);
                     self.counters.coalesced.inc();
@@ -61,7 +64,7 @@ where
                         Outcome::Panicked => Err(InitError::Panicked),
                     };
                 }
-                scc::hash_map::Entry::Vacant(vacant) => {
+                FlightEntry::Vacant(vacant) => {
                     // A leader publishes before it removes its flight, so
                     // with the flight slot locked and empty, the index holds
                     // the value or no one is creating it.
@@ -162,5 +165,85 @@ where
         self.map.flights.remove_if_sync(self.key, |current| {
             crate::sync::Arc::ptr_eq(current, &self.flight)
         });
+    }
+}
+
+/// A test-only hook that holds a caller of `get_or_init` between its miss
+/// in `index` and its look at `flights`: the window in which another
+/// caller can lead, publish and remove its flight.
+#[cfg(all(test, not(latchfree_loom)))]
+pub(crate) mod pause {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static AFTER_MISS: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `hook` on this thread's next miss in `get_or_init`, once.
+    pub(crate) fn on_next_miss(hook: impl FnOnce() + 'static) {
+        AFTER_MISS.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(super) fn after_miss() {
+        if let Some(hook) = AFTER_MISS.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+}
+
+#[cfg(all(test, not(latchfree_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, SystemTime};
+
+    use super::pause;
+    use crate::clock::ManualClock;
+    use crate::ttl::TtlMap;
+
+    #[test]
+    fn a_caller_that_missed_before_a_leader_finished_does_not_init_again() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+        let map = TtlMap::<u32, u32>::for_tests(4, false, None, None, Arc::new(clock), None);
+        let inits = Arc::new(AtomicUsize::new(0));
+        let init = |inits: &Arc<AtomicUsize>, value: u32| {
+            let inits = inits.clone();
+            move || {
+                inits.fetch_add(1, Ordering::Relaxed);
+                Ok::<u32, ()>(value)
+            }
+        };
+        let (missed_tx, missed_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let late = {
+            let (map, init) = (map.clone(), init(&inits, 2));
+            std::thread::spawn(move || {
+                pause::on_next_miss(move || {
+                    missed_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                });
+                map.get_or_init(&1, || 1, None, init).ok()
+            })
+        };
+        // The late caller has missed; this one now leads the whole flight:
+        // it publishes, removes its flight and finishes.
+        missed_rx.recv().unwrap();
+        assert_eq!(
+            map.get_or_init(&1, || 1, None, init(&inits, 1)).ok(),
+            Some(1)
+        );
+        go_tx.send(()).unwrap();
+
+        assert_eq!(
+            late.join().unwrap(),
+            Some(1),
+            "the late caller made its own value"
+        );
+        assert_eq!(
+            inits.load(Ordering::Relaxed),
+            1,
+            "init ran twice for one key"
+        );
+        assert_eq!(map.counts(), (1, 1, 1));
     }
 }

@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use super::config::nanos;
 use super::entry::{Entry, Inline, NO_DEADLINE};
+use super::maps::{IndexEntry, for_each_in};
 use super::{AMORTISED_SWEEP, EvictionCause, Life, TtlMap};
-use std::sync::atomic::Ordering;
+use crate::sync::atomic::Ordering;
 
 impl<K, V> TtlMap<K, V>
 where
@@ -69,7 +70,7 @@ where
         }
         let entry = Arc::new(Entry::new(key.clone(), now, deadline, self.idle, cell));
         match self.index.entry_sync(key) {
-            scc::hash_index::Entry::Vacant(vacant) if still() => {
+            IndexEntry::Vacant(vacant) if still() => {
                 vacant.insert_entry(Inline::new(value, entry.clone()));
                 // Relaxed: a count, published with nothing.
                 self.entries.fetch_add(1, Ordering::Relaxed);
@@ -106,7 +107,7 @@ where
         let journaled = self.journal.as_ref().map(|_| value.clone());
         let inline = Inline::new(value, entry.clone());
         let replaced = match self.index.entry_sync(key) {
-            scc::hash_index::Entry::Vacant(vacant) => {
+            IndexEntry::Vacant(vacant) => {
                 let occupied = vacant.insert_entry(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
                     journal.put(occupied.key(), value, expires);
@@ -116,7 +117,7 @@ where
                 self.entries.fetch_add(1, Ordering::Relaxed);
                 None
             }
-            scc::hash_index::Entry::Occupied(mut occupied) => {
+            IndexEntry::Occupied(mut occupied) => {
                 let old = occupied.get().clone();
                 occupied.update(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
@@ -166,7 +167,7 @@ where
     pub(crate) fn remove_key(&self, key: K) -> Option<V> {
         let now = self.time.refresh();
         let removed = match self.index.entry_sync(key) {
-            scc::hash_index::Entry::Occupied(occupied) => {
+            IndexEntry::Occupied(occupied) => {
                 let old = occupied.get().clone();
                 let cause = if old.entry.is_live(now) {
                     EvictionCause::Removed
@@ -179,7 +180,7 @@ where
                 occupied.remove_entry();
                 Some((old, cause))
             }
-            scc::hash_index::Entry::Vacant(vacant) => {
+            IndexEntry::Vacant(vacant) => {
                 if let Some(journal) = &self.journal {
                     journal.remove(vacant.key(), EvictionCause::Removed);
                 }
@@ -199,12 +200,7 @@ where
     /// are not affected: their values appear when they finish.
     pub(crate) fn clear(&self) -> usize {
         let mut victims = Vec::new();
-        {
-            let guard = scc::Guard::new();
-            for (_, entry) in self.index.iter(&guard) {
-                victims.push(entry.entry.clone());
-            }
-        }
+        for_each_in(&self.index, |_, entry| victims.push(entry.entry.clone()));
         let now = self.time.refresh();
         victims
             .iter()
