@@ -75,7 +75,8 @@ pub(crate) struct Options<K, V> {
 pub(crate) enum Life {
     /// The map's lifetime.
     Default,
-    /// This long from now.
+    /// This long from now. Zero is expired at birth: the entry replaces
+    /// whatever was under its key and is never returned.
     Ttl(Duration),
 }
 

@@ -88,14 +88,12 @@ where
     /// Puts a new entry into `index` and `deadlines`, holding a reservation.
     pub(super) fn publish(&self, key: K, value: V, life: Life) {
         let now = self.time.refresh();
-        let lifetime = match life {
-            Life::Ttl(ttl) => nanos(Some(ttl)),
-            Life::Default => self.lifetime,
-        };
-        let expires = if lifetime == 0 {
-            NO_DEADLINE
-        } else {
-            now.saturating_add(lifetime)
+        let expires = match life {
+            // A zero TTL is a deadline of now: expired at birth, never
+            // returned (the builders refuse a zero lifetime for that reason).
+            Life::Ttl(ttl) => now.saturating_add(nanos(Some(ttl))),
+            Life::Default if self.lifetime == 0 => NO_DEADLINE,
+            Life::Default => now.saturating_add(self.lifetime),
         };
         // Relaxed: a unique number is all that is needed, not an order.
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
