@@ -22,3 +22,5 @@ mod ring;
 mod shared;
 #[path = "stats.rs"]
 mod stats;
+#[path = "ttl.rs"]
+mod ttl;

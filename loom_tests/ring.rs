@@ -53,11 +53,13 @@
 //!    and the received records are exactly the `Ok` ones, each producer's in
 //!    order.
 //! 5. [`consumer_wait_is_woken`]: one producer pushes two records and
-//!    closes; the consumer calls `Consumer::wait` whenever a drain finds
+//!    keeps its handle open (no `close`, no drop) until the consumer has
+//!    both; the consumer calls `Consumer::wait` whenever a drain finds
 //!    nothing. Loom 0.7.3's `Condvar::wait_timeout` ignores the timeout (it
 //!    is `wait`, with a "TODO: implement timing out"), so this model waits
 //!    for a real notification: a lost wake-up, which the `std` build turns
-//!    into a delay of one timeout, is a deadlock here.
+//!    into a delay of one timeout, is a deadlock here. It used to end with
+//!    `close()`, whose own wake-up hid a push that woke nobody (M30).
 //! 6. [`dropping_the_consumer_releases_waiting_producers`]: two producers
 //!    push two records each and nobody drains; the main thread drops the
 //!    consumer and then pushes once more, which returns `Closed`. Each
@@ -81,7 +83,7 @@
 //! | M4  | `try_claim`: `stamp < pos` retries, not `Full`    | -  | -  | -  | -  | L² | -  | -  |
 //! | M5  | no `SeqCst` fence in `wake_producers`             | L² | -  | -  | -  | -  | -  | -  |
 //! | M6  | no `SeqCst` fence in `wait_for_room`              | L² | -  | -  | -  | -  | -  | -  |
-//! | M7  | `close` does not store `closed_at`                | -  | L² | L² | L² | -  | D² | -  |
+//! | M7  | `close` does not store `closed_at`                | -  | L² | L² | L² | -  | -* | -  |
 //! | M8a | `wait_for_room`: stamp load of the spin `Relaxed` | C² | C² | -  | -  | -  | -  | -  |
 //! | M8b | `wait_for_room`: stamp load under lock `Relaxed`  | C² | -  | -  | -  | -  | -  | -  |
 //! | M9  | `try_claim`'s stamp load `Relaxed`                | -  | -  | -  | L² | C² | -  | -  |
@@ -95,16 +97,25 @@
 //! | M17 | `push` publishes before writing the record        | C² | C² | C² | C² | C² | C² | -  |
 //! | M18 | `drain` frees the slot before reading it          | C² | C² | -  | -  | C² | -  | -  |
 //! | M19 | `close`'s `fetch_or` `Relaxed`                    | -  | -  | -  | -  | -  | -  | -  |
-//! | M20 | `is_drained` tests `head > closed_at`             | -  | L² | L² | L² | -  | L² | -  |
+//! | M20 | `is_drained` tests `head > closed_at`             | -  | L² | L² | L² | -  | -* | -  |
 //! | M21 | `try_claim` does not count the drop               | -  | -  | -  | -  | L² | -  | -  |
 //! | M22 | the spin ignores `consumer_gone`                  | -  | -  | -  | -  | -  | -  | -  |
-//! | M23 | `closed_at` is `before + 1`                       | -  | L² | L² | L² | -  | L² | -  |
-//! | M24 | `closed_at` is `before - 1` (when not 0)          | -  | A² | A² | A² | -  | A² | -  |
+//! | M23 | `closed_at` is `before + 1`                       | -  | L² | L² | L² | -  | -* | -  |
+//! | M24 | `closed_at` is `before - 1` (when not 0)          | -  | A² | A² | A² | -  | -* | -  |
 //! | M25 | `try_claim` ignores the `CLOSED` bit              | -  | -  | -  | A² | -  | -  | -  |
 //! | M26 | `Consumer::drop` does not `notify_all`            | -  | -  | -  | -  | -  | -  | D³ |
 //! | M27 | a parked producer ignores `consumer_gone`         | -  | -  | -  | -  | -  | -  | D³ |
 //! | M28 | `Consumer::drop` does not set `consumer_gone`     | -  | -  | -  | -  | -  | -  | D² |
 //! | M29 | `Consumer::drop` does not close the ring          | -  | -  | -  | -  | -  | -  | A² |
+//! | M30 | `push` does not call `wake_consumer`              | .  | .  | .  | .  | .  | D  | .  |
+//!
+//! `.`: not run (M30 was rerun against model 5 only, at 3 preemptions).
+//! `-*`: model 5 caught these while it ended with `close()`; it no longer
+//! closes or asks `is_drained` (so that only the pushes' wake-ups can end
+//! its waits), and models 2, 3B and 3D still catch each of them. M30 was
+//! found by mutation testing after this table was first drawn: with the
+//! old model 5 it survived every model, and the `close()` at its end woke
+//! the consumer in its place.
 //!
 //! Both stamp loads of `wait_for_room` `Relaxed` at once fail as M8a does.
 //! The `L`s of 3D under M1 and M9 come from `try_claim`: a producer that
@@ -392,20 +403,23 @@ fn drop_mode_counts_what_it_refuses() {
 fn consumer_wait_is_woken() {
     model(|| {
         let (producer, mut consumer) = channel(two_slots(OnFull::Block));
+        // The producer neither closes nor drops its handle before the
+        // consumer is done (it hands it back): only the pushes' own
+        // wake-ups can end the consumer's waits.
         let writer = thread::spawn(move || {
             let results: Results = (0..2u8).map(|i| producer.push(&[0, i])).collect();
-            producer.close();
-            results
+            (results, producer)
         });
 
         let mut received = Vec::new();
-        while !consumer.is_drained() {
+        while received.len() < 2 {
             if drain_into(&mut consumer, &mut received) == 0 {
                 consumer.wait(Duration::from_secs(3600));
             }
         }
-        let results = writer.join().unwrap();
+        let (results, producer) = writer.join().unwrap();
         drop(consumer);
+        drop(producer);
 
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(received, [[0, 0], [0, 1]]);

@@ -176,6 +176,47 @@ fn ttl_idle_ttl_and_per_entry_ttl_with_a_manual_clock() {
 }
 
 #[test]
+fn a_zero_ttl_is_expired_at_birth_as_the_builder_says() {
+    let clock = clock();
+    let events: Arc<Mutex<Vec<_>>> = Arc::default();
+    let log = events.clone();
+    let cache = TtlCache::<&'static str, u32>::builder()
+        .sweep(Sweep::Manual)
+        .eviction_listener(move |k, v, cause| log.lock().unwrap().push((*k, v, cause)))
+        .clock(clock.clone())
+        .build()
+        .unwrap();
+    assert!(cache.insert("k", 1));
+    assert!(cache.insert_with_ttl("k", 2, Duration::ZERO));
+    assert_eq!(cache.get(&"k"), None, "a zero TTL returned its value");
+    assert!(!cache.contains_key(&"k"));
+    assert_eq!(cache.sweep(), 0, "the read evicted it already");
+    // One nanosecond lives for one nanosecond: zero is not "no deadline".
+    assert!(cache.insert_with_ttl("n", 3, Duration::from_nanos(1)));
+    assert_eq!(cache.get(&"n"), Some(3));
+    clock.advance(Duration::from_nanos(1));
+    assert!(!cache.contains_key(&"n"));
+    assert_eq!(cache.sweep(), 1);
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            ("k", 1, EvictionCause::Replaced),
+            ("k", 2, EvictionCause::Expired),
+            ("n", 3, EvictionCause::Expired),
+        ]
+    );
+    // The builder refuses the same zero, naming the call to fix.
+    let refused = TtlCache::<u32, u32>::builder()
+        .time_to_live(Duration::ZERO)
+        .build()
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("longer than zero"),
+        "{refused}"
+    );
+}
+
+#[test]
 fn replace_invalidate_and_invalidate_all_notify_once_with_their_cause() {
     let events = Arc::new(Mutex::new(Vec::new()));
     let stats = Stats::new();

@@ -384,6 +384,12 @@ where
 
     /// As [`insert`](Self::insert), with this entry's own time to live
     /// (the cache's idle TTL still applies).
+    ///
+    /// A zero `ttl` means what it means everywhere in this crate: expired at
+    /// birth. The value replaces any entry under `key` (which hears
+    /// [`EvictionCause::Replaced`]) and is never returned; a sweep or a read
+    /// evicts it as [`EvictionCause::Expired`]. (The builders refuse a zero
+    /// TTL for the same reason: every entry would be expired at birth.)
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> bool {
         self.map.insert(key, value, Life::Ttl(ttl))
     }

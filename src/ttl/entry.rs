@@ -292,9 +292,31 @@ impl RefBits {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(latchfree_loom)))]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_entry_unlinked_for_good_is_never_linked_again() {
+        let index = SkipMap::new();
+        let entry = Arc::new(Entry::new(1u32, 0, 100, 0, 0));
+        entry.link(&index, (100, 1), &entry);
+        // A sweep pops it (it is live: it will go back), and before it does,
+        // the entry is evicted.
+        assert!(entry.unlink_if(&index, (100, 1)));
+        entry.unlink(&index);
+        entry.link(&index, (100, 2), &entry);
+        assert!(
+            index.is_empty(),
+            "an evicted entry is in the deadline index"
+        );
+        // And an entry evicted while linked leaves the index at once.
+        let other = Arc::new(Entry::new(2u32, 0, 100, 0, 1));
+        other.link(&index, (100, 3), &other);
+        other.unlink(&index);
+        assert!(index.is_empty());
+        assert!(!other.unlink_if(&index, (100, 3)));
+    }
 
     #[test]
     fn a_set_bit_is_taken_once_and_cleared_by_clear() {

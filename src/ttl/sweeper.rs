@@ -17,13 +17,19 @@
 //!
 //! The ticker ticks maps of different resolutions at the finest: a map is
 //! never refreshed less often than it asked for.
+//!
+//! Both are real OS threads, and the ticker's list lives in a process-wide
+//! static: no loom model starts them (the models sweep by hand, with
+//! `Sweep::Manual`), and the list's lock stays `std` because loom's cannot
+//! live in a static. The sweeper's stop flag goes through `crate::sync` like
+//! every other atomic of the map.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 use super::{BACKGROUND_SWEEP, TtlMap};
+use crate::sync::atomic::{AtomicBool, Ordering};
 
 /// Something the ticker refreshes: a map's coarse time.
 pub(crate) trait Tick: Send + Sync {

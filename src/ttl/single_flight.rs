@@ -1,0 +1,249 @@
+//! Creation, exactly once per live key: the get-or-init protocol over the
+//! map of flights ("Creation" in the module docs).
+
+use std::borrow::Borrow;
+use std::hash::Hash;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::maps::FlightEntry;
+use super::read::Peeked;
+use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
+use crate::flight::{Flight, Leader, Outcome};
+
+/// Why [`TtlMap::get_or_init`] returned no value.
+pub(crate) enum InitError<E> {
+    /// No room, and the policy rejects.
+    Capacity,
+    /// This call's initialiser, or the one it waited on, returned this.
+    Failed(Arc<E>),
+    /// The initialiser waited on failed with an error of another type.
+    FailedElsewhere,
+    /// The initialiser (this call's or the one waited on) panicked.
+    Panicked,
+}
+
+impl<K, V> TtlMap<K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// The live value under `key`, or the one `init` makes, exactly once per
+    /// live key however many callers race; `ttl` overrides the lifetime of
+    /// the entry it creates.
+    pub(crate) fn get_or_init<Q, E>(
+        &self,
+        key: &Q,
+        make_key: impl FnOnce() -> K,
+        ttl: Option<Duration>,
+        init: impl FnOnce() -> Result<V, E>,
+    ) -> Result<V, InitError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        E: Send + Sync + 'static,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        #[cfg(all(test, not(latchfree_loom)))]
+        pause::after_miss();
+        let key = make_key();
+        let leader = loop {
+            let slot = self.flights.entry_sync(key.clone());
+            match slot {
+                FlightEntry::Occupied(occupied) => {
+                    let flight = occupied.get().clone();
+                    drop(occupied);
+                    self.counters.coalesced.inc();
+                    return match flight.wait() {
+                        Outcome::Ready(v) => Ok(v),
+                        Outcome::Failed(error) => Err(error
+                            .downcast::<E>()
+                            .map_or(InitError::FailedElsewhere, InitError::Failed)),
+                        Outcome::Panicked => Err(InitError::Panicked),
+                    };
+                }
+                FlightEntry::Vacant(vacant) => {
+                    // A leader publishes before it removes its flight, so
+                    // with the flight slot locked and empty, the index holds
+                    // the value or no one is creating it.
+                    match self.peek::<K, V>(&key, V::clone) {
+                        Some(Peeked::Live(v)) => return Ok(v),
+                        Some(Peeked::Expired(stale)) => {
+                            drop(vacant);
+                            self.evict(&stale, EvictionCause::Expired);
+                            continue;
+                        }
+                        None => {}
+                    }
+                    if !self.try_reserve() {
+                        // Make room with no lock held (evictions call the
+                        // listener), then take the slot again.
+                        drop(vacant);
+                        if !self.make_room() {
+                            self.counters.rejected.inc();
+                            return Err(InitError::Capacity);
+                        }
+                        continue;
+                    }
+                    let flight = crate::sync::Arc::new(Flight::new());
+                    vacant.insert_entry(flight.clone());
+                    // SAFETY: the flight is new and only this caller inserted
+                    // it into `flights`: the one leader.
+                    break unsafe { Leader::new(flight) };
+                }
+            }
+        };
+        // From here on an unwinding `init` drops `guard`, which gives back
+        // the reservation and removes the flight, then `leader`, which
+        // completes the flight as panicked.
+        let guard = FlightGuard {
+            map: self,
+            key: &key,
+            flight: leader.flight().clone(),
+            keep_reservation: false,
+        };
+        if self.amortised {
+            self.sweep_expired(AMORTISED_SWEEP);
+        }
+        self.counters.inits.inc();
+        match init() {
+            Ok(value) => {
+                self.publish(key.clone(), value.clone(), ttl.into());
+                // Published before the flight leaves `flights` (see above).
+                guard.disarm();
+                leader.finish(Outcome::Ready(value.clone()));
+                Ok(value)
+            }
+            Err(error) => {
+                self.counters.init_errors.inc();
+                let error = Arc::new(error);
+                drop(guard);
+                leader.finish(Outcome::Failed(error.clone()));
+                Err(InitError::Failed(error))
+            }
+        }
+    }
+}
+
+/// Ends a leader's flight in the map: removes it from `flights` and, unless
+/// disarmed (the value was published and the reservation is the entry's
+/// now), gives the reservation back. Dropped by an unwinding initialiser too.
+struct FlightGuard<'a, K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    map: &'a TtlMap<K, V>,
+    key: &'a K,
+    flight: crate::sync::Arc<Flight<V>>,
+    /// Set once the value is published: the reservation is the entry's.
+    keep_reservation: bool,
+}
+
+impl<'a, K, V> FlightGuard<'a, K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Removes the flight, keeping the reservation.
+    fn disarm(mut self) {
+        self.keep_reservation = true;
+    }
+}
+
+impl<K, V> Drop for FlightGuard<'_, K, V>
+where
+    K: Eq + Hash + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if !self.keep_reservation {
+            self.map.release();
+        }
+        self.map.flights.remove_if_sync(self.key, |current| {
+            crate::sync::Arc::ptr_eq(current, &self.flight)
+        });
+    }
+}
+
+/// A test-only hook that holds a caller of `get_or_init` between its miss
+/// in `index` and its look at `flights`: the window in which another
+/// caller can lead, publish and remove its flight.
+#[cfg(all(test, not(latchfree_loom)))]
+pub(crate) mod pause {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static AFTER_MISS: RefCell<Option<Box<dyn FnOnce()>>> = const { RefCell::new(None) };
+    }
+
+    /// Runs `hook` on this thread's next miss in `get_or_init`, once.
+    pub(crate) fn on_next_miss(hook: impl FnOnce() + 'static) {
+        AFTER_MISS.with(|h| *h.borrow_mut() = Some(Box::new(hook)));
+    }
+
+    pub(super) fn after_miss() {
+        if let Some(hook) = AFTER_MISS.with(|h| h.borrow_mut().take()) {
+            hook();
+        }
+    }
+}
+
+#[cfg(all(test, not(latchfree_loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, mpsc};
+    use std::time::{Duration, SystemTime};
+
+    use super::pause;
+    use crate::clock::ManualClock;
+    use crate::ttl::TtlMap;
+
+    #[test]
+    fn a_caller_that_missed_before_a_leader_finished_does_not_init_again() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+        let map = TtlMap::<u32, u32>::for_tests(4, false, None, None, Arc::new(clock), None);
+        let inits = Arc::new(AtomicUsize::new(0));
+        let init = |inits: &Arc<AtomicUsize>, value: u32| {
+            let inits = inits.clone();
+            move || {
+                inits.fetch_add(1, Ordering::Relaxed);
+                Ok::<u32, ()>(value)
+            }
+        };
+        let (missed_tx, missed_rx) = mpsc::channel();
+        let (go_tx, go_rx) = mpsc::channel::<()>();
+        let late = {
+            let (map, init) = (map.clone(), init(&inits, 2));
+            std::thread::spawn(move || {
+                pause::on_next_miss(move || {
+                    missed_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                });
+                map.get_or_init(&1, || 1, None, init).ok()
+            })
+        };
+        // The late caller has missed; this one now leads the whole flight:
+        // it publishes, removes its flight and finishes.
+        missed_rx.recv().unwrap();
+        assert_eq!(
+            map.get_or_init(&1, || 1, None, init(&inits, 1)).ok(),
+            Some(1)
+        );
+        go_tx.send(()).unwrap();
+
+        assert_eq!(
+            late.join().unwrap(),
+            Some(1),
+            "the late caller made its own value"
+        );
+        assert_eq!(
+            inits.load(Ordering::Relaxed),
+            1,
+            "init ran twice for one key"
+        );
+        assert_eq!(map.counts(), (1, 1, 1));
+    }
+}
