@@ -100,7 +100,7 @@ fn eight_threads_read_and_write_across_both_tiers_exactly() {
                             if version % 7 == 3 {
                                 cache.invalidate(&k);
                                 last.insert(k, None);
-                            } else if cache.insert(k, value(t, k, version)) {
+                            } else if cache.insert(k, value(t, k, version)).is_ok() {
                                 last.insert(k, Some(version));
                             } else {
                                 // Nothing could be evicted at that moment
@@ -198,10 +198,10 @@ fn persist_crash_child() {
     writeln!(out).unwrap();
     for k in 0u64.. {
         assert!(k < 10_000_000, "child: never killed");
-        cache.insert(k, crash_value(k));
+        cache.insert(k, crash_value(k)).unwrap();
         if k % 3 == 0 {
             let old = k / 2;
-            cache.insert(old, crash_value(old));
+            cache.insert(old, crash_value(old)).unwrap();
         }
         if k % 16 == 15 {
             cache.flush().expect("child: flush");
@@ -340,7 +340,7 @@ fn corrupt_files_are_dropped_counted_and_never_served() {
     // Memory holds 4 entries: the others are read from disk.
     let cache = open(dir.path(), &clock, 4);
     for k in 0..40u64 {
-        assert!(cache.insert(k, format!("value {k}")));
+        cache.insert(k, format!("value {k}")).unwrap();
     }
     cache.flush().unwrap();
     let on_disk_only: Vec<u64> = (0..40).filter(|k| !cache.contains_in_memory(k)).collect();
@@ -403,7 +403,7 @@ fn expired_entries_are_served_by_neither_tier_even_after_a_restart() {
     let cache = open(dir.path(), &clock, 8);
     for k in 0..32u64 {
         let ttl = Duration::from_secs(if k % 2 == 0 { 10 } else { 100 });
-        assert!(cache.insert_with_ttl(k, format!("v{k}"), ttl));
+        cache.insert_with_ttl(k, format!("v{k}"), ttl).unwrap();
     }
     cache.flush().unwrap();
     assert_eq!(entry_files(dir.path()).len(), 32);
@@ -447,7 +447,9 @@ fn restart_warms_up_live_entries_with_their_remaining_ttl() {
     let clock = clock();
     let cache = open(dir.path(), &clock, 1_000);
     for k in 0..300u64 {
-        assert!(cache.insert_with_ttl(k, format!("v{k}"), Duration::from_secs(k + 1)));
+        cache
+            .insert_with_ttl(k, format!("v{k}"), Duration::from_secs(k + 1))
+            .unwrap();
     }
     cache.flush().unwrap();
     drop(cache);
@@ -457,7 +459,7 @@ fn restart_warms_up_live_entries_with_their_remaining_ttl() {
         .fsync(false)
         .open()
         .unwrap();
-    no_ttl.insert(1, "one".into());
+    no_ttl.insert(1, "one".into()).unwrap();
     drop(no_ttl);
 
     clock.advance(Duration::from_secs(100)); // keys 0..100 are dead
@@ -497,7 +499,7 @@ fn invalidation_reaches_the_disk_in_order() {
     let clock = clock();
     let cache = open(dir.path(), &clock, 4);
     for k in 0..20u64 {
-        cache.insert(k, format!("a{k}"));
+        cache.insert(k, format!("a{k}")).unwrap();
     }
     // Invalidate every key at once (most are on disk only), then rewrite
     // every third: the queue holds write, remove, write for those.
@@ -505,7 +507,7 @@ fn invalidation_reaches_the_disk_in_order() {
         cache.invalidate(&k);
         assert_eq!(cache.get(&k), None, "key {k} right after invalidate");
         if k.is_multiple_of(3) {
-            cache.insert(k, format!("b{k}"));
+            cache.insert(k, format!("b{k}")).unwrap();
         }
     }
     cache.flush().unwrap();
@@ -571,7 +573,7 @@ fn a_full_queue_makes_writers_wait_and_loses_nothing() {
             let cache = &cache;
             s.spawn(move || {
                 for k in t * 100..t * 100 + 100 {
-                    assert!(cache.insert(k, format!("v{k}")));
+                    cache.insert(k, format!("v{k}")).unwrap();
                 }
             });
         }
@@ -656,7 +658,7 @@ fn a_read_through_racing_an_invalidate_does_not_resurrect_its_value() {
             .unwrap(),
     );
     for k in 1..=3u64 {
-        cache.insert(k, format!("v{k}"));
+        cache.insert(k, format!("v{k}")).unwrap();
     }
     cache.flush().unwrap();
     // One key was evicted to make room: on disk only. Free a slot, so the
@@ -732,7 +734,7 @@ fn a_directory_in_use_is_refused_until_its_cache_is_dropped() {
     let dir = tempfile::tempdir().unwrap();
     let clock = clock();
     let first = open(dir.path(), &clock, 16);
-    first.insert(1, value(0, 1, 0));
+    first.insert(1, value(0, 1, 0)).unwrap();
     let err = TtlCache::<u64, String>::builder()
         .persist_dir(dir.path())
         .open()
@@ -764,8 +766,8 @@ fn changes_queued_for_one_key_are_coalesced_into_its_newest_state() {
     let clock = clock();
     let cache = open(dir.path(), &clock, 16);
     for v in 0..CHANGES {
-        cache.insert(7, value(0, 7, v));
-        cache.insert(8, value(0, 8, v));
+        cache.insert(7, value(0, 7, v)).unwrap();
+        cache.insert(8, value(0, 8, v)).unwrap();
     }
     cache.invalidate(&8);
     cache.flush().unwrap();

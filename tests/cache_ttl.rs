@@ -142,9 +142,11 @@ fn ttl_idle_ttl_and_per_entry_ttl_with_a_manual_clock() {
             .build()
             .unwrap()
     };
-    assert!(cache.insert("ttl", 1));
-    assert!(cache.insert_with_ttl("short", 2, Duration::from_secs(5)));
-    assert!(cache.insert("idle", 3));
+    cache.insert("ttl", 1).unwrap();
+    cache
+        .insert_with_ttl("short", 2, Duration::from_secs(5))
+        .unwrap();
+    cache.insert("idle", 3).unwrap();
     clock.advance(Duration::from_millis(4_999));
     assert_eq!(cache.get(&"short"), Some(2));
     clock.advance(Duration::from_millis(1));
@@ -186,13 +188,15 @@ fn a_zero_ttl_is_expired_at_birth_as_the_builder_says() {
         .clock(clock.clone())
         .build()
         .unwrap();
-    assert!(cache.insert("k", 1));
-    assert!(cache.insert_with_ttl("k", 2, Duration::ZERO));
+    cache.insert("k", 1).unwrap();
+    cache.insert_with_ttl("k", 2, Duration::ZERO).unwrap();
     assert_eq!(cache.get(&"k"), None, "a zero TTL returned its value");
     assert!(!cache.contains_key(&"k"));
     assert_eq!(cache.sweep(), 0, "the read evicted it already");
     // One nanosecond lives for one nanosecond: zero is not "no deadline".
-    assert!(cache.insert_with_ttl("n", 3, Duration::from_nanos(1)));
+    cache
+        .insert_with_ttl("n", 3, Duration::from_nanos(1))
+        .unwrap();
     assert_eq!(cache.get(&"n"), Some(3));
     clock.advance(Duration::from_nanos(1));
     assert!(!cache.contains_key(&"n"));
@@ -228,10 +232,10 @@ fn replace_invalidate_and_invalidate_all_notify_once_with_their_cause() {
             .build()
             .unwrap()
     };
-    cache.insert(1, 10);
-    cache.insert(1, 11);
-    cache.insert(2, 20);
-    cache.insert(3, 30);
+    cache.insert(1, 10).unwrap();
+    cache.insert(1, 11).unwrap();
+    cache.insert(2, 20).unwrap();
+    cache.insert(3, 30).unwrap();
     assert_eq!(cache.invalidate(&2), Some(20));
     assert_eq!(cache.invalidate(&2), None);
     assert_eq!(cache.invalidate_all(), 2);
@@ -270,7 +274,7 @@ fn the_capacity_bound_holds_and_second_chance_keeps_read_entries() {
             .unwrap()
     };
     for k in 0..100_000u64 {
-        assert!(cache.insert(k, k));
+        cache.insert(k, k).unwrap();
         assert_eq!(cache.get(&0), Some(0), "key 0 is read after every insert");
         assert!(cache.len() <= CAP);
     }
@@ -300,7 +304,7 @@ fn concurrent_inserts_and_loads_never_exceed_the_bound() {
                     let k = x % 2_048;
                     match x % 3 {
                         0 => {
-                            cache.insert(k, k);
+                            cache.insert(k, k).unwrap();
                         }
                         1 => assert_eq!(cache.get_or_load(k, || k).unwrap(), k),
                         _ => {
@@ -352,7 +356,7 @@ fn one_ticker_keeps_the_coarse_time_of_several_caches_without_writes() {
                 .time_resolution(Duration::from_millis(1))
                 .build()
                 .unwrap();
-            assert!(cache.insert(i, i));
+            cache.insert(i, i).unwrap();
             cache
         })
         .collect();
@@ -400,10 +404,10 @@ fn a_clock_stepping_back_neither_expires_early_nor_resurrects() {
             .build()
             .unwrap()
     };
-    cache.insert(1, 10);
+    cache.insert(1, 10).unwrap();
     clock.set(start - Duration::from_secs(86_400)); // a day back
     assert_eq!(cache.get(&1), Some(10));
-    cache.insert(2, 20); // deadline: a day ago + 60 s
+    cache.insert(2, 20).unwrap(); // deadline: a day ago + 60 s
     assert_eq!(cache.sweep(), 0);
     clock.set(start + Duration::from_millis(59_999));
     assert_eq!(cache.get(&1), Some(10));
@@ -429,7 +433,7 @@ fn replacing_a_present_key_never_makes_a_reader_miss() {
     const READS: u64 = 500_000;
     let cache = TtlCache::<u64, u64>::new(1_000);
     for k in 0..KEYS {
-        cache.insert(k, k);
+        cache.insert(k, k).unwrap();
     }
     let done = std::sync::atomic::AtomicBool::new(false);
     let misses = thread::scope(|s| {
@@ -438,7 +442,7 @@ fn replacing_a_present_key_never_makes_a_reader_miss() {
             s.spawn(move || {
                 let mut i = w;
                 while !done.load(Ordering::Relaxed) {
-                    cache.insert(i % KEYS, i);
+                    cache.insert(i % KEYS, i).unwrap();
                     i += 2;
                 }
             });

@@ -97,7 +97,7 @@ impl<V: Value> MapOps for Latchfree<V> {
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
-        self.0.insert(i, V::from_payload(init()));
+        self.0.insert(i, V::from_payload(init())).unwrap();
     }
 
     fn remove(&self, i: u64) {
@@ -177,7 +177,7 @@ impl<V: Value> MapOps for Locked<V> {
     }
 
     fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
-        self.0.insert(i, V::from_payload(init()));
+        self.0.insert(i, V::from_payload(init())).unwrap();
     }
 
     fn remove(&self, i: u64) {

@@ -151,7 +151,7 @@ impl Tiered for Latchfree {
     }
 
     fn insert(&self, k: u64, v: Value) {
-        self.0.insert(k, v);
+        self.0.insert(k, v).unwrap();
     }
 
     fn flush(&self) {

@@ -29,7 +29,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use super::timed::{self, Lifetimes, Timed};
-use crate::cache::{BuildError, DEFAULT_MAX_ENTRIES, EvictionCause, LoadError};
+use crate::cache::{BuildError, DEFAULT_MAX_ENTRIES, EvictionCause, LoadError, Rejected};
 use crate::clock::{Clock, SystemClock};
 
 type Listener<K, V> = Arc<dyn Fn(&K, V, EvictionCause) + Send + Sync>;
@@ -257,20 +257,20 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
     }
 
     /// Inserts `value` under `key` with the cache's lifetimes, replacing any
-    /// previous value ([`EvictionCause::Replaced`]). Always `true`: there is
-    /// always something to evict at the bound (the `bool` mirrors
+    /// previous value ([`EvictionCause::Replaced`]). Always `Ok`: there is
+    /// always something to evict at the bound (the `Result` mirrors
     /// [`TtlCache::insert`](crate::cache::TtlCache::insert)).
-    pub fn insert(&self, key: K, value: V) -> bool {
+    pub fn insert(&self, key: K, value: V) -> Result<(), Rejected<K, V>> {
         self.insert_entry(key, value, None)
     }
 
     /// Inserts `value` under `key`, expiring `ttl` from now instead of after
     /// the cache's time to live.
-    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> bool {
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Rejected<K, V>> {
         self.insert_entry(key, value, Some(ttl))
     }
 
-    fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) -> bool {
+    fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) -> Result<(), Rejected<K, V>> {
         let now = self.now();
         let mut removed = Vec::new();
         {
@@ -278,7 +278,7 @@ impl<K: Eq + Hash + Clone, V: Clone> LockedTtlCache<K, V> {
             self.store(&mut entries, key, value, now, ttl, &mut removed);
         }
         self.notify(removed);
-        true
+        Ok(())
     }
 
     /// Under the lock: makes room and stores the entry.
@@ -485,8 +485,10 @@ mod tests {
             b.time_to_live(Duration::from_secs(20))
                 .time_to_idle(Duration::from_secs(8))
         });
-        cache.insert(1, 10);
-        cache.insert_with_ttl(2, 20, Duration::from_secs(5));
+        cache.insert(1, 10).unwrap();
+        cache
+            .insert_with_ttl(2, 20, Duration::from_secs(5))
+            .unwrap();
         clock.advance(Duration::from_secs(4));
         assert_eq!(cache.get(&1), Some(10));
         assert_eq!(cache.get(&2), Some(20));
@@ -506,7 +508,7 @@ mod tests {
                 (2, 20, EvictionCause::Expired)
             ]
         );
-        cache.insert(3, 30);
+        cache.insert(3, 30).unwrap();
         clock.advance(Duration::from_secs(8));
         assert_eq!(cache.sweep(), 1, "idle limit reached");
         assert_eq!(taken(&log), [(3, 30, EvictionCause::Expired)]);
@@ -515,16 +517,18 @@ mod tests {
     #[test]
     fn capacity_purges_the_expired_then_evicts_the_least_recently_used() {
         let (cache, clock, log) = cache(|b| b.max_entries(2));
-        cache.insert_with_ttl(1, 10, Duration::from_secs(1));
-        cache.insert(2, 20);
+        cache
+            .insert_with_ttl(1, 10, Duration::from_secs(1))
+            .unwrap();
+        cache.insert(2, 20).unwrap();
         clock.advance(Duration::from_secs(1));
-        cache.insert(3, 30);
+        cache.insert(3, 30).unwrap();
         assert_eq!(taken(&log), [(1, 10, EvictionCause::Expired)]);
         clock.advance(Duration::from_secs(1));
         assert_eq!(cache.get(&2), Some(20));
-        cache.insert(4, 40);
+        cache.insert(4, 40).unwrap();
         assert_eq!(taken(&log), [(3, 30, EvictionCause::Capacity)]);
-        cache.insert(4, 41);
+        cache.insert(4, 41).unwrap();
         assert_eq!(taken(&log), [(4, 40, EvictionCause::Replaced)]);
         assert_eq!(cache.len(), 2);
     }
@@ -564,7 +568,7 @@ mod tests {
     fn invalidation_tells_the_listener_once_each() {
         let (cache, _, log) = cache(|b| b);
         for k in 1..=3 {
-            cache.insert(k, k * 10);
+            cache.insert(k, k * 10).unwrap();
         }
         assert_eq!(cache.invalidate(&2), Some(20));
         assert_eq!(cache.invalidate(&2), None);

@@ -12,7 +12,7 @@
 //! let v = cache.get_or_load(7, || "seven".to_string())?;
 //! assert_eq!(v, "seven");
 //! assert_eq!(cache.get(&7).as_deref(), Some("seven"));
-//! cache.insert_with_ttl(8, "eight".into(), Duration::from_secs(1));
+//! cache.insert_with_ttl(8, "eight".into(), Duration::from_secs(1))?; // or Err(Rejected { key, value })
 //! assert_eq!(cache.invalidate(&8).as_deref(), Some("eight"));
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
@@ -109,6 +109,32 @@ pub enum LoadError<E = Infallible> {
         max: usize,
     },
 }
+
+/// An insert the cache refused: no room could be made (every slot was a load
+/// in progress). It hands the key and the value back, as scc's and
+/// crossbeam's inserts do; the cache is unchanged. `Debug` and the error
+/// message need neither `K: Debug` nor `V: Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Rejected<K, V> {
+    /// The key, as given.
+    pub key: K,
+    /// The value, as given.
+    pub value: V,
+}
+
+impl<K, V> fmt::Debug for Rejected<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Rejected").finish_non_exhaustive()
+    }
+}
+
+impl<K, V> fmt::Display for Rejected<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the cache is full of loads in progress: the entry was not inserted")
+    }
+}
+
+impl<K, V> std::error::Error for Rejected<K, V> {}
 
 /// The cache's counters, read at one moment (see [`TtlCache::metrics`]).
 /// Each is also in the [`Stats`] given to the builder, as
@@ -376,10 +402,14 @@ where
     }
 
     /// Inserts `value` under `key` with the cache's TTL, replacing any entry
-    /// there ([`EvictionCause::Replaced`]). `false` if it was dropped
-    /// because nothing could be evicted (see the module docs).
-    pub fn insert(&self, key: K, value: V) -> bool {
-        self.map.insert(key, value, Life::Default)
+    /// there ([`EvictionCause::Replaced`]). If nothing could be evicted to
+    /// make room (every slot is a load in progress; see the module docs),
+    /// the key and value come back in [`Rejected`] and the cache is
+    /// unchanged.
+    pub fn insert(&self, key: K, value: V) -> Result<(), Rejected<K, V>> {
+        self.map
+            .insert(key, value, Life::Default)
+            .map_err(|(key, value)| Rejected { key, value })
     }
 
     /// As [`insert`](Self::insert), with this entry's own time to live
@@ -390,8 +420,10 @@ where
     /// [`EvictionCause::Replaced`]) and is never returned; a sweep or a read
     /// evicts it as [`EvictionCause::Expired`]. (The builders refuse a zero
     /// TTL for the same reason: every entry would be expired at birth.)
-    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> bool {
-        self.map.insert(key, value, Life::Ttl(ttl))
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Rejected<K, V>> {
+        self.map
+            .insert(key, value, Life::Ttl(ttl))
+            .map_err(|(key, value)| Rejected { key, value })
     }
 
     /// The live value under `key`, or the one `loader` makes, which runs at

@@ -11,6 +11,7 @@ use crate::stats::StatsError;
 /// When expired entries are swept out (they are never *returned* either
 /// way; sweeping frees their memory and capacity and calls the listener).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Sweep {
     /// A background thread sweeps every `interval` (and keeps the coarse
     /// time, see the builders' `time_resolution`). It holds no lock that
@@ -36,7 +37,11 @@ impl Default for Sweep {
 }
 
 /// Why a registry or cache could not be built.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+///
+/// Two errors are equal when they are the same variant with equal fields
+/// (`Spawn`: the same [`io::ErrorKind`](std::io::ErrorKind)).
+#[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The capacity bound is zero.
     #[error("the capacity bound must be at least 1 (max_sessions / max_entries)")]
@@ -51,9 +56,24 @@ pub enum BuildError {
     #[error("cannot register the metrics: {0}")]
     Stats(#[from] StatsError),
     /// The background sweeper thread could not be started.
-    #[error("cannot start the sweeper thread: {0}")]
-    Spawn(String),
+    #[error("cannot start the sweeper thread")]
+    Spawn(#[source] Arc<std::io::Error>),
 }
+
+impl PartialEq for BuildError {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::ZeroCapacity, Self::ZeroCapacity)
+            | (Self::ZeroSweepInterval, Self::ZeroSweepInterval) => true,
+            (Self::ZeroTimeout(a), Self::ZeroTimeout(b)) => a == b,
+            (Self::Stats(a), Self::Stats(b)) => a == b,
+            (Self::Spawn(a), Self::Spawn(b)) => a.kind() == b.kind(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for BuildError {}
 
 /// A map's configuration, checked by the builders.
 pub(crate) struct Options<K, V> {

@@ -6,6 +6,7 @@ use std::fmt;
 
 /// Why an entry left the map: the cause given to an eviction listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[non_exhaustive]
 pub enum EvictionCause {
     /// Its deadline passed (idle timeout, lifetime or per-entry TTL).
     Expired,

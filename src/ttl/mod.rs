@@ -230,11 +230,11 @@ where
                     let weak: Weak<Self> = Arc::downgrade(&map);
                     let target: Weak<dyn Tick> = weak;
                     sweeper::register(target, options.resolution.min(interval))
-                        .map_err(|e| BuildError::Spawn(e.to_string()))?;
+                        .map_err(|e| BuildError::Spawn(Arc::new(e)))?;
                 }
                 Some(
                     SweeperHandle::spawn(Arc::downgrade(&map), interval)
-                        .map_err(|e| BuildError::Spawn(e.to_string()))?,
+                        .map_err(|e| BuildError::Spawn(Arc::new(e)))?,
                 )
             }
             None => None,

@@ -17,13 +17,13 @@ where
     V: Clone + Send + Sync + 'static,
 {
     /// Inserts `value` under `key`, replacing any entry there (cause
-    /// `Replaced`). `false` if no room could be made (the value is dropped).
-    pub(crate) fn insert(&self, key: K, value: V, life: Life) -> bool {
+    /// `Replaced`). If no room could be made, hands `key` and `value` back.
+    pub(crate) fn insert(&self, key: K, value: V, life: Life) -> Result<(), (K, V)> {
         if !self.reserve_for_write() {
-            return false;
+            return Err((key, value));
         }
         self.publish(key, value, life);
-        true
+        Ok(())
     }
 
     /// Takes one unit of capacity for a write, making room if needed;

@@ -9,7 +9,7 @@
 //!     .time_to_live(Duration::from_secs(60))
 //!     .persist_dir(dir.path())
 //!     .open()?;
-//! cache.insert("primes".into(), vec![2, 3, 5]);
+//! cache.insert("primes".into(), vec![2, 3, 5])?;
 //! cache.flush()?; // on disk now
 //! drop(cache);
 //!
@@ -123,7 +123,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{BuildError, CacheMetrics, LoadError, TtlCache, TtlCacheBuilder};
+use super::{BuildError, CacheMetrics, LoadError, Rejected, TtlCache, TtlCacheBuilder};
 use crate::ttl::Journal;
 use tier::{DiskCounters, Op, Tier};
 use writer::Verdict;
@@ -491,12 +491,12 @@ where
     /// Inserts `value` under `key` with the cache's TTL; it is written to
     /// disk behind the call. `false` if it was dropped (see
     /// [`TtlCache::insert`]).
-    pub fn insert(&self, key: K, value: V) -> bool {
+    pub fn insert(&self, key: K, value: V) -> Result<(), Rejected<K, V>> {
         self.cache.insert(key, value)
     }
 
     /// As [`insert`](Self::insert), with this entry's own time to live.
-    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> bool {
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) -> Result<(), Rejected<K, V>> {
         self.cache.insert_with_ttl(key, value, ttl)
     }
 
