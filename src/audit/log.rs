@@ -5,41 +5,27 @@ use std::fmt;
 use std::fs::{OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use super::progress::{self, Level, Progress, Stalled};
+use super::record::Head;
 use super::record::RecordError;
 use super::recover::{self, RecoverError};
 use super::ring::{self, OnFull, Producer, PushError, RingConfig};
-use super::verify::Head;
-use super::writer::{self, Desk, Summary, Unwritten, Writer};
+pub use super::writer::Durability;
+use super::writer::{self, Counts, Desk, Heads, Shared, Summary, Unwritten, Writer};
 use crate::clock::{Clock, SystemClock};
-use crate::stats::{Counter, Stats, StatsError};
+use crate::stats::{Stats, StatsError};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The size at which a stream starts a new file unless told otherwise
 /// ([`AuditBuilder::max_file_bytes`]): 256 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
-
-/// When the writer fsyncs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Never on its own: records reach the OS page cache (they survive a
-    /// crash of the process, not of the machine). Callers that need more
-    /// wait for [`Guarantee::Disk`].
-    #[default]
-    None,
-    /// After every batch: group commit. Every record is on disk within one
-    /// write and one fsync of reaching the writer.
-    Batch,
-    /// At most this long after a batch is written.
-    Interval(Duration),
-}
 
 /// How far a record has gone: what a caller can wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -144,36 +130,6 @@ pub enum AuditError {
     Stats(#[from] StatsError),
 }
 
-/// Counters of one stream, registered in a [`Stats`].
-pub(crate) struct Counts {
-    pub(crate) written: Counter,
-    pub(crate) dropped: Counter,
-    pub(crate) gap_records: Counter,
-    pub(crate) batches: Counter,
-    pub(crate) bytes: Counter,
-    pub(crate) fsyncs: Counter,
-    pub(crate) full_waits: Counter,
-    pub(crate) write_errors: Counter,
-    pub(crate) files: Counter,
-}
-
-impl Counts {
-    fn register(stats: &Stats, prefix: &str) -> Result<Self, StatsError> {
-        let counter = |what: &str| stats.counter(&format!("{prefix}_{what}_total"));
-        Ok(Self {
-            written: counter("records_written")?,
-            dropped: counter("events_dropped")?,
-            gap_records: counter("gap_records")?,
-            batches: counter("batches")?,
-            bytes: counter("bytes_written")?,
-            fsyncs: counter("fsyncs")?,
-            full_waits: counter("full_waits")?,
-            write_errors: counter("write_errors")?,
-            files: counter("files_created")?,
-        })
-    }
-}
-
 /// A stream's counters, read at one moment (see [`AuditLog::metrics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditMetrics {
@@ -197,30 +153,6 @@ pub struct AuditMetrics {
     pub write_errors: u64,
     /// Files created.
     pub files: u64,
-}
-
-/// The chain heads the writer reports with its levels.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Heads {
-    pub(crate) written: Option<Head>,
-    pub(crate) synced: Option<Head>,
-}
-
-/// What the handles and the writer share.
-pub(crate) struct Shared {
-    pub(crate) prefix: String,
-    pub(crate) durability: Durability,
-    pub(crate) max_file_bytes: u64,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) counts: Counts,
-    /// Ring positions written, and fsynced.
-    pub(crate) written: Level,
-    pub(crate) synced: Level,
-    /// The highest position a caller waits to see fsynced.
-    pub(crate) sync_wanted: AtomicU64,
-    /// The writer's last write failed (the error is in `progress`).
-    pub(crate) failed: AtomicBool,
-    pub(crate) progress: Progress<Heads>,
 }
 
 /// Configures and opens an [`AuditLog`].
@@ -375,23 +307,14 @@ impl AuditBuilder {
                 synced: recovered.head,
             }
         });
-        let writer = Writer {
+        let writer = Writer::new(
             consumer,
-            shared: shared.clone(),
-            dir: self.dir.clone(),
-            current: Some(current),
-            head: recovered.head,
-            pending: Vec::with_capacity(writer::BATCH_BYTES + 4096),
-            pending_from: 0,
-            gap_end: 0,
-            encoded: 0,
-            written: 0,
-            synced: 0,
-            last_sync: Instant::now(),
-            full_waits_seen: 0,
-            lock: Some(lock),
-            stopped: false,
-        };
+            shared.clone(),
+            self.dir.clone(),
+            current,
+            recovered.head,
+            lock,
+        );
         let desk = Desk::new(writer);
         let thread = {
             let shared = shared.clone();

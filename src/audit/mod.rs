@@ -39,5 +39,6 @@ pub use log::{
     AuditBuilder, AuditError, AuditLog, AuditMetrics, DEFAULT_MAX_FILE_BYTES, Durability,
     Guarantee, Ticket,
 };
+pub use record::Head;
 pub use ring::OnFull;
-pub use verify::{Head, VerifyError, VerifyReport, verify, verify_files, verify_from};
+pub use verify::{VerifyError, VerifyReport, verify, verify_files, verify_from};

@@ -82,6 +82,17 @@ impl fmt::Debug for ChainHash {
     }
 }
 
+/// A point in a chain: a record's `seq` and hash. Recovery resumes from
+/// one, the verifier starts from and reports one, and exported, it anchors
+/// the chain (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The record's position.
+    pub seq: u64,
+    /// The record's hash.
+    pub hash: ChainHash,
+}
+
 /// What a record carries.
 #[derive(Clone, Copy, Debug)]
 pub enum Body<'a> {

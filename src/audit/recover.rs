@@ -20,7 +20,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use super::record::{self, Record, RecordError};
-use super::verify::Head;
+use super::record::Head;
 
 /// The newest whole record of a file, and where its whole lines end.
 #[derive(Clone, Debug, PartialEq)]

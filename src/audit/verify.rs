@@ -15,16 +15,8 @@ use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 
+pub use super::record::Head;
 use super::record::{self, ChainHash, RecordError};
-
-/// A point in a chain: a record's `seq` and hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Head {
-    /// The record's position.
-    pub seq: u64,
-    /// The record's hash.
-    pub hash: ChainHash,
-}
 
 /// What a successful verification found.
 #[derive(Clone, Debug, PartialEq, Eq)]

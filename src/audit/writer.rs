@@ -25,11 +25,14 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::log::{Durability, Shared};
+use super::progress::{Level, Progress};
+use super::record::Head;
 use super::record::{self, Body, ChainHash, Timestamp};
 use super::recover::{self, Current};
 use super::ring::Consumer;
-use super::verify::Head;
+use crate::clock::Clock;
+use crate::stats::{Counter, Stats, StatsError};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A batch stops growing once its lines reach this many bytes.
 pub(crate) const BATCH_BYTES: usize = 1 << 20;
@@ -39,6 +42,75 @@ const IDLE: Duration = Duration::from_millis(100);
 /// How long the idle writer polls the ring (six growing spins, then
 /// yields) before it sleeps.
 const IDLE_POLL: Duration = Duration::from_micros(50);
+
+/// When the writer fsyncs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Never on its own: records reach the OS page cache (they survive a
+    /// crash of the process, not of the machine). Callers that need more
+    /// wait for [`Guarantee::Disk`](super::Guarantee::Disk).
+    #[default]
+    None,
+    /// After every batch: group commit. Every record is on disk within one
+    /// write and one fsync of reaching the writer.
+    Batch,
+    /// At most this long after a batch is written.
+    Interval(Duration),
+}
+
+/// Counters of one stream, registered in a [`Stats`].
+pub(crate) struct Counts {
+    pub(crate) written: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) gap_records: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) fsyncs: Counter,
+    pub(crate) full_waits: Counter,
+    pub(crate) write_errors: Counter,
+    pub(crate) files: Counter,
+}
+
+impl Counts {
+    pub(crate) fn register(stats: &Stats, prefix: &str) -> Result<Self, StatsError> {
+        let counter = |what: &str| stats.counter(&format!("{prefix}_{what}_total"));
+        Ok(Self {
+            written: counter("records_written")?,
+            dropped: counter("events_dropped")?,
+            gap_records: counter("gap_records")?,
+            batches: counter("batches")?,
+            bytes: counter("bytes_written")?,
+            fsyncs: counter("fsyncs")?,
+            full_waits: counter("full_waits")?,
+            write_errors: counter("write_errors")?,
+            files: counter("files_created")?,
+        })
+    }
+}
+
+/// The chain heads the writer reports with its levels.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Heads {
+    pub(crate) written: Option<Head>,
+    pub(crate) synced: Option<Head>,
+}
+
+/// What the handles and the writer share.
+pub(crate) struct Shared {
+    pub(crate) prefix: String,
+    pub(crate) durability: Durability,
+    pub(crate) max_file_bytes: u64,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) counts: Counts,
+    /// Ring positions written, and fsynced.
+    pub(crate) written: Level,
+    pub(crate) synced: Level,
+    /// The highest position a caller waits to see fsynced.
+    pub(crate) sync_wanted: AtomicU64,
+    /// The writer's last write failed (the error is in `progress`).
+    pub(crate) failed: AtomicBool,
+    pub(crate) progress: Progress<Heads>,
+}
 
 /// What a writer that stopped cleanly leaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,30 +126,30 @@ pub(crate) struct Unwritten {
 }
 
 pub(crate) struct Writer {
-    pub(crate) consumer: Consumer,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) dir: PathBuf,
-    pub(crate) current: Option<Current>,
-    pub(crate) head: Option<Head>,
+    consumer: Consumer,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    current: Option<Current>,
+    head: Option<Head>,
     /// Encoded lines not yet accepted by the OS, from `pending_from`.
-    pub(crate) pending: Vec<u8>,
-    pub(crate) pending_from: usize,
+    pending: Vec<u8>,
+    pending_from: usize,
     /// Where the batch's gap marker ends in `pending` (0 if it has none).
-    pub(crate) gap_end: usize,
+    gap_end: usize,
     /// Ring positions encoded into `pending` (all of them once it is empty).
-    pub(crate) encoded: u64,
+    encoded: u64,
     /// Ring positions handed to the OS.
-    pub(crate) written: u64,
+    written: u64,
     /// Ring positions fsynced.
-    pub(crate) synced: u64,
-    pub(crate) last_sync: Instant,
+    synced: u64,
+    last_sync: Instant,
     /// Counters already reported to `stats` (`full_waits` is cumulative in
     /// the ring).
-    pub(crate) full_waits_seen: u64,
+    full_waits_seen: u64,
     /// The stream's lock file, locked while the writer runs.
-    pub(crate) lock: Option<File>,
+    lock: Option<File>,
     /// Set by the thread when it returns: no turn may run after it.
-    pub(crate) stopped: bool,
+    stopped: bool,
 }
 
 /// The writer's state, shared by its thread and by callers waiting for a
@@ -189,6 +261,35 @@ impl Desk {
 }
 
 impl Writer {
+    /// A writer that appends to `current` (the newest file, open), chaining
+    /// from `head`, and holds the stream's `lock` file until it stops.
+    pub(crate) fn new(
+        consumer: Consumer,
+        shared: Arc<Shared>,
+        dir: PathBuf,
+        current: Current,
+        head: Option<Head>,
+        lock: File,
+    ) -> Self {
+        Self {
+            consumer,
+            shared,
+            dir,
+            current: Some(current),
+            head,
+            pending: Vec::with_capacity(BATCH_BYTES + 4096),
+            pending_from: 0,
+            gap_end: 0,
+            encoded: 0,
+            written: 0,
+            synced: 0,
+            last_sync: Instant::now(),
+            full_waits_seen: 0,
+            lock: Some(lock),
+            stopped: false,
+        }
+    }
+
     /// Ends the stream for this process: no turn runs after it; the file,
     /// the buffer and the lock file (so the stream can be opened again)
     /// are released.
@@ -418,8 +519,8 @@ fn append(out: &mut Vec<u8>, head: &Option<Head>, ts: &Timestamp, body: Body<'_>
     Head { seq, hash }
 }
 
-fn relaxed() -> std::sync::atomic::Ordering {
+fn relaxed() -> Ordering {
     // The flags and counters the writer shares outside `Progress` are hints
     // read without ordering anything else.
-    std::sync::atomic::Ordering::Relaxed
+    Ordering::Relaxed
 }
