@@ -464,6 +464,15 @@ impl AuditLog {
         with_buffer(|buffer| {
             let mut limited = Limited { buffer, max };
             match serde_json::to_writer(&mut limited, event) {
+                // serde_json escapes line breaks in strings: a raw one can
+                // only come from a `RawValue` inside the event, and a record
+                // must be one line. Re-serialised compactly, as `log_json`
+                // does.
+                Ok(()) if limited.buffer.contains(&b'\n') || limited.buffer.contains(&b'\r') => {
+                    let value: serde_json::Value = serde_json::from_slice(limited.buffer)
+                        .map_err(|e| AuditError::Serialize(Arc::new(e)))?;
+                    self.log(&value)
+                }
                 Ok(()) => self.push(limited.buffer),
                 Err(e) if e.is_io() => Err(AuditError::TooLarge { max }),
                 Err(e) => Err(AuditError::Serialize(Arc::new(e))),

@@ -8,6 +8,14 @@
 //! * `seq` numbers records from 0 with no hole; a `gap` record stands where
 //!   `gap` events were dropped (only under the lossy policy), so readers see
 //!   where and how many.
+//! * `event` is whatever JSON value the event serialised to, `null`
+//!   included: `log(&())`, `log(&None::<T>)` and `log(&f64::NAN)` (which
+//!   serde_json writes as `null`) are events. A record is an event exactly
+//!   when the `event` key is present. Storing `null` as it is, rather than
+//!   refusing it or wrapping it, keeps every value `log` accepts readable,
+//!   keeps the line format unchanged, and makes logs written before readers
+//!   learned this (which hold such lines) readable and verifiable as they
+//!   are: the hash covers the bytes, which did not change.
 //! * `hash` is the SHA-256 of every byte of the line before `,"hash":"` —
 //!   which includes `seq`, `ts`, the event and `prev`, the previous record's
 //!   hash (64 zeros for the first). Editing, deleting, inserting or swapping
@@ -176,7 +184,8 @@ pub struct Record {
     pub seq: u64,
     /// The timestamp as written (RFC 3339, UTC).
     pub ts: String,
-    /// The event (`None` for a gap marker).
+    /// The event (`None` for a gap marker; an event that serialised to
+    /// JSON `null` is `Some(Value::Null)`).
     pub event: Option<serde_json::Value>,
     /// Events dropped at this point (gap markers only).
     pub gap: Option<u64>,
@@ -202,12 +211,22 @@ pub enum RecordError {
 struct Wire {
     seq: u64,
     ts: String,
-    #[serde(default)]
+    /// `Some` whenever the key is present, even for `"event":null`: an
+    /// event that serialises to `null` (`()`, `None`, `f64::NAN`) is an
+    /// event, not a missing field.
+    #[serde(default, deserialize_with = "present")]
     event: Option<serde_json::Value>,
     #[serde(default)]
     gap: Option<u64>,
     prev: String,
     hash: String,
+}
+
+/// A field that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
 /// Parses one line (without its `\n`) and checks its hash.
