@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::durable::{OsSyncer, Syncer};
 use super::progress::{self, Level, Progress, Stalled};
 use super::record::Head;
 use super::record::RecordError;
@@ -166,6 +167,7 @@ pub struct AuditBuilder {
     max_file_bytes: u64,
     clock: Arc<dyn Clock>,
     stats: Option<Stats>,
+    syncer: Arc<dyn Syncer>,
 }
 
 impl AuditBuilder {
@@ -228,6 +230,13 @@ impl AuditBuilder {
     /// in `stats` instead of a private registry.
     pub fn stats(mut self, stats: &Stats) -> Self {
         self.stats = Some(stats.clone());
+        self
+    }
+
+    /// Replaces the OS's sync calls (tests record them).
+    #[cfg(test)]
+    pub(crate) fn syncer(mut self, syncer: Arc<dyn Syncer>) -> Self {
+        self.syncer = syncer;
         self
     }
 
@@ -314,6 +323,7 @@ impl AuditBuilder {
             current,
             recovered.head,
             lock,
+            self.syncer,
         );
         let desk = Desk::new(writer);
         let thread = {
@@ -441,6 +451,7 @@ impl AuditLog {
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             clock: Arc::new(SystemClock),
             stats: None,
+            syncer: Arc::new(OsSyncer),
         }
     }
 

@@ -26,6 +26,7 @@
 //!
 //! The locked twin is [`baseline::LockedAuditLog`](crate::baseline::LockedAuditLog).
 
+mod durable;
 pub(crate) mod log;
 #[doc(hidden)] // Public for the loom models in `loom_tests/`; not part of the API.
 pub mod progress;

@@ -25,6 +25,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
+use super::durable::Syncer;
 use super::progress::{Level, Progress};
 use super::record::Head;
 use super::record::{self, Body, ChainHash, Timestamp};
@@ -46,9 +47,10 @@ const IDLE_POLL: Duration = Duration::from_micros(50);
 /// When the writer fsyncs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Durability {
-    /// Never on its own: records reach the OS page cache (they survive a
-    /// crash of the process, not of the machine). Callers that need more
-    /// wait for [`Guarantee::Disk`](super::Guarantee::Disk).
+    /// Not on its own, except once per file when the writer moves to the
+    /// next one: records reach the OS page cache (they survive a crash of
+    /// the process, not of the machine). Callers that need more wait for
+    /// [`Guarantee::Disk`](super::Guarantee::Disk).
     #[default]
     None,
     /// After every batch: group commit. Every record is on disk within one
@@ -150,6 +152,12 @@ pub(crate) struct Writer {
     lock: Option<File>,
     /// Set by the thread when it returns: no turn may run after it.
     stopped: bool,
+    /// Makes files and names durable (the OS, or a test's recorder).
+    syncer: Arc<dyn Syncer>,
+    /// Whether the directory was synced since the current file was created
+    /// (or since the stream was opened: the previous process may have died
+    /// before it synced the name).
+    dir_synced: bool,
 }
 
 /// The writer's state, shared by its thread and by callers waiting for a
@@ -270,6 +278,7 @@ impl Writer {
         current: Current,
         head: Option<Head>,
         lock: File,
+        syncer: Arc<dyn Syncer>,
     ) -> Self {
         Self {
             consumer,
@@ -287,6 +296,8 @@ impl Writer {
             full_waits_seen: 0,
             lock: Some(lock),
             stopped: false,
+            syncer,
+            dir_synced: false,
         }
     }
 
@@ -425,11 +436,20 @@ impl Writer {
         Ok(())
     }
 
+    /// Makes everything written durable: the current file, then its name
+    /// if the directory was not synced since the file was created. Only
+    /// then is the synced level raised and a waiter released.
     fn sync(&mut self) -> io::Result<()> {
         let Some(current) = self.current.as_ref() else {
             return Ok(());
         };
-        if let Err(e) = current.file.sync_data() {
+        let path = self.file_path(current.day, current.n);
+        let mut result = self.syncer.sync_file(&current.file, &path);
+        if result.is_ok() && !self.dir_synced {
+            result = self.syncer.sync_dir(&self.dir);
+            self.dir_synced = result.is_ok();
+        }
+        if let Err(e) = result {
             self.shared.counts.write_errors.inc();
             return Err(e);
         }
@@ -440,6 +460,11 @@ impl Writer {
         self.shared.progress.set(|s| s.heads.synced = head);
         self.shared.progress.raise(&self.shared.synced, self.synced);
         Ok(())
+    }
+
+    fn file_path(&self, day: u32, n: u32) -> PathBuf {
+        self.dir
+            .join(recover::file_name(&self.shared.prefix, day, n))
     }
 
     /// Starts a new file when the day changed or the file is full. Only
@@ -453,17 +478,18 @@ impl Writer {
         if self.unwritten() > 0 {
             return Ok(());
         }
-        if self.shared.durability != Durability::None && self.synced < self.written {
+        // Records of the old file that are not synced yet: sync them now,
+        // under every durability. A caller may wait for `Guarantee::Disk`
+        // on one of them after the switch, when only the new file would be
+        // synced. One fsync per file, not per record.
+        if self.synced < self.written {
             self.sync()?;
         }
-        let path = self
-            .dir
-            .join(recover::file_name(&self.shared.prefix, day, n));
+        let path = self.file_path(day, n);
         let file = create(&path)?;
-        if self.shared.durability != Durability::None {
-            // The new name must survive power loss with the records in it.
-            File::open(&self.dir)?.sync_all()?;
-        }
+        // The new name is made durable by the next sync, before the first
+        // record of the file can be reported synced.
+        self.dir_synced = false;
         self.current = Some(Current {
             file,
             day,
