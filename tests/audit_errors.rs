@@ -909,6 +909,51 @@ fn every_value_log_accepts_reads_back_through_reopen_and_verify() {
 /// A clock outside the years RFC 3339 writes (before 1970, after 9999),
 /// at open or after a jump while callers wait (and take the writer's turn),
 /// never panics: the times are clamped and the stream stays whole.
+/// A copy of the first file under a later name would make `open` resume
+/// at its last `seq` (the wrong one) and fork the chain: it is refused.
+#[test]
+fn open_refuses_a_copy_of_an_older_file_under_a_newer_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::builder(dir.path())
+        .clock(clock())
+        .max_file_bytes(4096)
+        .open()
+        .unwrap();
+    for n in 0..100 {
+        log.log_wait(&n, Guarantee::Os).unwrap();
+    }
+    log.close().unwrap();
+    let files = stream_files(dir.path(), "audit").unwrap();
+    assert!(files.len() >= 3, "{files:?}");
+    let first = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(first.ends_with("-000000.jsonl"), "{first}");
+    let copy = dir
+        .path()
+        .join(first.replace("-000000.", &format!("-{:06}.", files.len())));
+    std::fs::copy(&files[0], &copy).unwrap();
+    match AuditLog::builder(dir.path()).clock(clock()).open() {
+        Err(e @ AuditError::Forked { .. }) => {
+            let AuditError::Forked {
+                path,
+                first,
+                previous,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!((path, *first, *previous), (&copy, 0, 99));
+            assert!(e.to_string().contains("does not continue"), "{e}");
+        }
+        other => panic!("expected Forked, got {other:?}"),
+    }
+    // Removed again, the stream opens and continues.
+    std::fs::remove_file(&copy).unwrap();
+    let log = AuditLog::builder(dir.path()).clock(clock()).open().unwrap();
+    log.log(&100).unwrap();
+    assert_eq!(log.close().unwrap().unwrap().seq, 100);
+    assert_eq!(verify(dir.path()).unwrap().records, 101);
+}
+
 #[path = "model/audit_events.rs"]
 mod audit_events;
 #[path = "model/xorshift.rs"]

@@ -93,6 +93,23 @@ pub enum AuditError {
         /// What is wrong with the line.
         source: RecordError,
     },
+    /// The newest file does not continue the file before it: its first
+    /// record has `seq` `first`, the one before ends at `previous` (or the
+    /// hashes do not link). A copy of an older file under a newer name
+    /// would make the stream resume at the wrong `seq` and fork the chain;
+    /// nothing is guessed. Check the stream with `latchfree audit verify`.
+    #[error(
+        "cannot resume {}: its first record (seq {first}) does not continue the file before it (which ends at seq {previous})",
+        path.display()
+    )]
+    Forked {
+        /// The newest file with records.
+        path: PathBuf,
+        /// The `seq` of its first record.
+        first: u64,
+        /// The `seq` of the last record before it.
+        previous: u64,
+    },
     /// The serialised event is longer than the configured limit.
     #[error("the event exceeds the {max}-byte limit (AuditBuilder::max_event_bytes)")]
     TooLarge {
@@ -275,6 +292,15 @@ impl AuditBuilder {
         let recovered = recover::open_stream(&self.dir, &self.prefix).map_err(|e| match e {
             RecoverError::Io(path, e) => open_err(&path)(e),
             RecoverError::Corrupt(path, source) => AuditError::Corrupt { path, source },
+            RecoverError::Forked {
+                path,
+                first,
+                previous,
+            } => AuditError::Forked {
+                path,
+                first,
+                previous,
+            },
         })?;
         let stats = self.stats.unwrap_or_default();
         let counts = Counts::register(&stats, &self.prefix)?;

@@ -42,4 +42,4 @@ pub use log::{
 };
 pub use record::Head;
 pub use ring::OnFull;
-pub use verify::{VerifyError, VerifyReport, verify, verify_files, verify_from};
+pub use verify::{VerifyError, VerifyReport, verify, verify_files, verify_from, verify_to};
