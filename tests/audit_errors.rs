@@ -909,6 +909,62 @@ fn every_value_log_accepts_reads_back_through_reopen_and_verify() {
 /// A clock outside the years RFC 3339 writes (before 1970, after 9999),
 /// at open or after a jump while callers wait (and take the writer's turn),
 /// never panics: the times are clamped and the stream stays whole.
+/// Every bound of the builder is checked before anything is created or
+/// allocated, and the error names the call and hands back the value:
+/// `slot_bytes(1 << 40)` used to abort the process on allocation, and
+/// `capacity(usize::MAX)` to become 2 in release builds.
+#[test]
+fn out_of_range_builder_settings_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-created");
+    let builder = || AuditLog::builder(&missing);
+    let cases: [(_, &str, u64); 8] = [
+        (builder().capacity(0), "capacity", 0),
+        (builder().capacity(usize::MAX), "capacity", u64::MAX),
+        (builder().capacity((1 << 22) + 1), "capacity", (1 << 22) + 1),
+        (builder().slot_bytes(1 << 40), "slot_bytes", 1 << 40),
+        (
+            builder().capacity(1 << 20).slot_bytes(1 << 11),
+            "slot_bytes",
+            1 << 11,
+        ),
+        (builder().max_event_bytes(0), "max_event_bytes", 0),
+        (
+            builder().max_event_bytes(usize::MAX),
+            "max_event_bytes",
+            u64::MAX,
+        ),
+        (builder().max_file_bytes(4095), "max_file_bytes", 4095),
+    ];
+    for (builder, name, refused) in cases {
+        match builder.open() {
+            Err(e @ AuditError::InvalidSetting { setting, value, .. }) => {
+                assert_eq!((setting, value), (name, refused));
+                assert!(
+                    e.to_string().contains(&format!("AuditBuilder::{name}(")),
+                    "{e}"
+                );
+            }
+            other => panic!("{name}({refused}): expected InvalidSetting, got {other:?}"),
+        }
+    }
+    assert!(
+        !missing.exists(),
+        "nothing is created for a refused setting"
+    );
+    // The limits themselves are accepted.
+    let log = builder()
+        .capacity(1)
+        .slot_bytes(0)
+        .max_event_bytes(1)
+        .max_file_bytes(4096)
+        .open()
+        .unwrap();
+    log.log(&1).unwrap();
+    assert!(matches!(log.log(&10), Err(AuditError::TooLarge { max: 1 })));
+    log.close().unwrap();
+}
+
 /// A copy of the first file under a later name would make `open` resume
 /// at its last `seq` (the wrong one) and fork the chain: it is refused.
 #[test]

@@ -28,6 +28,16 @@ use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 /// ([`AuditBuilder::max_file_bytes`]): 256 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
 
+/// The most events an [`AuditBuilder::capacity`] may ask the ring to hold.
+pub const MAX_CAPACITY: usize = 1 << 22;
+/// The most memory the ring's slots may take up front
+/// ([`AuditBuilder::capacity`] × [`AuditBuilder::slot_bytes`]): 1 GiB.
+pub const MAX_RING_BYTES: usize = 1 << 30;
+/// The largest [`AuditBuilder::max_event_bytes`]: 1 GiB.
+pub const MAX_EVENT_BYTES: usize = 1 << 30;
+/// The smallest [`AuditBuilder::max_file_bytes`]: 4 KiB.
+pub const MIN_FILE_BYTES: u64 = 4096;
+
 /// How far a record has gone: what a caller can wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Guarantee {
@@ -69,6 +79,17 @@ pub enum AuditError {
         "invalid stream prefix {0:?}: use 1 to 64 ASCII letters, digits or `_`, starting with a letter"
     )]
     InvalidPrefix(String),
+    /// A builder setting is out of its range (nothing was opened or
+    /// allocated): `AuditBuilder::{setting}` was given `value`.
+    #[error("AuditBuilder::{setting}({value}) is out of range: use {allowed}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// The value refused.
+        value: u64,
+        /// What is accepted.
+        allowed: &'static str,
+    },
     /// The directory or a stream file cannot be opened, created or read.
     #[error("cannot open the audit log at {}: {source}", path.display())]
     Open {
@@ -179,7 +200,9 @@ pub struct AuditBuilder {
     dir: PathBuf,
     prefix: String,
     durability: Durability,
-    ring: RingConfig,
+    on_full: OnFull,
+    capacity: usize,
+    slot_bytes: usize,
     max_event_bytes: usize,
     max_file_bytes: u64,
     clock: Arc<dyn Clock>,
@@ -204,35 +227,40 @@ impl AuditBuilder {
     /// What `log` does when the ring is full (default [`OnFull::Block`]:
     /// lossless).
     pub fn on_full(mut self, on_full: OnFull) -> Self {
-        self.ring = self.ring.on_full(on_full);
+        self.on_full = on_full;
         self
     }
 
-    /// Events the ring holds (rounded up to a power of two; default 4096).
+    /// Events the ring holds (default 4096): 1 to [`MAX_CAPACITY`],
+    /// rounded up to a power of two (at least 2). Checked by
+    /// [`open`](Self::open), like every bound of the builder.
     pub fn capacity(mut self, events: usize) -> Self {
-        self.ring = self.ring.capacity(events);
+        self.capacity = events;
         self
     }
 
     /// Bytes of each ring slot allocated up front (default 512): events up
-    /// to this size never allocate; a longer one grows its slot once.
+    /// to this size never allocate; a longer one grows its slot once. The
+    /// ring's up-front memory, slots × `slot_bytes`, is at most
+    /// [`MAX_RING_BYTES`].
     pub fn slot_bytes(mut self, bytes: usize) -> Self {
-        self.ring = self.ring.slot_bytes(bytes);
+        self.slot_bytes = bytes;
         self
     }
 
-    /// The longest serialised event accepted (default 1 MiB); longer ones
-    /// get [`AuditError::TooLarge`], and serialising stops at the limit.
+    /// The longest serialised event accepted (default 1 MiB; 1 byte to
+    /// [`MAX_EVENT_BYTES`]); longer ones get [`AuditError::TooLarge`], and
+    /// serialising stops at the limit.
     pub fn max_event_bytes(mut self, bytes: usize) -> Self {
         self.max_event_bytes = bytes;
         self
     }
 
     /// Starts a new file once one reaches this size (default
-    /// [`DEFAULT_MAX_FILE_BYTES`], 256 MiB; at least 4 KiB); files also
-    /// change with the UTC day.
+    /// [`DEFAULT_MAX_FILE_BYTES`], 256 MiB; at least [`MIN_FILE_BYTES`]);
+    /// files also change with the UTC day.
     pub fn max_file_bytes(mut self, bytes: u64) -> Self {
-        self.max_file_bytes = bytes.max(4096);
+        self.max_file_bytes = bytes;
         self
     }
 
@@ -250,6 +278,51 @@ impl AuditBuilder {
         self
     }
 
+    /// Checks every bound before anything is created or allocated.
+    fn check_settings(&self) -> Result<(), AuditError> {
+        let invalid = |setting, value: u64, allowed| {
+            Err(AuditError::InvalidSetting {
+                setting,
+                value,
+                allowed,
+            })
+        };
+        let wide = |n: usize| n as u64; // usize is at most 64 bits here
+        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
+            return invalid(
+                "capacity",
+                wide(self.capacity),
+                "1 to MAX_CAPACITY (4,194,304) events",
+            );
+        }
+        let slots = self.capacity.max(2).next_power_of_two();
+        if slots
+            .checked_mul(self.slot_bytes)
+            .is_none_or(|bytes| bytes > MAX_RING_BYTES)
+        {
+            return invalid(
+                "slot_bytes",
+                wide(self.slot_bytes),
+                "at most MAX_RING_BYTES (1 GiB) over all the ring's slots",
+            );
+        }
+        if !(1..=MAX_EVENT_BYTES).contains(&self.max_event_bytes) {
+            return invalid(
+                "max_event_bytes",
+                wide(self.max_event_bytes),
+                "1 to MAX_EVENT_BYTES (1 GiB)",
+            );
+        }
+        if self.max_file_bytes < MIN_FILE_BYTES {
+            return invalid(
+                "max_file_bytes",
+                self.max_file_bytes,
+                "at least MIN_FILE_BYTES (4096)",
+            );
+        }
+        Ok(())
+    }
+
     /// Replaces the OS's sync calls (tests record them).
     #[cfg(test)]
     pub(crate) fn syncer(mut self, syncer: Arc<dyn Syncer>) -> Self {
@@ -260,6 +333,7 @@ impl AuditBuilder {
     /// Opens the stream: creates the directory if needed, truncates a torn
     /// last line, resumes `seq` and the chain, and starts the writer.
     pub fn open(self) -> Result<AuditLog, AuditError> {
+        self.check_settings()?;
         let valid = (1..=64).contains(&self.prefix.len())
             && self.prefix.starts_with(|c: char| c.is_ascii_alphabetic())
             && self
@@ -322,7 +396,11 @@ impl AuditBuilder {
                 }
             }
         };
-        let ring_config = self.ring.max_record(self.max_event_bytes);
+        let ring_config = RingConfig::default()
+            .capacity(self.capacity)
+            .slot_bytes(self.slot_bytes)
+            .max_record(self.max_event_bytes)
+            .on_full(self.on_full);
         let (producer, consumer) = ring::channel(ring_config);
         let shared = Arc::new(Shared {
             prefix: self.prefix.clone(),
@@ -472,7 +550,9 @@ impl AuditLog {
             dir: dir.as_ref().to_path_buf(),
             prefix: "audit".into(),
             durability: Durability::None,
-            ring: RingConfig::default(),
+            on_full: OnFull::Block,
+            capacity: 4096,
+            slot_bytes: 512,
             max_event_bytes: 1 << 20,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             clock: Arc::new(SystemClock),

@@ -38,7 +38,7 @@ mod writer;
 
 pub use log::{
     AuditBuilder, AuditError, AuditLog, AuditMetrics, DEFAULT_MAX_FILE_BYTES, Durability,
-    Guarantee, Ticket,
+    Guarantee, MAX_CAPACITY, MAX_EVENT_BYTES, MAX_RING_BYTES, MIN_FILE_BYTES, Ticket,
 };
 pub use record::Head;
 pub use ring::OnFull;
