@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use latchfree::audit::record::{self, ChainHash, Record, RecordError};
@@ -909,6 +909,58 @@ fn every_value_log_accepts_reads_back_through_reopen_and_verify() {
 /// A clock outside the years RFC 3339 writes (before 1970, after 9999),
 /// at open or after a jump while callers wait (and take the writer's turn),
 /// never panics: the times are clamped and the stream stays whole.
+/// A clock set to any `SystemTime` (`ManualClock` stays within 1970–2554).
+#[derive(Clone)]
+struct FreeClock(Arc<Mutex<SystemTime>>);
+
+impl FreeClock {
+    fn set(&self, to: SystemTime) {
+        *self.0.lock().unwrap() = to;
+    }
+}
+
+impl latchfree::clock::Clock for FreeClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[test]
+fn a_clock_outside_1970_to_9999_is_clamped_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let before_1970 = SystemTime::UNIX_EPOCH - Duration::from_secs(86_400 * 365 * 10);
+    let clock = FreeClock(Arc::new(Mutex::new(before_1970)));
+    let log = AuditLog::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    log.log_wait(&1, Guarantee::Os).unwrap();
+    clock.set(SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40)); // year ~36800
+    log.log_wait(&2, Guarantee::Os).unwrap();
+    log.log_wait(&3, Guarantee::Disk).unwrap();
+    clock.set(before_1970);
+    log.log_wait(&4, Guarantee::Os).unwrap();
+    log.close().unwrap();
+    let (records, torn) = whole_records(dir.path());
+    assert_eq!(torn, 0);
+    let times: Vec<&str> = records.iter().map(|r| r.ts.as_str()).collect();
+    assert_eq!(
+        times,
+        [
+            "1970-01-01T00:00:00.000000Z",
+            "9999-12-31T23:59:59.999999Z",
+            "9999-12-31T23:59:59.999999Z",
+            "1970-01-01T00:00:00.000000Z",
+        ]
+    );
+    assert_eq!(verify(dir.path()).unwrap().records, 4);
+    // It reopens, on the day its newest file is named for.
+    let log = AuditLog::builder(dir.path()).clock(clock).open().unwrap();
+    log.log_wait(&5, Guarantee::Os).unwrap();
+    log.close().unwrap();
+    assert_eq!(verify(dir.path()).unwrap().records, 5);
+}
+
 /// Every bound of the builder is checked before anything is created or
 /// allocated, and the error names the call and hands back the value:
 /// `slot_bytes(1 << 40)` used to abort the process on allocation, and

@@ -33,7 +33,7 @@
 //! a chain that verifies up to it, was not rewritten before that point.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -135,8 +135,24 @@ pub fn encode(
 pub struct Timestamp(String);
 
 impl Timestamp {
-    /// Formats `ts`.
+    /// The last instant RFC 3339 can write (`9999-12-31T23:59:59.999999Z`).
+    pub const MAX: Duration = Duration::new(253_402_300_799, 999_999_000);
+
+    /// Formats `ts`, clamped to `1970-01-01T00:00:00.000000Z ..=
+    /// 9999-12-31T23:59:59.999999Z`.
+    ///
+    /// A record's time comes from the [`Clock`](crate::clock::Clock) the log
+    /// was given, which may be wrong; RFC 3339 cannot write years outside
+    /// 0000–9999 (and the formatter starts at 1970). Clamping rather than
+    /// failing is deliberate: a record's `ts` is information, not part of
+    /// the chain's order (`seq` is), so a clock fault must not stop a log
+    /// from accepting events, nor make a caller's wait fail after a jump.
+    /// A clamped time is visible as one of the two limits.
     pub fn new(ts: SystemTime) -> Self {
+        let since_epoch = ts
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let ts = SystemTime::UNIX_EPOCH + since_epoch.min(Self::MAX);
         Self(humantime::format_rfc3339_micros(ts).to_string())
     }
 
@@ -330,6 +346,24 @@ mod tests {
             decode(&good[..good.len() - 1]),
             Err(RecordError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn times_outside_what_rfc_3339_writes_are_clamped() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let day = Duration::from_secs(86_400);
+        for (ts, expected) in [
+            (epoch - day, "1970-01-01T00:00:00.000000Z"),
+            (epoch, "1970-01-01T00:00:00.000000Z"),
+            (epoch + Timestamp::MAX, "9999-12-31T23:59:59.999999Z"),
+            (epoch + Timestamp::MAX + day, "9999-12-31T23:59:59.999999Z"),
+            (
+                epoch + Duration::from_secs(1 << 40),
+                "9999-12-31T23:59:59.999999Z",
+            ),
+        ] {
+            assert_eq!(Timestamp::new(ts).as_str(), expected, "{ts:?}");
+        }
     }
 
     #[test]
