@@ -233,10 +233,10 @@ impl Default for Stats {
 
 impl std::fmt::Debug for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let published = self.core.registry().published();
+        let registry = self.core.registry();
         f.debug_struct("Stats")
-            .field("metrics", &published.entries.len())
-            .field("used_slots", &published.used_slots)
+            .field("metrics", &registry.len())
+            .field("used_slots", &registry.used_slots())
             .field("max_slots", &self.core.max_slots)
             .finish()
     }
