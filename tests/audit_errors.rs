@@ -16,7 +16,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use latchfree::audit::record::{self, ChainHash, Record, RecordError};
@@ -862,4 +862,224 @@ fn close_of_an_empty_log_returns_no_head_twice() {
     assert_eq!(log.close().unwrap(), None);
     assert!(matches!(log.log(&"late"), Err(AuditError::Closed)));
     assert_eq!(verify(tmp.path()).unwrap().records, 0);
+}
+
+/// An event that serialises to `null` (`()`, `None`, NaN and the
+/// infinities) is an event: it reads back, the stream reopens after it
+/// (even as the last record) and verifies. So does an event holding a
+/// `RawValue` with line breaks, which must still be one line.
+#[test]
+fn every_value_log_accepts_reads_back_through_reopen_and_verify() {
+    #[derive(serde::Serialize)]
+    struct WithRaw<'a> {
+        raw: &'a RawValue,
+    }
+    let raw = RawValue::from_string("{\n  \"a\": [1,\r\n 2]\n}".into()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let expected = [
+        serde_json::json!(null),
+        serde_json::json!(null),
+        serde_json::json!({"raw": {"a": [1, 2]}}),
+        serde_json::json!(null),
+        serde_json::json!(null),
+        serde_json::json!([null, 1.5]),
+        serde_json::json!(null),
+    ];
+    let log = AuditLog::builder(dir.path()).clock(clock()).open().unwrap();
+    log.log(&()).unwrap();
+    log.log(&None::<u32>).unwrap();
+    log.log(&WithRaw { raw: &raw }).unwrap();
+    log.log(&f64::NAN).unwrap();
+    log.log(&f64::INFINITY).unwrap();
+    log.log(&(f32::NEG_INFINITY, 1.5)).unwrap();
+    log.log(&()).unwrap(); // the last record, what open resumes from
+    let head = log.close().unwrap();
+    assert_eq!(events(dir.path()), expected);
+
+    let log = AuditLog::builder(dir.path()).clock(clock()).open().unwrap();
+    assert_eq!(log.truncated_on_open(), 0);
+    log.log(&None::<()>).unwrap();
+    let end = log.close().unwrap().unwrap();
+    assert_eq!(end.seq, head.unwrap().seq + 1);
+    let report = verify(dir.path()).unwrap();
+    assert_eq!((report.records, report.head), (8, Some(end)));
+    assert_eq!(events(dir.path())[7], serde_json::json!(null));
+}
+
+/// A clock outside the years RFC 3339 writes (before 1970, after 9999),
+/// at open or after a jump while callers wait (and take the writer's turn),
+/// never panics: the times are clamped and the stream stays whole.
+/// A clock set to any `SystemTime` (`ManualClock` stays within 1970–2554).
+#[derive(Clone)]
+struct FreeClock(Arc<Mutex<SystemTime>>);
+
+impl FreeClock {
+    fn set(&self, to: SystemTime) {
+        *self.0.lock().unwrap() = to;
+    }
+}
+
+impl latchfree::clock::Clock for FreeClock {
+    fn now(&self) -> SystemTime {
+        *self.0.lock().unwrap()
+    }
+}
+
+#[test]
+fn a_clock_outside_1970_to_9999_is_clamped_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let before_1970 = SystemTime::UNIX_EPOCH - Duration::from_secs(86_400 * 365 * 10);
+    let clock = FreeClock(Arc::new(Mutex::new(before_1970)));
+    let log = AuditLog::builder(dir.path())
+        .clock(clock.clone())
+        .open()
+        .unwrap();
+    log.log_wait(&1, Guarantee::Os).unwrap();
+    clock.set(SystemTime::UNIX_EPOCH + Duration::from_secs(1 << 40)); // year ~36800
+    log.log_wait(&2, Guarantee::Os).unwrap();
+    log.log_wait(&3, Guarantee::Disk).unwrap();
+    clock.set(before_1970);
+    log.log_wait(&4, Guarantee::Os).unwrap();
+    log.close().unwrap();
+    let (records, torn) = whole_records(dir.path());
+    assert_eq!(torn, 0);
+    let times: Vec<&str> = records.iter().map(|r| r.ts.as_str()).collect();
+    assert_eq!(
+        times,
+        [
+            "1970-01-01T00:00:00.000000Z",
+            "9999-12-31T23:59:59.999999Z",
+            "9999-12-31T23:59:59.999999Z",
+            "1970-01-01T00:00:00.000000Z",
+        ]
+    );
+    assert_eq!(verify(dir.path()).unwrap().records, 4);
+    // It reopens, on the day its newest file is named for.
+    let log = AuditLog::builder(dir.path()).clock(clock).open().unwrap();
+    log.log_wait(&5, Guarantee::Os).unwrap();
+    log.close().unwrap();
+    assert_eq!(verify(dir.path()).unwrap().records, 5);
+}
+
+/// Every bound of the builder is checked before anything is created or
+/// allocated, and the error names the call and hands back the value:
+/// `slot_bytes(1 << 40)` used to abort the process on allocation, and
+/// `capacity(usize::MAX)` to become 2 in release builds.
+#[test]
+fn out_of_range_builder_settings_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-created");
+    let builder = || AuditLog::builder(&missing);
+    let cases: [(_, &str, u64); 8] = [
+        (builder().capacity(0), "capacity", 0),
+        (builder().capacity(usize::MAX), "capacity", u64::MAX),
+        (builder().capacity((1 << 22) + 1), "capacity", (1 << 22) + 1),
+        (builder().slot_bytes(1 << 40), "slot_bytes", 1 << 40),
+        (
+            builder().capacity(1 << 20).slot_bytes(1 << 11),
+            "slot_bytes",
+            1 << 11,
+        ),
+        (builder().max_event_bytes(0), "max_event_bytes", 0),
+        (
+            builder().max_event_bytes(usize::MAX),
+            "max_event_bytes",
+            u64::MAX,
+        ),
+        (builder().max_file_bytes(4095), "max_file_bytes", 4095),
+    ];
+    for (builder, name, refused) in cases {
+        match builder.open() {
+            Err(e @ AuditError::InvalidSetting { setting, value, .. }) => {
+                assert_eq!((setting, value), (name, refused));
+                assert!(
+                    e.to_string().contains(&format!("AuditBuilder::{name}(")),
+                    "{e}"
+                );
+            }
+            other => panic!("{name}({refused}): expected InvalidSetting, got {other:?}"),
+        }
+    }
+    assert!(
+        !missing.exists(),
+        "nothing is created for a refused setting"
+    );
+    // The limits themselves are accepted.
+    let log = builder()
+        .capacity(1)
+        .slot_bytes(0)
+        .max_event_bytes(1)
+        .max_file_bytes(4096)
+        .open()
+        .unwrap();
+    log.log(&1).unwrap();
+    assert!(matches!(log.log(&10), Err(AuditError::TooLarge { max: 1 })));
+    log.close().unwrap();
+}
+
+/// A copy of the first file under a later name would make `open` resume
+/// at its last `seq` (the wrong one) and fork the chain: it is refused.
+#[test]
+fn open_refuses_a_copy_of_an_older_file_under_a_newer_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = AuditLog::builder(dir.path())
+        .clock(clock())
+        .max_file_bytes(4096)
+        .open()
+        .unwrap();
+    for n in 0..100 {
+        log.log_wait(&n, Guarantee::Os).unwrap();
+    }
+    log.close().unwrap();
+    let files = stream_files(dir.path(), "audit").unwrap();
+    assert!(files.len() >= 3, "{files:?}");
+    let first = files[0].file_name().unwrap().to_str().unwrap().to_owned();
+    assert!(first.ends_with("-000000.jsonl"), "{first}");
+    let copy = dir
+        .path()
+        .join(first.replace("-000000.", &format!("-{:06}.", files.len())));
+    std::fs::copy(&files[0], &copy).unwrap();
+    match AuditLog::builder(dir.path()).clock(clock()).open() {
+        Err(e @ AuditError::Forked { .. }) => {
+            let AuditError::Forked {
+                path,
+                first,
+                previous,
+            } = &e
+            else {
+                unreachable!()
+            };
+            assert_eq!((path, *first, *previous), (&copy, 0, 99));
+            assert!(e.to_string().contains("does not continue"), "{e}");
+        }
+        other => panic!("expected Forked, got {other:?}"),
+    }
+    // Removed again, the stream opens and continues.
+    std::fs::remove_file(&copy).unwrap();
+    let log = AuditLog::builder(dir.path()).clock(clock()).open().unwrap();
+    log.log(&100).unwrap();
+    assert_eq!(log.close().unwrap().unwrap().seq, 100);
+    assert_eq!(verify(dir.path()).unwrap().records, 101);
+}
+
+#[path = "model/audit_events.rs"]
+mod audit_events;
+#[path = "model/xorshift.rs"]
+mod xorshift;
+
+/// The cargo-fuzz target `audit_log`'s check on seeded input: every value
+/// `log` accepts reads back through close, reopen and verify.
+#[test]
+fn seeded_events_read_back_through_reopen_and_verify() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut accepted = 0;
+    for seed in 0..40 {
+        let mut rng = xorshift::XorShift::new(seed);
+        let mut next = || rng.next();
+        let events: Vec<audit_events::Event> = (0..next() % 12)
+            .map(|_| audit_events::Event::random(&mut next, 2))
+            .collect();
+        accepted += audit_events::run(dir.path(), &events);
+    }
+    assert!(accepted > 40, "{accepted}");
 }

@@ -789,3 +789,103 @@ fn changes_queued_for_one_key_are_coalesced_into_its_newest_state() {
     assert_eq!(reopened.get(&8), None);
     assert_eq!(entry_files(dir.path()), vec![file_of(dir.path(), 7)]);
 }
+
+/// Bytes this process has read through `read`-like calls so far.
+fn bytes_read() -> u64 {
+    let io = std::fs::read_to_string("/proc/self/io").expect("/proc/self/io");
+    io.lines()
+        .find_map(|l| l.strip_prefix("rchar: "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("rchar")
+}
+
+/// A huge entry file (sparse: its header claims 128 MiB of key and value,
+/// and the file is that long) is refused from its header, at open and on a
+/// read through, without reading the rest: it used to be read whole, twice.
+/// One whose lengths do not add up to its size is refused the same way.
+#[test]
+fn a_huge_or_inconsistent_entry_file_is_refused_from_its_header() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = clock();
+    let huge: u32 = 128 << 20;
+    let write_sparse = |k: u64, value_len: u32, file_len: u64| {
+        let key = serde_json::to_vec(&k).unwrap();
+        let mut header = format::encode(format::NO_DEADLINE, &key, b"").unwrap();
+        header.truncate(format::HEADER_LEN + key.len());
+        header[20..24].copy_from_slice(&value_len.to_le_bytes());
+        let path = file_of(dir.path(), k);
+        std::fs::write(&path, &header).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_len(file_len)
+            .unwrap();
+    };
+    let exact = |key_len: usize| (format::HEADER_LEN + key_len + format::CHECKSUM_LEN) as u64;
+    write_sparse(1, huge, exact(1) + u64::from(huge));
+    write_sparse(2, 1 << 20, 8 << 20); // claims 1 MiB, is 8 MiB long
+    let before = bytes_read();
+    let cache = open(dir.path(), &clock, 100);
+    let read = bytes_read() - before;
+    assert_eq!(cache.persist_metrics().corrupt_dropped, 2);
+    assert!(
+        read < 4 << 20,
+        "{read} bytes read to refuse two entry files"
+    );
+    assert!(entry_files(dir.path()).is_empty());
+
+    // On a read through (the file appeared after open), the same.
+    write_sparse(3, huge, exact(1) + u64::from(huge));
+    let before = bytes_read();
+    assert_eq!(cache.get(&3), None);
+    let read = bytes_read() - before;
+    assert!(read < 4 << 20, "{read} bytes read to refuse an entry file");
+    cache.flush().unwrap();
+    assert_eq!(cache.persist_metrics().corrupt_dropped, 3);
+}
+
+/// The disk tier's bounds are checked by `open`, with the call and the
+/// value in the error; an entry over `max_entry_bytes` stays in memory and
+/// its write is reported, never written as a file no read would accept.
+#[test]
+fn disk_tier_settings_are_checked_and_the_entry_limit_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let builder = || {
+        TtlCache::<u64, String>::builder()
+            .time_to_live(HOUR)
+            .clock(clock())
+            .persist_dir(dir.path())
+            .fsync(false)
+    };
+    let cases = [
+        (builder().queue_capacity(0).open(), "queue_capacity", 0),
+        (
+            builder().queue_capacity(usize::MAX).open(),
+            "queue_capacity",
+            u64::MAX,
+        ),
+        (builder().max_entry_bytes(0).open(), "max_entry_bytes", 0),
+        (
+            builder().max_entry_bytes(u64::MAX).open(),
+            "max_entry_bytes",
+            u64::MAX,
+        ),
+    ];
+    for (result, name, refused) in cases {
+        match result {
+            Err(e @ PersistError::InvalidSetting { setting, value, .. }) => {
+                assert_eq!((setting, value), (name, refused));
+                assert!(e.to_string().contains(name), "{e}");
+            }
+            Err(e) => panic!("{name}({refused}): expected InvalidSetting, got {e}"),
+            Ok(_) => panic!("{name}({refused}): expected InvalidSetting, opened"),
+        }
+    }
+    let cache = builder().max_entry_bytes(100).open().unwrap();
+    cache.insert(1, "small".into()).unwrap();
+    cache.insert(2, "x".repeat(200)).unwrap();
+    assert!(matches!(cache.flush(), Err(PersistError::Write { .. })));
+    assert_eq!(cache.get(&2).map(|v| v.len()), Some(200));
+    assert_eq!(entry_files(dir.path()), [file_of(dir.path(), 1)]);
+}

@@ -50,6 +50,10 @@ enum AuditCommand {
         /// Start from an exported head `SEQ:HASH` (older files removed).
         #[arg(long, value_name = "SEQ:HASH")]
         from: Option<String>,
+        /// The chain must contain this exported head `SEQ:HASH` (catches
+        /// files removed or cut from the end, and a recomputed tail).
+        #[arg(long, value_name = "SEQ:HASH")]
+        head: Option<String>,
     },
 }
 
@@ -136,30 +140,45 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Bench(args) => bench_command(&args),
         Command::Serve(args) => serve::serve_command(args),
-        Command::Audit(AuditCommand::Verify { dir, prefix, from }) => {
-            verify_command(&dir, &prefix, from.as_deref())
-        }
+        Command::Audit(AuditCommand::Verify {
+            dir,
+            prefix,
+            from,
+            head,
+        }) => verify_command(&dir, &prefix, from.as_deref(), head.as_deref()),
     }
 }
 
-fn verify_command(dir: &std::path::Path, prefix: &str, from: Option<&str>) -> ExitCode {
+fn verify_command(
+    dir: &std::path::Path,
+    prefix: &str,
+    from: Option<&str>,
+    head: Option<&str>,
+) -> ExitCode {
     use latchfree::audit::record::ChainHash;
-    use latchfree::audit::verify::{Head, VerifyError, verify_from};
-    let start = match from.map(|s| s.split_once(':')) {
-        None => None,
+    use latchfree::audit::verify::{Head, VerifyError, verify_from, verify_to};
+    let parse = |flag: &str, arg: Option<&str>| match arg.map(|s| s.split_once(':')) {
+        None => Ok(None),
         Some(Some((seq, hash))) => match (seq.parse(), ChainHash::from_hex(hash)) {
-            (Ok(seq), Some(hash)) => Some(Head { seq, hash }),
-            _ => {
-                eprintln!("error: --from needs SEQ:HASH (a number, then 64 lowercase hex digits)");
-                return ExitCode::from(2);
-            }
+            (Ok(seq), Some(hash)) => Ok(Some(Head { seq, hash })),
+            _ => Err(format!(
+                "{flag} needs SEQ:HASH (a number, then 64 lowercase hex digits)"
+            )),
         },
-        Some(None) => {
-            eprintln!("error: --from needs SEQ:HASH");
+        Some(None) => Err(format!("{flag} needs SEQ:HASH")),
+    };
+    let (start, end) = match (parse("--from", from), parse("--head", head)) {
+        (Ok(start), Ok(end)) => (start, end),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    match verify_from(dir, prefix, start) {
+    let result = match end {
+        Some(end) => verify_to(dir, prefix, start, end),
+        None => verify_from(dir, prefix, start),
+    };
+    match result {
         Ok(report) => {
             println!(
                 "ok: {} files, {} records ({} gap markers, {} events dropped)",
@@ -171,7 +190,7 @@ fn verify_command(dir: &std::path::Path, prefix: &str, from: Option<&str>) -> Ex
             }
             ExitCode::SUCCESS
         }
-        Err(e @ VerifyError::Broken { .. }) => {
+        Err(e @ (VerifyError::Broken { .. } | VerifyError::HeadNotReached { .. })) => {
             eprintln!("BROKEN: {e}");
             ExitCode::FAILURE
         }

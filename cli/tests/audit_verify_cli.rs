@@ -24,9 +24,14 @@ fn write_stream(dir: &Path, records: u64) -> ChainHash {
 }
 
 fn verify(dir: &Path) -> (Option<i32>, String, String) {
+    verify_with(dir, &[])
+}
+
+fn verify_with(dir: &Path, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_latchfree"))
         .args(["audit", "verify"])
         .arg(dir)
+        .args(args)
         .output()
         .unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
@@ -57,4 +62,29 @@ fn tampered_stream_exits_one_naming_the_line() {
     assert_eq!(code, Some(1));
     assert!(stderr.contains("audit-20261123-000000.jsonl:7"), "{stderr}");
     assert!(stderr.contains("hash does not match"), "{stderr}");
+}
+
+#[test]
+fn head_must_be_contained_in_the_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = write_stream(dir.path(), 12);
+    let anchor = format!("11:{head}");
+    let (code, stdout, _) = verify_with(dir.path(), &["--head", &anchor]);
+    assert_eq!(code, Some(0), "{stdout}");
+    // The last record removed: the chain still verifies on its own, not
+    // against the exported head.
+    let path = dir.path().join("audit-20261123-000000.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    std::fs::write(&path, lines[..11].join("\n") + "\n").unwrap();
+    assert_eq!(verify(dir.path()).0, Some(0));
+    let (code, _, stderr) = verify_with(dir.path(), &["--head", &anchor]);
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains("ends at seq 10 before the anchored head 11:"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = verify_with(dir.path(), &["--head", "11:xyz"]);
+    assert_eq!(code, Some(2));
+    assert!(stderr.contains("--head needs SEQ:HASH"), "{stderr}");
 }

@@ -9,8 +9,9 @@
 //! streams whose every line decodes, whose `seq` runs from 0 without a hole
 //! and whose `prev` links are intact, and whose files end with a newline (so
 //! it never accepts a broken chain), and otherwise names the model's first
-//! break; `scan_tail` keeps exactly the bytes up to the last newline and
-//! decodes the line before it.
+//! break; what `scan_tail` keeps and names follows the format's rules, and
+//! on the generated stream torn at every offset it keeps exactly the whole
+//! lines the generator wrote before the tear.
 //!
 //! ```text
 //! cd fuzz && cargo +nightly fuzz run audit_files -- -max_total_time=30
@@ -32,4 +33,7 @@ static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
 fuzz_target!(|input: audit_model::Input| {
     let dir = DIR.get_or_init(|| tempfile::tempdir().expect("a temporary directory"));
     audit_model::run(dir.path(), &input);
+    if let audit_model::Input::Stream { records, .. } = &input {
+        audit_model::check_torn_tails(&records[..records.len().min(16)]);
+    }
 });

@@ -5,41 +5,38 @@ use std::fmt;
 use std::fs::{OpenOptions, TryLockError};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::durable::{OsSyncer, Syncer};
 use super::progress::{self, Level, Progress, Stalled};
+use super::record::Head;
 use super::record::RecordError;
 use super::recover::{self, RecoverError};
 use super::ring::{self, OnFull, Producer, PushError, RingConfig};
-use super::verify::Head;
-use super::writer::{self, Desk, Summary, Unwritten, Writer};
+pub use super::writer::Durability;
+use super::writer::{self, Counts, Desk, Heads, Shared, Summary, Unwritten, Writer};
 use crate::clock::{Clock, SystemClock};
-use crate::stats::{Counter, Stats, StatsError};
+use crate::stats::{Stats, StatsError};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// The size at which a stream starts a new file unless told otherwise
 /// ([`AuditBuilder::max_file_bytes`]): 256 MiB.
 pub const DEFAULT_MAX_FILE_BYTES: u64 = 256 << 20;
 
-/// When the writer fsyncs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum Durability {
-    /// Never on its own: records reach the OS page cache (they survive a
-    /// crash of the process, not of the machine). Callers that need more
-    /// wait for [`Guarantee::Disk`].
-    #[default]
-    None,
-    /// After every batch: group commit. Every record is on disk within one
-    /// write and one fsync of reaching the writer.
-    Batch,
-    /// At most this long after a batch is written.
-    Interval(Duration),
-}
+/// The most events an [`AuditBuilder::capacity`] may ask the ring to hold.
+pub const MAX_CAPACITY: usize = 1 << 22;
+/// The most memory the ring's slots may take up front
+/// ([`AuditBuilder::capacity`] × [`AuditBuilder::slot_bytes`]): 1 GiB.
+pub const MAX_RING_BYTES: usize = 1 << 30;
+/// The largest [`AuditBuilder::max_event_bytes`]: 1 GiB.
+pub const MAX_EVENT_BYTES: usize = 1 << 30;
+/// The smallest [`AuditBuilder::max_file_bytes`]: 4 KiB.
+pub const MIN_FILE_BYTES: u64 = 4096;
 
 /// How far a record has gone: what a caller can wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,6 +79,17 @@ pub enum AuditError {
         "invalid stream prefix {0:?}: use 1 to 64 ASCII letters, digits or `_`, starting with a letter"
     )]
     InvalidPrefix(String),
+    /// A builder setting is out of its range (nothing was opened or
+    /// allocated): `AuditBuilder::{setting}` was given `value`.
+    #[error("AuditBuilder::{setting}({value}) is out of range: use {allowed}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// The value refused.
+        value: u64,
+        /// What is accepted.
+        allowed: &'static str,
+    },
     /// The directory or a stream file cannot be opened, created or read.
     #[error("cannot open the audit log at {}: {source}", path.display())]
     Open {
@@ -105,6 +113,23 @@ pub enum AuditError {
         path: PathBuf,
         /// What is wrong with the line.
         source: RecordError,
+    },
+    /// The newest file does not continue the file before it: its first
+    /// record has `seq` `first`, the one before ends at `previous` (or the
+    /// hashes do not link). A copy of an older file under a newer name
+    /// would make the stream resume at the wrong `seq` and fork the chain;
+    /// nothing is guessed. Check the stream with `latchfree audit verify`.
+    #[error(
+        "cannot resume {}: its first record (seq {first}) does not continue the file before it (which ends at seq {previous})",
+        path.display()
+    )]
+    Forked {
+        /// The newest file with records.
+        path: PathBuf,
+        /// The `seq` of its first record.
+        first: u64,
+        /// The `seq` of the last record before it.
+        previous: u64,
     },
     /// The serialised event is longer than the configured limit.
     #[error("the event exceeds the {max}-byte limit (AuditBuilder::max_event_bytes)")]
@@ -144,36 +169,6 @@ pub enum AuditError {
     Stats(#[from] StatsError),
 }
 
-/// Counters of one stream, registered in a [`Stats`].
-pub(crate) struct Counts {
-    pub(crate) written: Counter,
-    pub(crate) dropped: Counter,
-    pub(crate) gap_records: Counter,
-    pub(crate) batches: Counter,
-    pub(crate) bytes: Counter,
-    pub(crate) fsyncs: Counter,
-    pub(crate) full_waits: Counter,
-    pub(crate) write_errors: Counter,
-    pub(crate) files: Counter,
-}
-
-impl Counts {
-    fn register(stats: &Stats, prefix: &str) -> Result<Self, StatsError> {
-        let counter = |what: &str| stats.counter(&format!("{prefix}_{what}_total"));
-        Ok(Self {
-            written: counter("records_written")?,
-            dropped: counter("events_dropped")?,
-            gap_records: counter("gap_records")?,
-            batches: counter("batches")?,
-            bytes: counter("bytes_written")?,
-            fsyncs: counter("fsyncs")?,
-            full_waits: counter("full_waits")?,
-            write_errors: counter("write_errors")?,
-            files: counter("files_created")?,
-        })
-    }
-}
-
 /// A stream's counters, read at one moment (see [`AuditLog::metrics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct AuditMetrics {
@@ -199,41 +194,20 @@ pub struct AuditMetrics {
     pub files: u64,
 }
 
-/// The chain heads the writer reports with its levels.
-#[derive(Clone, Copy, Default)]
-pub(crate) struct Heads {
-    pub(crate) written: Option<Head>,
-    pub(crate) synced: Option<Head>,
-}
-
-/// What the handles and the writer share.
-pub(crate) struct Shared {
-    pub(crate) prefix: String,
-    pub(crate) durability: Durability,
-    pub(crate) max_file_bytes: u64,
-    pub(crate) clock: Arc<dyn Clock>,
-    pub(crate) counts: Counts,
-    /// Ring positions written, and fsynced.
-    pub(crate) written: Level,
-    pub(crate) synced: Level,
-    /// The highest position a caller waits to see fsynced.
-    pub(crate) sync_wanted: AtomicU64,
-    /// The writer's last write failed (the error is in `progress`).
-    pub(crate) failed: AtomicBool,
-    pub(crate) progress: Progress<Heads>,
-}
-
 /// Configures and opens an [`AuditLog`].
 #[must_use]
 pub struct AuditBuilder {
     dir: PathBuf,
     prefix: String,
     durability: Durability,
-    ring: RingConfig,
+    on_full: OnFull,
+    capacity: usize,
+    slot_bytes: usize,
     max_event_bytes: usize,
     max_file_bytes: u64,
     clock: Arc<dyn Clock>,
     stats: Option<Stats>,
+    syncer: Arc<dyn Syncer>,
 }
 
 impl AuditBuilder {
@@ -253,35 +227,40 @@ impl AuditBuilder {
     /// What `log` does when the ring is full (default [`OnFull::Block`]:
     /// lossless).
     pub fn on_full(mut self, on_full: OnFull) -> Self {
-        self.ring = self.ring.on_full(on_full);
+        self.on_full = on_full;
         self
     }
 
-    /// Events the ring holds (rounded up to a power of two; default 4096).
+    /// Events the ring holds (default 4096): 1 to [`MAX_CAPACITY`],
+    /// rounded up to a power of two (at least 2). Checked by
+    /// [`open`](Self::open), like every bound of the builder.
     pub fn capacity(mut self, events: usize) -> Self {
-        self.ring = self.ring.capacity(events);
+        self.capacity = events;
         self
     }
 
     /// Bytes of each ring slot allocated up front (default 512): events up
-    /// to this size never allocate; a longer one grows its slot once.
+    /// to this size never allocate; a longer one grows its slot once. The
+    /// ring's up-front memory, slots × `slot_bytes`, is at most
+    /// [`MAX_RING_BYTES`].
     pub fn slot_bytes(mut self, bytes: usize) -> Self {
-        self.ring = self.ring.slot_bytes(bytes);
+        self.slot_bytes = bytes;
         self
     }
 
-    /// The longest serialised event accepted (default 1 MiB); longer ones
-    /// get [`AuditError::TooLarge`], and serialising stops at the limit.
+    /// The longest serialised event accepted (default 1 MiB; 1 byte to
+    /// [`MAX_EVENT_BYTES`]); longer ones get [`AuditError::TooLarge`], and
+    /// serialising stops at the limit.
     pub fn max_event_bytes(mut self, bytes: usize) -> Self {
         self.max_event_bytes = bytes;
         self
     }
 
     /// Starts a new file once one reaches this size (default
-    /// [`DEFAULT_MAX_FILE_BYTES`], 256 MiB; at least 4 KiB); files also
-    /// change with the UTC day.
+    /// [`DEFAULT_MAX_FILE_BYTES`], 256 MiB; at least [`MIN_FILE_BYTES`]);
+    /// files also change with the UTC day.
     pub fn max_file_bytes(mut self, bytes: u64) -> Self {
-        self.max_file_bytes = bytes.max(4096);
+        self.max_file_bytes = bytes;
         self
     }
 
@@ -299,9 +278,62 @@ impl AuditBuilder {
         self
     }
 
+    /// Checks every bound before anything is created or allocated.
+    fn check_settings(&self) -> Result<(), AuditError> {
+        let invalid = |setting, value: u64, allowed| {
+            Err(AuditError::InvalidSetting {
+                setting,
+                value,
+                allowed,
+            })
+        };
+        let wide = |n: usize| n as u64; // usize is at most 64 bits here
+        if !(1..=MAX_CAPACITY).contains(&self.capacity) {
+            return invalid(
+                "capacity",
+                wide(self.capacity),
+                "1 to MAX_CAPACITY (4,194,304) events",
+            );
+        }
+        let slots = self.capacity.max(2).next_power_of_two();
+        if slots
+            .checked_mul(self.slot_bytes)
+            .is_none_or(|bytes| bytes > MAX_RING_BYTES)
+        {
+            return invalid(
+                "slot_bytes",
+                wide(self.slot_bytes),
+                "at most MAX_RING_BYTES (1 GiB) over all the ring's slots",
+            );
+        }
+        if !(1..=MAX_EVENT_BYTES).contains(&self.max_event_bytes) {
+            return invalid(
+                "max_event_bytes",
+                wide(self.max_event_bytes),
+                "1 to MAX_EVENT_BYTES (1 GiB)",
+            );
+        }
+        if self.max_file_bytes < MIN_FILE_BYTES {
+            return invalid(
+                "max_file_bytes",
+                self.max_file_bytes,
+                "at least MIN_FILE_BYTES (4096)",
+            );
+        }
+        Ok(())
+    }
+
+    /// Replaces the OS's sync calls (tests record them).
+    #[cfg(test)]
+    pub(crate) fn syncer(mut self, syncer: Arc<dyn Syncer>) -> Self {
+        self.syncer = syncer;
+        self
+    }
+
     /// Opens the stream: creates the directory if needed, truncates a torn
     /// last line, resumes `seq` and the chain, and starts the writer.
     pub fn open(self) -> Result<AuditLog, AuditError> {
+        self.check_settings()?;
         let valid = (1..=64).contains(&self.prefix.len())
             && self.prefix.starts_with(|c: char| c.is_ascii_alphabetic())
             && self
@@ -334,6 +366,15 @@ impl AuditBuilder {
         let recovered = recover::open_stream(&self.dir, &self.prefix).map_err(|e| match e {
             RecoverError::Io(path, e) => open_err(&path)(e),
             RecoverError::Corrupt(path, source) => AuditError::Corrupt { path, source },
+            RecoverError::Forked {
+                path,
+                first,
+                previous,
+            } => AuditError::Forked {
+                path,
+                first,
+                previous,
+            },
         })?;
         let stats = self.stats.unwrap_or_default();
         let counts = Counts::register(&stats, &self.prefix)?;
@@ -355,7 +396,11 @@ impl AuditBuilder {
                 }
             }
         };
-        let ring_config = self.ring.max_record(self.max_event_bytes);
+        let ring_config = RingConfig::default()
+            .capacity(self.capacity)
+            .slot_bytes(self.slot_bytes)
+            .max_record(self.max_event_bytes)
+            .on_full(self.on_full);
         let (producer, consumer) = ring::channel(ring_config);
         let shared = Arc::new(Shared {
             prefix: self.prefix.clone(),
@@ -375,23 +420,15 @@ impl AuditBuilder {
                 synced: recovered.head,
             }
         });
-        let writer = Writer {
+        let writer = Writer::new(
             consumer,
-            shared: shared.clone(),
-            dir: self.dir.clone(),
-            current: Some(current),
-            head: recovered.head,
-            pending: Vec::with_capacity(writer::BATCH_BYTES + 4096),
-            pending_from: 0,
-            gap_end: 0,
-            encoded: 0,
-            written: 0,
-            synced: 0,
-            last_sync: Instant::now(),
-            full_waits_seen: 0,
-            lock: Some(lock),
-            stopped: false,
-        };
+            shared.clone(),
+            self.dir.clone(),
+            current,
+            recovered.head,
+            lock,
+            self.syncer,
+        );
         let desk = Desk::new(writer);
         let thread = {
             let shared = shared.clone();
@@ -513,11 +550,14 @@ impl AuditLog {
             dir: dir.as_ref().to_path_buf(),
             prefix: "audit".into(),
             durability: Durability::None,
-            ring: RingConfig::default(),
+            on_full: OnFull::Block,
+            capacity: 4096,
+            slot_bytes: 512,
             max_event_bytes: 1 << 20,
             max_file_bytes: DEFAULT_MAX_FILE_BYTES,
             clock: Arc::new(SystemClock),
             stats: None,
+            syncer: Arc::new(OsSyncer),
         }
     }
 
@@ -541,6 +581,15 @@ impl AuditLog {
         with_buffer(|buffer| {
             let mut limited = Limited { buffer, max };
             match serde_json::to_writer(&mut limited, event) {
+                // serde_json escapes line breaks in strings: a raw one can
+                // only come from a `RawValue` inside the event, and a record
+                // must be one line. Re-serialised compactly, as `log_json`
+                // does.
+                Ok(()) if limited.buffer.contains(&b'\n') || limited.buffer.contains(&b'\r') => {
+                    let value: serde_json::Value = serde_json::from_slice(limited.buffer)
+                        .map_err(|e| AuditError::Serialize(Arc::new(e)))?;
+                    self.log(&value)
+                }
                 Ok(()) => self.push(limited.buffer),
                 Err(e) if e.is_io() => Err(AuditError::TooLarge { max }),
                 Err(e) => Err(AuditError::Serialize(Arc::new(e))),

@@ -26,6 +26,7 @@
 //!
 //! The locked twin is [`baseline::LockedAuditLog`](crate::baseline::LockedAuditLog).
 
+mod durable;
 mod guarantee;
 pub(crate) mod log;
 pub(crate) mod progress;
@@ -49,8 +50,9 @@ mod ring_seeded;
 pub use guarantee::ParseGuaranteeError;
 pub use log::{
     AuditBuilder, AuditError, AuditLog, AuditMetrics, DEFAULT_MAX_FILE_BYTES, Durability,
-    Guarantee, Ticket,
+    Guarantee, MAX_CAPACITY, MAX_EVENT_BYTES, MAX_RING_BYTES, MIN_FILE_BYTES, Ticket,
 };
+pub use record::Head;
 pub use recover::file_name;
 pub use ring::OnFull;
-pub use verify::{Head, VerifyError, VerifyReport, verify, verify_files, verify_from};
+pub use verify::{VerifyError, VerifyReport, verify, verify_files, verify_from, verify_to};

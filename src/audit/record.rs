@@ -8,6 +8,14 @@
 //! * `seq` numbers records from 0 with no hole; a `gap` record stands where
 //!   `gap` events were dropped (only under the lossy policy), so readers see
 //!   where and how many.
+//! * `event` is whatever JSON value the event serialised to, `null`
+//!   included: `log(&())`, `log(&None::<T>)` and `log(&f64::NAN)` (which
+//!   serde_json writes as `null`) are events. A record is an event exactly
+//!   when the `event` key is present. Storing `null` as it is, rather than
+//!   refusing it or wrapping it, keeps every value `log` accepts readable,
+//!   keeps the line format unchanged, and makes logs written before readers
+//!   learned this (which hold such lines) readable and verifiable as they
+//!   are: the hash covers the bytes, which did not change.
 //! * `hash` is the SHA-256 of every byte of the line before `,"hash":"` —
 //!   which includes `seq`, `ts`, the event and `prev`, the previous record's
 //!   hash (64 zeros for the first). Editing, deleting, inserting or swapping
@@ -25,7 +33,7 @@
 //! a chain that verifies up to it, was not rewritten before that point.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use sha2::{Digest, Sha256};
 
@@ -82,6 +90,17 @@ impl fmt::Debug for ChainHash {
     }
 }
 
+/// A point in a chain: a record's `seq` and hash. Recovery resumes from
+/// one, the verifier starts from and reports one, and exported, it anchors
+/// the chain (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    /// The record's position.
+    pub seq: u64,
+    /// The record's hash.
+    pub hash: ChainHash,
+}
+
 /// What a record carries.
 #[derive(Clone, Copy, Debug)]
 pub enum Body<'a> {
@@ -116,8 +135,24 @@ pub fn encode(
 pub struct Timestamp(String);
 
 impl Timestamp {
-    /// Formats `ts`.
+    /// The last instant RFC 3339 can write (`9999-12-31T23:59:59.999999Z`).
+    pub const MAX: Duration = Duration::new(253_402_300_799, 999_999_000);
+
+    /// Formats `ts`, clamped to `1970-01-01T00:00:00.000000Z ..=
+    /// 9999-12-31T23:59:59.999999Z`.
+    ///
+    /// A record's time comes from the [`Clock`](crate::clock::Clock) the log
+    /// was given, which may be wrong; RFC 3339 cannot write years outside
+    /// 0000–9999 (and the formatter starts at 1970). Clamping rather than
+    /// failing is deliberate: a record's `ts` is information, not part of
+    /// the chain's order (`seq` is), so a clock fault must not stop a log
+    /// from accepting events, nor make a caller's wait fail after a jump.
+    /// A clamped time is visible as one of the two limits.
     pub fn new(ts: SystemTime) -> Self {
+        let since_epoch = ts
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let ts = SystemTime::UNIX_EPOCH + since_epoch.min(Self::MAX);
         Self(humantime::format_rfc3339_micros(ts).to_string())
     }
 
@@ -165,7 +200,8 @@ pub struct Record {
     pub seq: u64,
     /// The timestamp as written (RFC 3339, UTC).
     pub ts: String,
-    /// The event (`None` for a gap marker).
+    /// The event (`None` for a gap marker; an event that serialised to
+    /// JSON `null` is `Some(Value::Null)`).
     pub event: Option<serde_json::Value>,
     /// Events dropped at this point (gap markers only).
     pub gap: Option<u64>,
@@ -191,12 +227,22 @@ pub enum RecordError {
 struct Wire {
     seq: u64,
     ts: String,
-    #[serde(default)]
+    /// `Some` whenever the key is present, even for `"event":null`: an
+    /// event that serialises to `null` (`()`, `None`, `f64::NAN`) is an
+    /// event, not a missing field.
+    #[serde(default, deserialize_with = "present")]
     event: Option<serde_json::Value>,
     #[serde(default)]
     gap: Option<u64>,
     prev: String,
     hash: String,
+}
+
+/// A field that is present, whatever its value (`null` included).
+fn present<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<serde_json::Value>, D::Error> {
+    serde::Deserialize::deserialize(deserializer).map(Some)
 }
 
 /// Parses one line (without its `\n`) and checks its hash.
@@ -300,6 +346,24 @@ mod tests {
             decode(&good[..good.len() - 1]),
             Err(RecordError::Malformed(_))
         ));
+    }
+
+    #[test]
+    fn times_outside_what_rfc_3339_writes_are_clamped() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        let day = Duration::from_secs(86_400);
+        for (ts, expected) in [
+            (epoch - day, "1970-01-01T00:00:00.000000Z"),
+            (epoch, "1970-01-01T00:00:00.000000Z"),
+            (epoch + Timestamp::MAX, "9999-12-31T23:59:59.999999Z"),
+            (epoch + Timestamp::MAX + day, "9999-12-31T23:59:59.999999Z"),
+            (
+                epoch + Duration::from_secs(1 << 40),
+                "9999-12-31T23:59:59.999999Z",
+            ),
+        ] {
+            assert_eq!(Timestamp::new(ts).as_str(), expected, "{ts:?}");
+        }
     }
 
     #[test]

@@ -19,8 +19,8 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 
+use super::record::Head;
 use super::record::{self, Record, RecordError};
-use super::verify::Head;
 
 /// The newest whole record of a file, and where its whole lines end.
 #[derive(Clone, Debug, PartialEq)]
@@ -125,6 +125,14 @@ pub(crate) struct Recovered {
 pub(crate) enum RecoverError {
     Io(PathBuf, io::Error),
     Corrupt(PathBuf, RecordError),
+    /// The newest file's first record (`seq`) does not continue the last
+    /// record of the file before it (`previous`): a copy of an older file
+    /// under a newer name, say. Resuming from it would fork the chain.
+    Forked {
+        path: PathBuf,
+        first: u64,
+        previous: u64,
+    },
 }
 
 /// Opens stream `prefix` in `dir`: truncates a torn tail of the newest file
@@ -167,10 +175,66 @@ pub(crate) fn open_stream(dir: &Path, prefix: &str) -> Result<Recovered, Recover
                 seq: last.seq,
                 hash: last.hash,
             });
+            let older = &files[..files.len() - 1 - i];
+            check_continues(path, &bytes[..tail.keep], older)?;
             break;
         }
     }
     Ok(recovered)
+}
+
+/// Checks that the first record of `bytes` (the whole lines of the file
+/// the stream resumes from) follows the last record of the newest of
+/// `older` that has one. Only these two records are read: the rest is
+/// [`verify`](super::verify())'s job; this catches a file that does not
+/// belong where its name puts it, which would make the stream resume at
+/// the wrong `seq` and fork the chain.
+fn check_continues(
+    path: &Path,
+    bytes: &[u8],
+    older: &[(u32, u32, PathBuf)],
+) -> Result<(), RecoverError> {
+    let first_line = bytes.split(|&b| b == b'\n').next().unwrap_or_default();
+    let first = record::decode(first_line).map_err(|e| RecoverError::Corrupt(path.into(), e))?;
+    for (_, _, older_path) in older.iter().rev() {
+        let Some(previous) = last_record(older_path)? else {
+            continue; // empty: look further back
+        };
+        if first.seq != previous.seq + 1 || first.prev != previous.hash {
+            return Err(RecoverError::Forked {
+                path: path.into(),
+                first: first.seq,
+                previous: previous.seq,
+            });
+        }
+        return Ok(());
+    }
+    Ok(())
+}
+
+/// The last whole record of the file at `path`, reading only its end
+/// (a window that doubles until it holds the whole last line).
+fn last_record(path: &Path) -> Result<Option<Record>, RecoverError> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let io_err = |e| RecoverError::Io(path.into(), e);
+    let mut file = File::open(path).map_err(io_err)?;
+    let len = file.metadata().map_err(io_err)?.len();
+    let mut window: u64 = 64 << 10;
+    loop {
+        let start = len.saturating_sub(window);
+        file.seek(SeekFrom::Start(start)).map_err(io_err)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err)?;
+        // The window holds the whole last line if it starts the file or
+        // holds a newline before the last line's own.
+        let end = bytes.iter().rposition(|&b| b == b'\n');
+        let whole = start == 0 || end.is_some_and(|end| bytes[..end].contains(&b'\n'));
+        if whole {
+            let tail = scan_tail(&bytes).map_err(|e| RecoverError::Corrupt(path.into(), e))?;
+            return Ok(tail.last);
+        }
+        window = window.saturating_mul(2);
+    }
 }
 
 #[cfg(test)]

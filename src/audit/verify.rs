@@ -11,22 +11,32 @@
 //! and `prev` equal to its hash). The first record of the oldest file must
 //! be `seq` 0 with the all-zero `prev`, unless older files were removed on
 //! purpose: [`verify_from`] then starts at a head exported earlier.
+//!
+//! # The end of the chain needs an anchor too
+//!
+//! A chain that verifies proves that its records are unbroken from its
+//! start to *its own* last record; it cannot tell that records were taken
+//! off its end. Checked on its own, a directory still verifies after:
+//!
+//! * the newest files are deleted, or the newest file is emptied or cut at
+//!   a line boundary;
+//! * its tail (or all of it) is rewritten and the chain recomputed from the
+//!   first changed record, by whoever can write the files.
+//!
+//! Only a head exported earlier to a place the node cannot rewrite (another
+//! host, a ticket, a transparency log; see [`record`]) tells:
+//! [`verify_to`] (`latchfree audit verify --head SEQ:HASH`) requires the
+//! chain to contain that record, so a copy cut short before it, or rewritten
+//! at or before it, fails. Records after the newest exported head have no
+//! such protection: export heads as often as their loss matters.
 
 use std::path::{Path, PathBuf};
 
 #[cfg(feature = "parallel-verify")]
 use rayon::prelude::*;
 
+pub use super::record::Head;
 use super::record::{self, ChainHash, RecordError};
-
-/// A point in a chain: a record's `seq` and hash.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Head {
-    /// The record's position.
-    pub seq: u64,
-    /// The record's hash.
-    pub hash: ChainHash,
-}
 
 /// What a successful verification found.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -68,6 +78,17 @@ pub enum Problem {
     /// The last line has no newline: a write was cut short.
     #[error("the last line is torn (it has no newline)")]
     TornTail,
+    /// The record at the anchor's `seq` is not the anchored record: the
+    /// chain was rewritten at or before it ([`verify_to`]).
+    #[error("seq {seq} has hash {found}, not the anchored {expected}")]
+    HeadMismatch {
+        /// The anchor's `seq`.
+        seq: u64,
+        /// The anchored hash.
+        expected: ChainHash,
+        /// The hash found.
+        found: ChainHash,
+    },
 }
 
 /// Why a directory did not verify.
@@ -91,6 +112,21 @@ pub enum VerifyError {
         /// What is wrong.
         problem: Problem,
     },
+    /// The chain is sound but ends before the head it must contain
+    /// ([`verify_to`]): records were taken off its end, or the stream was
+    /// replaced.
+    #[error(
+        "the chain ends at {} before the anchored head {}:{}",
+        reached.map_or("no record".to_string(), |h| format!("seq {}", h.seq)),
+        head.seq,
+        head.hash
+    )]
+    HeadNotReached {
+        /// The head it must contain.
+        head: Head,
+        /// Where it ends (`None`: no record).
+        reached: Option<Head>,
+    },
 }
 
 /// Verifies the `audit` stream in `dir` from its first record (`seq` 0).
@@ -107,6 +143,48 @@ pub fn verify_from(
     start: Option<Head>,
 ) -> Result<VerifyReport, VerifyError> {
     verify_files(&stream_files(dir, prefix)?, start)
+}
+
+/// [`verify_from`], and the chain must reach `to`: it must contain a record
+/// with `to.seq` and `to.hash` (a head exported earlier, and kept where the
+/// node cannot rewrite it). Records after it are checked as usual (the
+/// stream went on after the export).
+///
+/// This is what detects the tampers the chain alone cannot see (see the
+/// [module docs](self)): a stream that ends before `to` fails with
+/// [`VerifyError::HeadNotReached`]; one whose record `to.seq` has another
+/// hash (the tail was rewritten, chain and all) with
+/// [`Problem::HeadMismatch`] at that line.
+///
+/// ```
+/// use latchfree::audit::{self, AuditLog, VerifyError};
+///
+/// let dir = tempfile::tempdir()?;
+/// let log = AuditLog::open(dir.path())?;
+/// log.log(&"login")?;
+/// let exported = log.flush()?.expect("one record"); // kept elsewhere
+/// log.log(&"logout")?;
+/// log.close()?;
+/// assert_eq!(audit::verify_to(dir.path(), "audit", None, exported)?.records, 2);
+/// // The whole stream removed and a new one started: it verifies alone,
+/// // but not against the exported head.
+/// for file in audit::verify::stream_files(dir.path(), "audit")? {
+///     std::fs::remove_file(file)?;
+/// }
+/// AuditLog::open(dir.path())?.close()?;
+/// assert!(matches!(
+///     audit::verify_to(dir.path(), "audit", None, exported),
+///     Err(VerifyError::HeadNotReached { .. })
+/// ));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn verify_to(
+    dir: &Path,
+    prefix: &str,
+    start: Option<Head>,
+    to: Head,
+) -> Result<VerifyReport, VerifyError> {
+    check_files(&stream_files(dir, prefix)?, start, Some(to))
 }
 
 /// Verifies `files`, in the order given, as consecutive pieces of one
@@ -136,14 +214,24 @@ pub fn verify_from(
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn verify_files(files: &[PathBuf], start: Option<Head>) -> Result<VerifyReport, VerifyError> {
+    check_files(files, start, None)
+}
+
+/// [`verify_files`], and with `to`, the chain must contain that record.
+fn check_files(
+    files: &[PathBuf],
+    start: Option<Head>,
+    to: Option<Head>,
+) -> Result<VerifyReport, VerifyError> {
     // Each file on its own, in parallel with feature `parallel-verify`.
     #[cfg(feature = "parallel-verify")]
     let files_iter = files.par_iter();
     #[cfg(not(feature = "parallel-verify"))]
     let files_iter = files.iter();
     let scans: Vec<FileScan> = files_iter
-        .map(|path| scan_file(path))
+        .map(|path| scan_file(path, to.map(|h| h.seq)))
         .collect::<Result<_, _>>()?;
+    let mut reached = false;
     let mut report = VerifyReport {
         files: files.len(),
         records: 0,
@@ -167,8 +255,25 @@ pub fn verify_files(files: &[PathBuf], start: Option<Head>) -> Result<VerifyRepo
         report.gap_markers += scan.gap_markers;
         report.dropped += scan.dropped;
         report.head = scan.last.or(report.head);
+        if let (Some(to), Some((line, hash))) = (to, scan.wanted) {
+            if hash != to.hash {
+                let problem = Problem::HeadMismatch {
+                    seq: to.seq,
+                    expected: to.hash,
+                    found: hash,
+                };
+                return Err(broken(line, problem));
+            }
+            reached = true;
+        }
     }
-    Ok(report)
+    match to {
+        Some(head) if !reached => Err(VerifyError::HeadNotReached {
+            head,
+            reached: report.head,
+        }),
+        _ => Ok(report),
+    }
 }
 
 /// Checks that a record `(seq, prev)` follows `previous` (or starts a chain).
@@ -213,9 +318,11 @@ struct FileScan {
     dropped: u64,
     /// The first problem inside the file, with its line.
     error: Option<(usize, Problem)>,
+    /// The line and hash of the record with the `seq` asked for.
+    wanted: Option<(usize, ChainHash)>,
 }
 
-fn scan_file(path: &Path) -> Result<FileScan, VerifyError> {
+fn scan_file(path: &Path, wanted: Option<u64>) -> Result<FileScan, VerifyError> {
     use std::io::BufRead as _;
     let io_error = |source| VerifyError::Io {
         path: path.to_path_buf(),
@@ -233,6 +340,7 @@ fn scan_file(path: &Path) -> Result<FileScan, VerifyError> {
         gap_markers: 0,
         dropped: 0,
         error: None,
+        wanted: None,
     };
     let mut line = Vec::with_capacity(1024);
     for number in 1.. {
@@ -261,6 +369,9 @@ fn scan_file(path: &Path) -> Result<FileScan, VerifyError> {
             scan.first = Some((record.seq, record.prev));
         }
         scan.records += 1;
+        if wanted == Some(record.seq) {
+            scan.wanted = Some((number, record.hash));
+        }
         if let Some(n) = record.gap {
             scan.gap_markers += 1;
             scan.dropped += n;
@@ -482,6 +593,69 @@ mod tests {
             ),
             Err(VerifyError::Broken { line: 1, .. })
         ));
+    }
+
+    /// The tampers a chain cannot see on its own are caught against an
+    /// exported head; an intact stream that went on after it passes.
+    #[test]
+    fn an_exported_head_catches_a_cut_or_recomputed_tail() {
+        let name = |n| super::super::recover::file_name("audit", 20261123, n);
+        let fresh = || {
+            let dir = tempfile::tempdir().unwrap();
+            write_stream(dir.path(), 30, 10, None);
+            let lines = lines_of(&dir.path().join(name(1)));
+            let r = record::decode(lines[4].as_bytes()).unwrap();
+            (
+                dir,
+                Head {
+                    seq: r.seq,
+                    hash: r.hash,
+                },
+            )
+        };
+        let (dir, exported) = fresh();
+        assert_eq!(exported.seq, 14);
+        let report = verify_to(dir.path(), "audit", None, exported).unwrap();
+        assert_eq!(report.records, 30);
+
+        // The newest files deleted, or the file holding the head cut at a
+        // line boundary: the chain alone still verifies.
+        std::fs::remove_file(dir.path().join(name(2))).unwrap();
+        let file = dir.path().join(name(1));
+        rewrite(&file, &lines_of(&file)[..4]);
+        assert_eq!(verify(dir.path()).unwrap().records, 14);
+        let err = verify_to(dir.path(), "audit", None, exported).unwrap_err();
+        let VerifyError::HeadNotReached { head, reached } = err else {
+            panic!("{err:?}");
+        };
+        assert_eq!((head, reached.map(|h| h.seq)), (exported, Some(13)));
+
+        // The tail rewritten from seq 12 on with a recomputed chain.
+        let (dir, exported) = fresh();
+        let file = dir.path().join(name(1));
+        let mut lines = lines_of(&file);
+        let mut prev = record::decode(lines[1].as_bytes()).unwrap().hash;
+        let mut forged = Vec::new();
+        for seq in 12..20 {
+            let body = Body::Event(br#"{"op":"forged"}"#);
+            prev = encode(&mut forged, seq, SystemTime::UNIX_EPOCH, body, &prev);
+        }
+        lines.truncate(2);
+        lines.extend(
+            String::from_utf8(forged)
+                .unwrap()
+                .lines()
+                .map(str::to_owned),
+        );
+        rewrite(&file, &lines);
+        std::fs::remove_file(dir.path().join(name(2))).unwrap();
+        assert_eq!(verify(dir.path()).unwrap().records, 20);
+        let (file, line, problem) = broken_at(verify_to(dir.path(), "audit", None, exported));
+        assert_eq!((file.as_str(), line), ("audit-20261123-000001.jsonl", 5));
+        assert!(
+            matches!(problem, Problem::HeadMismatch { seq: 14, .. }),
+            "{problem:?}"
+        );
     }
 
     #[test]

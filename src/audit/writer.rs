@@ -25,11 +25,15 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, TryLockError};
 use std::time::{Duration, Instant};
 
-use super::log::{Durability, Shared};
+use super::durable::Syncer;
+use super::progress::{Level, Progress};
+use super::record::Head;
 use super::record::{self, Body, ChainHash, Timestamp};
 use super::recover::{self, Current};
 use super::ring::Consumer;
-use super::verify::Head;
+use crate::clock::Clock;
+use crate::stats::{Counter, Stats, StatsError};
+use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 /// A batch stops growing once its lines reach this many bytes.
 pub(crate) const BATCH_BYTES: usize = 1 << 20;
@@ -39,6 +43,76 @@ const IDLE: Duration = Duration::from_millis(100);
 /// How long the idle writer polls the ring (six growing spins, then
 /// yields) before it sleeps.
 const IDLE_POLL: Duration = Duration::from_micros(50);
+
+/// When the writer fsyncs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Not on its own, except once per file when the writer moves to the
+    /// next one: records reach the OS page cache (they survive a crash of
+    /// the process, not of the machine). Callers that need more wait for
+    /// [`Guarantee::Disk`](super::Guarantee::Disk).
+    #[default]
+    None,
+    /// After every batch: group commit. Every record is on disk within one
+    /// write and one fsync of reaching the writer.
+    Batch,
+    /// At most this long after a batch is written.
+    Interval(Duration),
+}
+
+/// Counters of one stream, registered in a [`Stats`].
+pub(crate) struct Counts {
+    pub(crate) written: Counter,
+    pub(crate) dropped: Counter,
+    pub(crate) gap_records: Counter,
+    pub(crate) batches: Counter,
+    pub(crate) bytes: Counter,
+    pub(crate) fsyncs: Counter,
+    pub(crate) full_waits: Counter,
+    pub(crate) write_errors: Counter,
+    pub(crate) files: Counter,
+}
+
+impl Counts {
+    pub(crate) fn register(stats: &Stats, prefix: &str) -> Result<Self, StatsError> {
+        let counter = |what: &str| stats.counter(&format!("{prefix}_{what}_total"));
+        Ok(Self {
+            written: counter("records_written")?,
+            dropped: counter("events_dropped")?,
+            gap_records: counter("gap_records")?,
+            batches: counter("batches")?,
+            bytes: counter("bytes_written")?,
+            fsyncs: counter("fsyncs")?,
+            full_waits: counter("full_waits")?,
+            write_errors: counter("write_errors")?,
+            files: counter("files_created")?,
+        })
+    }
+}
+
+/// The chain heads the writer reports with its levels.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Heads {
+    pub(crate) written: Option<Head>,
+    pub(crate) synced: Option<Head>,
+}
+
+/// What the handles and the writer share.
+pub(crate) struct Shared {
+    pub(crate) prefix: String,
+    pub(crate) durability: Durability,
+    pub(crate) max_file_bytes: u64,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) counts: Counts,
+    /// Ring positions written, and fsynced.
+    pub(crate) written: Level,
+    pub(crate) synced: Level,
+    /// The highest position a caller waits to see fsynced.
+    pub(crate) sync_wanted: AtomicU64,
+    /// The writer's last write failed (the error is in `progress`).
+    pub(crate) failed: AtomicBool,
+    pub(crate) progress: Progress<Heads>,
+}
 
 /// What a writer that stopped cleanly leaves.
 #[derive(Clone, Copy, Debug, Default)]
@@ -54,30 +128,36 @@ pub(crate) struct Unwritten {
 }
 
 pub(crate) struct Writer {
-    pub(crate) consumer: Consumer,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) dir: PathBuf,
-    pub(crate) current: Option<Current>,
-    pub(crate) head: Option<Head>,
+    consumer: Consumer,
+    shared: Arc<Shared>,
+    dir: PathBuf,
+    current: Option<Current>,
+    head: Option<Head>,
     /// Encoded lines not yet accepted by the OS, from `pending_from`.
-    pub(crate) pending: Vec<u8>,
-    pub(crate) pending_from: usize,
+    pending: Vec<u8>,
+    pending_from: usize,
     /// Where the batch's gap marker ends in `pending` (0 if it has none).
-    pub(crate) gap_end: usize,
+    gap_end: usize,
     /// Ring positions encoded into `pending` (all of them once it is empty).
-    pub(crate) encoded: u64,
+    encoded: u64,
     /// Ring positions handed to the OS.
-    pub(crate) written: u64,
+    written: u64,
     /// Ring positions fsynced.
-    pub(crate) synced: u64,
-    pub(crate) last_sync: Instant,
+    synced: u64,
+    last_sync: Instant,
     /// Counters already reported to `stats` (`full_waits` is cumulative in
     /// the ring).
-    pub(crate) full_waits_seen: u64,
+    full_waits_seen: u64,
     /// The stream's lock file, locked while the writer runs.
-    pub(crate) lock: Option<File>,
+    lock: Option<File>,
     /// Set by the thread when it returns: no turn may run after it.
-    pub(crate) stopped: bool,
+    stopped: bool,
+    /// Makes files and names durable (the OS, or a test's recorder).
+    syncer: Arc<dyn Syncer>,
+    /// Whether the directory was synced since the current file was created
+    /// (or since the stream was opened: the previous process may have died
+    /// before it synced the name).
+    dir_synced: bool,
 }
 
 /// The writer's state, shared by its thread and by callers waiting for a
@@ -189,6 +269,38 @@ impl Desk {
 }
 
 impl Writer {
+    /// A writer that appends to `current` (the newest file, open), chaining
+    /// from `head`, and holds the stream's `lock` file until it stops.
+    pub(crate) fn new(
+        consumer: Consumer,
+        shared: Arc<Shared>,
+        dir: PathBuf,
+        current: Current,
+        head: Option<Head>,
+        lock: File,
+        syncer: Arc<dyn Syncer>,
+    ) -> Self {
+        Self {
+            consumer,
+            shared,
+            dir,
+            current: Some(current),
+            head,
+            pending: Vec::with_capacity(BATCH_BYTES + 4096),
+            pending_from: 0,
+            gap_end: 0,
+            encoded: 0,
+            written: 0,
+            synced: 0,
+            last_sync: Instant::now(),
+            full_waits_seen: 0,
+            lock: Some(lock),
+            stopped: false,
+            syncer,
+            dir_synced: false,
+        }
+    }
+
     /// Ends the stream for this process: no turn runs after it; the file,
     /// the buffer and the lock file (so the stream can be opened again)
     /// are released.
@@ -324,11 +436,20 @@ impl Writer {
         Ok(())
     }
 
+    /// Makes everything written durable: the current file, then its name
+    /// if the directory was not synced since the file was created. Only
+    /// then is the synced level raised and a waiter released.
     fn sync(&mut self) -> io::Result<()> {
         let Some(current) = self.current.as_ref() else {
             return Ok(());
         };
-        if let Err(e) = current.file.sync_data() {
+        let path = self.file_path(current.day, current.n);
+        let mut result = self.syncer.sync_file(&current.file, &path);
+        if result.is_ok() && !self.dir_synced {
+            result = self.syncer.sync_dir(&self.dir);
+            self.dir_synced = result.is_ok();
+        }
+        if let Err(e) = result {
             self.shared.counts.write_errors.inc();
             return Err(e);
         }
@@ -339,6 +460,11 @@ impl Writer {
         self.shared.progress.set(|s| s.heads.synced = head);
         self.shared.progress.raise(&self.shared.synced, self.synced);
         Ok(())
+    }
+
+    fn file_path(&self, day: u32, n: u32) -> PathBuf {
+        self.dir
+            .join(recover::file_name(&self.shared.prefix, day, n))
     }
 
     /// Starts a new file when the day changed or the file is full. Only
@@ -352,17 +478,18 @@ impl Writer {
         if self.unwritten() > 0 {
             return Ok(());
         }
-        if self.shared.durability != Durability::None && self.synced < self.written {
+        // Records of the old file that are not synced yet: sync them now,
+        // under every durability. A caller may wait for `Guarantee::Disk`
+        // on one of them after the switch, when only the new file would be
+        // synced. One fsync per file, not per record.
+        if self.synced < self.written {
             self.sync()?;
         }
-        let path = self
-            .dir
-            .join(recover::file_name(&self.shared.prefix, day, n));
+        let path = self.file_path(day, n);
         let file = create(&path)?;
-        if self.shared.durability != Durability::None {
-            // The new name must survive power loss with the records in it.
-            File::open(&self.dir)?.sync_all()?;
-        }
+        // The new name is made durable by the next sync, before the first
+        // record of the file can be reported synced.
+        self.dir_synced = false;
         self.current = Some(Current {
             file,
             day,
@@ -418,8 +545,8 @@ fn append(out: &mut Vec<u8>, head: &Option<Head>, ts: &Timestamp, body: Body<'_>
     Head { seq, hash }
 }
 
-fn relaxed() -> std::sync::atomic::Ordering {
+fn relaxed() -> Ordering {
     // The flags and counters the writer shares outside `Progress` are hints
     // read without ordering anything else.
-    std::sync::atomic::Ordering::Relaxed
+    Ordering::Relaxed
 }

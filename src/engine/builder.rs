@@ -85,14 +85,14 @@ impl EngineBuilder {
     }
 
     /// Slots of the latchfree audit ring (default 16 384; see
-    /// [`AuditConfig::ring_capacity`]).
+    /// [`AuditConfig::ring_capacity`](super::AuditConfig::ring_capacity)).
     pub fn ring_capacity(mut self, slots: usize) -> Self {
         self.config.audit.ring_capacity = slots;
         self
     }
 
     /// The size at which the audit stream starts a new file (default
-    /// 256 MiB; see [`AuditConfig::max_file_bytes`]).
+    /// 256 MiB; see [`AuditConfig::max_file_bytes`](super::AuditConfig::max_file_bytes)).
     pub fn audit_max_file_bytes(mut self, bytes: u64) -> Self {
         self.config.audit.max_file_bytes = bytes;
         self

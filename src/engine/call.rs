@@ -69,7 +69,7 @@ impl<'a> Call<'a> {
     }
 }
 
-/// What [`Engine::call`] returns on success.
+/// What [`Engine::call`](super::Engine::call) returns on success.
 #[derive(Clone, Debug)]
 pub struct Reply {
     /// The tool's result (shared with the cache).
@@ -84,7 +84,7 @@ pub struct Reply {
     pub latency: Duration,
 }
 
-/// A tool's failure, returned by the closure given to [`Engine::call`].
+/// A tool's failure, returned by the closure given to [`Engine::call`](super::Engine::call).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct ToolError {

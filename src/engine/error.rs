@@ -32,10 +32,10 @@ pub enum EngineError {
     /// done).
     #[error(transparent)]
     Audit(#[from] AuditError),
-    /// [`Engine::shutdown`] was called.
+    /// [`Engine::shutdown`](super::Engine::shutdown) was called.
     #[error("the engine is shut down")]
     ShutDown,
-    /// [`Engine::shared`] asked for an existing instance with another type.
+    /// [`Engine::shared`](super::Engine::shared) asked for an existing instance with another type.
     #[error("the shared instance {name:?} holds a {existing}, not a {requested}")]
     SharedTypeMismatch {
         /// The instance's name.
@@ -45,9 +45,9 @@ pub enum EngineError {
         /// The type asked for now.
         requested: &'static str,
     },
-    /// [`Engine::shared`] could not name or register the metrics of a new
+    /// [`Engine::shared`](super::Engine::shared) could not name or register the metrics of a new
     /// instance: the name is not a valid metric name
-    /// ([`StatsError::InvalidName`]), or the engine's [`Stats`] refused one
+    /// ([`StatsError::InvalidName`]), or the engine's [`Stats`](crate::stats::Stats) refused one
     /// of its counters.
     #[error("the shared instance {name:?}: {source}")]
     SharedMetrics {

@@ -122,6 +122,17 @@ pub enum StatsError {
         /// The configured bound.
         max_slots: usize,
     },
+    /// A [`StatsBuilder`] setting is out of its range:
+    /// `StatsBuilder::{setting}` was given `value`.
+    #[error("StatsBuilder::{setting}({value}) is out of range: use {allowed}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// The value refused.
+        value: u64,
+        /// What is accepted.
+        allowed: &'static str,
+    },
     /// `describe` named a metric that is not registered.
     #[error("metric {name:?} is not registered")]
     UnknownMetric {
@@ -148,22 +159,24 @@ pub struct StatsBuilder {
 impl StatsBuilder {
     /// The per-thread slot space, which bounds how many metrics can be
     /// registered: a counter takes 1 slot, a histogram [`HISTOGRAM_SLOTS`],
-    /// a gauge none. Default and upper limit [`DEFAULT_MAX_SLOTS`]; clamped to
-    /// `1..=DEFAULT_MAX_SLOTS`.
+    /// a gauge none. Default and upper limit [`DEFAULT_MAX_SLOTS`]; 1 to
+    /// [`DEFAULT_MAX_SLOTS`], checked by [`build`](Self::build).
     pub fn max_slots(mut self, max_slots: usize) -> Self {
-        self.max_slots = max_slots.clamp(1, DEFAULT_MAX_SLOTS);
+        self.max_slots = max_slots;
         self
     }
 
-    /// Builds an empty [`Stats`].
-    pub fn build(self) -> Stats {
-        Stats {
-            core: Arc::new(Core {
-                registry: RwLock::new(Registry::new(self.max_slots)),
-                shards: PerThread::new(),
-                max_slots: self.max_slots,
-            }),
+    /// Builds an empty [`Stats`], or refuses an out-of-range setting with
+    /// [`StatsError::InvalidSetting`].
+    pub fn build(self) -> Result<Stats, StatsError> {
+        if !(1..=DEFAULT_MAX_SLOTS).contains(&self.max_slots) {
+            return Err(StatsError::InvalidSetting {
+                setting: "max_slots",
+                value: self.max_slots as u64,
+                allowed: "1 to DEFAULT_MAX_SLOTS slots",
+            });
         }
+        Ok(Stats::with_slots(self.max_slots))
     }
 }
 
@@ -233,10 +246,10 @@ impl Default for Stats {
 
 impl std::fmt::Debug for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let published = self.core.registry().published();
+        let registry = self.core.registry();
         f.debug_struct("Stats")
-            .field("metrics", &published.entries.len())
-            .field("used_slots", &published.used_slots)
+            .field("metrics", &registry.len())
+            .field("used_slots", &registry.used_slots())
             .field("max_slots", &self.core.max_slots)
             .finish()
     }
@@ -245,7 +258,17 @@ impl std::fmt::Debug for Stats {
 impl Stats {
     /// An empty set of metrics with the default configuration.
     pub fn new() -> Self {
-        Self::builder().build()
+        Self::with_slots(DEFAULT_MAX_SLOTS)
+    }
+
+    fn with_slots(max_slots: usize) -> Self {
+        Stats {
+            core: Arc::new(Core {
+                registry: RwLock::new(Registry::new(max_slots)),
+                shards: PerThread::new(),
+                max_slots,
+            }),
+        }
     }
 
     /// A builder for a configured `Stats`.
@@ -713,7 +736,10 @@ mod tests {
 
     #[test]
     fn slot_space_is_bounded() {
-        let stats = Stats::builder().max_slots(HISTOGRAM_SLOTS + 1).build();
+        let stats = Stats::builder()
+            .max_slots(HISTOGRAM_SLOTS + 1)
+            .build()
+            .unwrap();
         stats.histogram("h").unwrap();
         stats.counter("c").unwrap();
         let err = stats.counter("d").unwrap_err();
@@ -721,6 +747,26 @@ mod tests {
             err.to_string().contains("raise StatsBuilder::max_slots"),
             "{err}"
         );
+    }
+
+    /// `max_slots(0)` and `max_slots(DEFAULT_MAX_SLOTS + 1)` were clamped
+    /// silently; both are refused, naming the call and the value.
+    #[test]
+    fn out_of_range_max_slots_is_a_typed_error() {
+        for bad in [0, DEFAULT_MAX_SLOTS + 1, usize::MAX] {
+            let err = Stats::builder().max_slots(bad).build().unwrap_err();
+            assert!(
+                matches!(err, StatsError::InvalidSetting { setting: "max_slots", value, .. } if value == bad as u64),
+                "{err:?}"
+            );
+            assert!(
+                err.to_string().contains("StatsBuilder::max_slots("),
+                "{err}"
+            );
+        }
+        for good in [1, DEFAULT_MAX_SLOTS] {
+            assert!(Stats::builder().max_slots(good).build().is_ok());
+        }
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! A simple model of what `latchfree::audit::verify` must accept, and of
-//! `latchfree::audit::recover::scan_tail`, with the one code path that
-//! builds a stream's files from an [`Input`], runs the real functions on
-//! them and checks that they agree with the model.
+//! A simple model of what `latchfree::audit::verify` must accept, and the
+//! format's rules for `latchfree::audit::recover::scan_tail`, with the one
+//! code path that builds a stream's files from an [`Input`], runs the real
+//! functions on them and checks them.
 //!
 //! This file is a plain module (no `#[test]`), included twice:
 //!
@@ -26,9 +26,15 @@
 //! the first). [`run`] asserts that `verify` accepts exactly the streams the
 //! model accepts (so it never accepts a broken chain, and never rejects a
 //! sound one), with the model's counts and head, and otherwise names the
-//! model's first break: the same file, line and problem. For each file it
-//! asserts that `scan_tail` keeps exactly the bytes up to the last `\n` and
-//! decodes exactly the last whole line. Neither may panic.
+//! model's first break: the same file, line and problem.
+//!
+//! Torn-tail recovery is checked against the spec, not against a second
+//! scanner: on any file, [`check_scan_tail`] asserts what the kept bytes and
+//! the record named must look like; on generated streams,
+//! [`check_torn_tails`] tears the file at every byte offset and after every
+//! whole line (with garbage suffixes), and asserts that recovery keeps
+//! exactly the whole lines the generator wrote before the tear and resumes
+//! from the last of them. Nothing may panic.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -237,6 +243,27 @@ fn time(seq: u64) -> SystemTime {
 
 /// Encodes a valid stream and splits it over 1 to 3 files.
 fn stream(specs: &[Spec], cuts: (u8, u8)) -> Vec<Vec<u8>> {
+    let lines = stream_lines(specs);
+    let n = lines.len() + 1;
+    let mut at = [usize::from(cuts.0) % n, usize::from(cuts.1) % n];
+    at.sort();
+    // Both cuts at one end make one file, both at one inner point two, and
+    // otherwise three (the first or last empty when a cut is at an end).
+    if at == [0, 0] || at == [n - 1, n - 1] {
+        vec![lines.concat()]
+    } else if at[0] == at[1] {
+        vec![lines[..at[0]].concat(), lines[at[0]..].concat()]
+    } else {
+        vec![
+            lines[..at[0]].concat(),
+            lines[at[0]..at[1]].concat(),
+            lines[at[1]..].concat(),
+        ]
+    }
+}
+
+/// The encoded lines (each with its newline) of a valid stream of `specs`.
+fn stream_lines(specs: &[Spec]) -> Vec<Vec<u8>> {
     let mut lines = Vec::new();
     let mut prev = ChainHash::GENESIS;
     for (seq, spec) in (0u64..).zip(specs) {
@@ -256,22 +283,7 @@ fn stream(specs: &[Spec], cuts: (u8, u8)) -> Vec<Vec<u8>> {
         prev = record::encode(&mut line, seq, time(seq), body, &prev);
         lines.push(line);
     }
-    let n = lines.len() + 1;
-    let mut at = [usize::from(cuts.0) % n, usize::from(cuts.1) % n];
-    at.sort();
-    // Both cuts at one end make one file, both at one inner point two, and
-    // otherwise three (the first or last empty when a cut is at an end).
-    if at == [0, 0] || at == [n - 1, n - 1] {
-        vec![lines.concat()]
-    } else if at[0] == at[1] {
-        vec![lines[..at[0]].concat(), lines[at[0]..].concat()]
-    } else {
-        vec![
-            lines[..at[0]].concat(),
-            lines[at[0]..at[1]].concat(),
-            lines[at[1]..].concat(),
-        ]
-    }
+    lines
 }
 
 /// Where line `index` (across all files) is: `(file, line in file)`.
@@ -453,24 +465,97 @@ pub fn model_verify(files: &[Vec<u8>]) -> Result<VerifyReport, (usize, usize, Pr
     Ok(report)
 }
 
-/// The model of `scan_tail`: keep everything up to the last newline, and
-/// decode the line before it.
-pub fn model_scan_tail(bytes: &[u8]) -> Result<Tail, record::RecordError> {
-    let Some(end) = bytes.iter().rposition(|&b| b == b'\n') else {
-        return Ok(Tail {
-            keep: 0,
-            last: None,
-        });
-    };
-    let start = bytes[..end]
+/// What the format's spec says of `scan_tail` on any bytes, checked
+/// without scanning them the way it does: what it keeps ends at a newline
+/// (or is nothing) and no newline follows it; it names a record exactly when
+/// it keeps a line, and that record is the one the kept bytes end with (its
+/// line ends with its own hash).
+pub fn check_scan_tail(bytes: &[u8], tail: &Tail) {
+    assert!(tail.keep <= bytes.len(), "keep {} past the end", tail.keep);
+    assert!(
+        tail.keep == 0 || bytes[tail.keep - 1] == b'\n',
+        "keep {} does not end at a newline",
+        tail.keep
+    );
+    assert!(
+        !bytes[tail.keep..].contains(&b'\n'),
+        "a newline after keep {}",
+        tail.keep
+    );
+    assert_eq!(
+        tail.last.is_some(),
+        tail.keep > 0,
+        "a record iff a kept line"
+    );
+    if let Some(last) = &tail.last {
+        let ending = format!("\"hash\":\"{}\"}}\n", last.hash);
+        assert!(
+            bytes[..tail.keep].ends_with(ending.as_bytes()),
+            "the record named is not the last kept line"
+        );
+    }
+}
+
+/// Garbage a crash or a stray write can leave after the last whole line:
+/// never a newline (a torn write is the start of one line).
+const TORN_SUFFIXES: &[&[u8]] = &[
+    b"{",
+    b"{\"seq\":",
+    b"\0\0\0\0",
+    b"\xff\xfe not utf-8",
+    b"{\"seq\":9,\"ts\":\"x\",\"event\":null,\"prev\":\"",
+];
+
+/// Spec-level check of torn-tail recovery on generated streams: encode
+/// `specs` as one file whose line boundaries are known from the generator,
+/// then cut it at every byte offset, and append each torn suffix to every
+/// prefix of whole lines. Recovery must keep exactly the whole lines before
+/// the cut (as the generator laid them out) and resume from the last of
+/// them, `None` if there is none; a newline-terminated line of garbage is
+/// not a torn write and must be refused. Returns the cases checked.
+pub fn check_torn_tails(specs: &[Spec]) -> usize {
+    let lines = stream_lines(specs);
+    let records: Vec<Record> = lines
         .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |i| i + 1);
-    let last: Record = record::decode(&bytes[start..end])?;
-    Ok(Tail {
-        keep: end + 1,
-        last: Some(last),
-    })
+        .map(|l| record::decode(&l[..l.len() - 1]).unwrap())
+        .collect();
+    let mut bytes = Vec::new();
+    // `ends[k]`: where the first k lines end.
+    let mut ends = vec![0];
+    for line in &lines {
+        bytes.extend_from_slice(line);
+        ends.push(bytes.len());
+    }
+    let expect = |whole: usize| Tail {
+        keep: ends[whole],
+        last: whole.checked_sub(1).map(|i| records[i].clone()),
+    };
+    let mut checked = 0;
+    for cut in 0..=bytes.len() {
+        // The whole lines that end at or before the cut.
+        let whole = ends.iter().rposition(|&end| end <= cut).unwrap();
+        let torn = &bytes[..cut];
+        assert_eq!(scan_tail(torn), Ok(expect(whole)), "cut at byte {cut}");
+        checked += 1;
+    }
+    for (whole, &end) in ends.iter().enumerate() {
+        for suffix in TORN_SUFFIXES {
+            let mut torn = bytes[..end].to_vec();
+            torn.extend_from_slice(suffix);
+            assert_eq!(
+                scan_tail(&torn),
+                Ok(expect(whole)),
+                "{suffix:?} after {whole} lines"
+            );
+            torn.push(b'\n');
+            assert!(
+                scan_tail(&torn).is_err(),
+                "{suffix:?} as a whole line accepted"
+            );
+            checked += 2;
+        }
+    }
+    checked
 }
 
 /// The name of file `i` of the stream.
@@ -490,22 +575,10 @@ pub fn run(dir: &Path, input: &Input) -> bool {
         std::fs::write(dir.join(file_name(i)), bytes).unwrap();
     }
 
-    for (i, bytes) in files.iter().enumerate() {
-        let tail = scan_tail(bytes);
-        if let Ok(tail) = &tail {
-            assert!(tail.keep <= bytes.len(), "file {i}: keep past the end");
-            assert!(
-                tail.keep == 0 || bytes[tail.keep - 1] == b'\n',
-                "file {i}: keep {} does not end at a newline",
-                tail.keep
-            );
-            assert!(
-                !bytes[tail.keep..].contains(&b'\n'),
-                "file {i}: a newline after keep {}",
-                tail.keep
-            );
+    for bytes in &files {
+        if let Ok(tail) = scan_tail(bytes) {
+            check_scan_tail(bytes, &tail);
         }
-        assert_eq!(tail, model_scan_tail(bytes), "scan_tail of file {i}");
     }
 
     let model = model_verify(&files);

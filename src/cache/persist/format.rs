@@ -87,6 +87,15 @@ pub enum FormatError {
     /// The checksum does not match (a bit flip, a torn write).
     #[error("checksum mismatch")]
     Checksum,
+    /// The header gives a key and value longer (together) than the
+    /// configured maximum entry size; the rest of the file was not read.
+    #[error("the header's key and value need {bytes} bytes, over the {max}-byte limit")]
+    EntryTooLarge {
+        /// Key and value bytes the header gives.
+        bytes: u64,
+        /// The limit.
+        max: u64,
+    },
     /// A key or value longer than `u32::MAX` bytes cannot be encoded.
     #[error("a key or value of {0} bytes is too large for an entry file")]
     TooLarge(usize),
@@ -117,6 +126,20 @@ fn header(bytes: &[u8]) -> Result<(u64, usize, usize), FormatError> {
     if bytes.len() < HEADER_LEN + CHECKSUM_LEN {
         return Err(FormatError::TooShort { len: bytes.len() });
     }
+    let (deadline, key_len, value_len) = header_fields(bytes)?;
+    let expected = entry_bytes(key_len, value_len);
+    if expected != bytes.len() as u64 {
+        return Err(FormatError::Length {
+            expected,
+            len: bytes.len(),
+        });
+    }
+    Ok((deadline, key_len as usize, value_len as usize))
+}
+
+/// The fixed fields of a header (`bytes` holds at least [`HEADER_LEN`]):
+/// `(deadline, key_len, value_len)`.
+fn header_fields(bytes: &[u8]) -> Result<(u64, u32, u32), FormatError> {
     if bytes[..4] != MAGIC {
         return Err(FormatError::BadMagic);
     }
@@ -136,15 +159,31 @@ fn header(bytes: &[u8]) -> Result<(u64, usize, usize), FormatError> {
         b.copy_from_slice(&bytes[at..at + 4]);
         u32::from_le_bytes(b)
     };
-    let (key_len, value_len) = (u32_at(16), u32_at(20));
-    let expected = (HEADER_LEN + CHECKSUM_LEN) as u64 + u64::from(key_len) + u64::from(value_len);
-    if expected != bytes.len() as u64 {
-        return Err(FormatError::Length {
-            expected,
-            len: bytes.len(),
+    Ok((u64_at(8), u32_at(16), u32_at(20)))
+}
+
+/// The length of a file holding a key and a value of these lengths.
+fn entry_bytes(key_len: u32, value_len: u32) -> u64 {
+    (HEADER_LEN + CHECKSUM_LEN) as u64 + u64::from(key_len) + u64::from(value_len)
+}
+
+/// From the first [`HEADER_LEN`] bytes of a file alone: the length the
+/// whole file must have, once its key and value (together) are found to
+/// be at most `max_entry_bytes`. Lets a reader refuse a huge or
+/// inconsistent file before reading (or allocating for) the rest of it.
+pub fn entry_len(header: &[u8], max_entry_bytes: u64) -> Result<u64, FormatError> {
+    if header.len() < HEADER_LEN {
+        return Err(FormatError::TooShort { len: header.len() });
+    }
+    let (_, key_len, value_len) = header_fields(header)?;
+    let entry = u64::from(key_len) + u64::from(value_len);
+    if entry > max_entry_bytes {
+        return Err(FormatError::EntryTooLarge {
+            bytes: entry,
+            max: max_entry_bytes,
         });
     }
-    Ok((u64_at(8), key_len as usize, value_len as usize))
+    Ok(entry_bytes(key_len, value_len))
 }
 
 /// Decodes and checks an entry file's bytes. Never panics.

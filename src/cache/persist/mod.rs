@@ -134,6 +134,17 @@ pub enum PersistError {
     /// The memory tier's settings are unusable.
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A disk-tier setting is out of its range (nothing was opened):
+    /// `PersistentTtlCacheBuilder::{setting}` was given `value`.
+    #[error("PersistentTtlCacheBuilder::{setting}({value}) is out of range: use {allowed}")]
+    InvalidSetting {
+        /// The builder method.
+        setting: &'static str,
+        /// The value refused.
+        value: u64,
+        /// What is accepted.
+        allowed: &'static str,
+    },
     /// `time_to_idle` was set: the disk tier holds absolute deadlines only.
     #[error("a persistent cache has no idle timeout (remove time_to_idle or persist_dir)")]
     TimeToIdle,
@@ -219,12 +230,21 @@ where
             dir: dir.into(),
             fsync: true,
             queue_capacity: DEFAULT_QUEUE_CAPACITY,
+            max_entry_bytes: DEFAULT_MAX_ENTRY_BYTES,
         }
     }
 }
 
 /// The default [`PersistentTtlCacheBuilder::queue_capacity`].
 pub const DEFAULT_QUEUE_CAPACITY: usize = 65_536;
+/// The largest [`PersistentTtlCacheBuilder::queue_capacity`] (the queue's
+/// slots are allocated up front).
+pub const MAX_QUEUE_CAPACITY: usize = 1 << 24;
+/// The default [`PersistentTtlCacheBuilder::max_entry_bytes`]: 64 MiB.
+pub const DEFAULT_MAX_ENTRY_BYTES: u64 = 64 << 20;
+/// The largest [`PersistentTtlCacheBuilder::max_entry_bytes`]: what the
+/// file format's two 32-bit lengths can hold.
+pub const MAX_ENTRY_BYTES: u64 = 2 * u32::MAX as u64;
 
 /// Configures a [`PersistentTtlCache`]: the memory tier's settings (from
 /// [`TtlCacheBuilder`]) and the disk tier's.
@@ -234,6 +254,7 @@ pub struct PersistentTtlCacheBuilder<K, V> {
     dir: PathBuf,
     fsync: bool,
     queue_capacity: usize,
+    max_entry_bytes: u64,
 }
 
 impl<K, V> fmt::Debug for PersistentTtlCacheBuilder<K, V> {
@@ -243,6 +264,7 @@ impl<K, V> fmt::Debug for PersistentTtlCacheBuilder<K, V> {
             .field("dir", &self.dir)
             .field("fsync", &self.fsync)
             .field("queue_capacity", &self.queue_capacity)
+            .field("max_entry_bytes", &self.max_entry_bytes)
             .finish()
     }
 }
@@ -261,12 +283,24 @@ where
     }
 
     /// How many changes may wait for the writer thread (default
-    /// [`DEFAULT_QUEUE_CAPACITY`], at least 1). When the queue is full, a
-    /// write (insert, load, invalidation, expiry) waits until the disk
-    /// catches up: backpressure instead of unbounded memory. Reads never
-    /// wait for it.
+    /// [`DEFAULT_QUEUE_CAPACITY`]; 1 to [`MAX_QUEUE_CAPACITY`], checked by
+    /// [`open`](Self::open)). When the queue is full, a write (insert,
+    /// load, invalidation, expiry) waits until the disk catches up:
+    /// backpressure instead of unbounded memory. Reads never wait for it.
     pub fn queue_capacity(mut self, changes: usize) -> Self {
-        self.queue_capacity = changes.max(1);
+        self.queue_capacity = changes;
+        self
+    }
+
+    /// The largest entry, key and value serialized together, that the disk
+    /// tier writes or reads (default [`DEFAULT_MAX_ENTRY_BYTES`]; 1 to
+    /// [`MAX_ENTRY_BYTES`], checked by [`open`](Self::open)). A file whose
+    /// header gives more, or lengths that do not add up to the file's size,
+    /// is refused from its first bytes (unread, and dropped as corrupt); a
+    /// larger entry is kept in memory only, and its write fails with
+    /// [`PersistError::Write`] at the next flush.
+    pub fn max_entry_bytes(mut self, bytes: u64) -> Self {
+        self.max_entry_bytes = bytes;
         self
     }
 
@@ -275,6 +309,20 @@ where
     pub fn open(self) -> Result<PersistentTtlCache<K, V>, PersistError> {
         if self.memory.tti.is_some() {
             return Err(PersistError::TimeToIdle);
+        }
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&self.queue_capacity) {
+            return Err(PersistError::InvalidSetting {
+                setting: "queue_capacity",
+                value: self.queue_capacity as u64,
+                allowed: "1 to MAX_QUEUE_CAPACITY (16,777,216) changes",
+            });
+        }
+        if !(1..=MAX_ENTRY_BYTES).contains(&self.max_entry_bytes) {
+            return Err(PersistError::InvalidSetting {
+                setting: "max_entry_bytes",
+                value: self.max_entry_bytes,
+                allowed: "1 to MAX_ENTRY_BYTES (8,589,934,590) bytes",
+            });
         }
         let dir = self.dir;
         std::fs::create_dir_all(&dir).map_err(|source| PersistError::Dir {
@@ -288,6 +336,7 @@ where
             dir.clone(),
             self.memory.clock.clone(),
             self.fsync,
+            self.max_entry_bytes,
             tx,
         ));
         let journal: Arc<dyn Journal<K, V>> = tier.clone();
@@ -381,14 +430,19 @@ where
     let counters = &tier.counters;
     files.par_iter().for_each(|path| {
         // A file that cannot be read is left alone (a miss if read later).
-        let Ok(bytes) = read_entry_file(path) else {
+        let max = tier.max_entry_bytes;
+        let judge = |read: Result<Vec<u8>, _>| match read {
+            Ok(bytes) => writer::judge::<K, V>(&bytes, now),
+            Err(_) => Verdict::Corrupt,
+        };
+        let Ok(read) = read_checked_entry_file(path, max, false) else {
             return;
         };
-        let mut verdict = writer::judge::<K, V>(&bytes, now);
+        let mut verdict = judge(read);
         if matches!(verdict, Verdict::Corrupt) {
             // Sure before deleting: the whole file, however many reads.
-            match std::fs::read(path) {
-                Ok(bytes) => verdict = writer::judge::<K, V>(&bytes, now),
+            match read_checked_entry_file(path, max, true) {
+                Ok(read) => verdict = judge(read),
                 Err(_) => return,
             }
         }
@@ -609,15 +663,71 @@ where
 /// Bytes an entry file is first read into; larger files take more reads.
 const FIRST_READ: usize = 4096;
 
-/// Reads an entry file with the fewest system calls a small file allows:
-/// `open`, one `read`, `close` (`std::fs::read` also asks for the size and
-/// reads again to see the end). A read shorter than the buffer is taken as
-/// the whole file. Were it not (a regular file read short), the entry would
-/// fail its length check: callers re-read with [`std::fs::read`] before
-/// they delete a file for being corrupt, so no valid file is lost to it.
+/// Reads an entry file, refusing a huge or inconsistent one before it
+/// reads (or allocates for) more than [`FIRST_READ`] bytes of it.
+///
+/// A small file costs `open`, one `read`, `close` (`std::fs::read` also
+/// asks for the size and reads again to see the end): unless `whole`, a
+/// read shorter than the buffer is taken as the whole file. Were it not (a
+/// regular file read short), the entry would fail its length check: callers
+/// re-read with `whole` before they delete a file for being corrupt, so no
+/// valid file is lost to it.
+///
+/// A larger file (or any file, with `whole`) is read on only if its
+/// header's key and value lengths are at most `max_entry_bytes` and add up
+/// to the file's size; otherwise the header's error is returned, and the
+/// file is corrupt as far as the cache is concerned.
+pub(crate) fn read_checked_entry_file(
+    path: &Path,
+    max_entry_bytes: u64,
+    whole: bool,
+) -> io::Result<Result<Vec<u8>, format::FormatError>> {
+    use std::io::Read as _;
+    let mut file = std::fs::File::open(path)?;
+    let mut bytes = read_first(&mut file)?;
+    let n = bytes.len();
+    if n < FIRST_READ && !whole {
+        return Ok(Ok(bytes));
+    }
+    let len = file.metadata()?.len();
+    if len >= format::HEADER_LEN as u64 {
+        if n < format::HEADER_LEN {
+            bytes.resize(format::HEADER_LEN, 0);
+            file.read_exact(&mut bytes[n..])?;
+        }
+        let expected = match format::entry_len(&bytes, max_entry_bytes) {
+            Ok(expected) => expected,
+            Err(e) => return Ok(Err(e)),
+        };
+        if expected != len {
+            let len = usize::try_from(len).unwrap_or(usize::MAX);
+            return Ok(Err(format::FormatError::Length { expected, len }));
+        }
+    }
+    // At most the size just checked, plus one byte to notice a file that
+    // grew meanwhile (its length check then fails).
+    let rest = len.saturating_sub(bytes.len() as u64);
+    bytes.reserve(usize::try_from(rest).unwrap_or(0));
+    file.take(rest + 1).read_to_end(&mut bytes)?;
+    Ok(Ok(bytes))
+}
+
+/// Reads a file the fast way for a small file: one `read` of up to
+/// [`FIRST_READ`] bytes, and the rest, unchecked, only if that filled the
+/// buffer (the locked twin's files, which have no header to check).
 pub(crate) fn read_entry_file(path: &Path) -> io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut file = std::fs::File::open(path)?;
+    let mut bytes = read_first(&mut file)?;
+    if bytes.len() == FIRST_READ {
+        file.read_to_end(&mut bytes)?;
+    }
+    Ok(bytes)
+}
+
+/// One `read` of up to [`FIRST_READ`] bytes (retried if interrupted).
+fn read_first(file: &mut std::fs::File) -> io::Result<Vec<u8>> {
+    use std::io::Read as _;
     let mut first = [0u8; FIRST_READ];
     let n = loop {
         match file.read(&mut first) {
@@ -625,11 +735,7 @@ pub(crate) fn read_entry_file(path: &Path) -> io::Result<Vec<u8>> {
             read => break read?,
         }
     };
-    let mut bytes = first[..n].to_vec();
-    if n == FIRST_READ {
-        file.read_to_end(&mut bytes)?;
-    }
-    Ok(bytes)
+    Ok(first[..n].to_vec())
 }
 
 fn stopped() -> PersistError {

@@ -76,6 +76,9 @@ pub(super) struct Tier<K, V> {
     pub(super) clock: Arc<dyn Clock>,
     /// Whether entry files and the directory are fsynced.
     pub(super) fsync: bool,
+    /// The largest key plus value an entry file may hold; larger files are
+    /// refused from their header, unread.
+    pub(super) max_entry_bytes: u64,
     /// Every change handed to the writer and not yet on disk, newest per
     /// key. A read-through looks here before the file: the file may be
     /// older than what memory evicted at the capacity bound.
@@ -105,12 +108,14 @@ impl<K: Hash + Eq, V> Tier<K, V> {
         dir: PathBuf,
         clock: Arc<dyn Clock>,
         fsync: bool,
+        max_entry_bytes: u64,
         tx: mpsc::SyncSender<Op<K>>,
     ) -> Self {
         Self {
             dir,
             clock,
             fsync,
+            max_entry_bytes,
             pending: scc::HashMap::new(),
             generations: (0..STRIPES)
                 .map(|_| CachePadded::new(AtomicU64::new(0)))
@@ -166,8 +171,17 @@ where
             DiskCounters::add(&self.counters.disk_misses, 1);
             None
         };
-        let Ok(bytes) = super::read_entry_file(&self.path(&name)) else {
+        let Ok(read) =
+            super::read_checked_entry_file(&self.path(&name), self.max_entry_bytes, false)
+        else {
             return miss();
+        };
+        let bytes = match read {
+            Ok(bytes) => bytes,
+            Err(_) => {
+                self.send(Op::Recheck { name });
+                return miss();
+            }
         };
         let entry = match format::decode(&bytes) {
             Ok(entry) => entry,

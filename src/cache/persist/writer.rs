@@ -166,6 +166,20 @@ where
         };
         let name = format::file_name(&key_bytes);
         let path = self.tier.path(&name);
+        let entry = (key_bytes.len() + value_bytes.len()) as u64;
+        if entry > self.tier.max_entry_bytes {
+            // A file no read would accept: refused like a failed write (the
+            // value stays in memory and pending; the error names the limit).
+            // The key's older file must not come back after a restart.
+            if fs::remove_file(&path).is_ok() {
+                self.dir_dirty = true;
+            }
+            let error = format::FormatError::EntryTooLarge {
+                bytes: entry,
+                max: self.tier.max_entry_bytes,
+            };
+            return self.fail(path, io::Error::other(error));
+        }
         let bytes = match format::encode(deadline, &key_bytes, &value_bytes) {
             Ok(bytes) => bytes,
             Err(e) => return self.fail(path, io::Error::other(e)),
@@ -217,10 +231,15 @@ where
     /// Deletes the file `name` if it is (still) corrupt or expired.
     fn recheck(&mut self, name: &str) {
         let path = self.tier.path(name);
-        let Ok(bytes) = fs::read(&path) else {
+        let Ok(read) = super::read_checked_entry_file(&path, self.tier.max_entry_bytes, true)
+        else {
             return;
         };
-        let counter = match judge::<K, V>(&bytes, self.tier.now()) {
+        let verdict = match read {
+            Ok(bytes) => judge::<K, V>(&bytes, self.tier.now()),
+            Err(_) => Verdict::Corrupt,
+        };
+        let counter = match verdict {
             Verdict::Live(..) => return,
             Verdict::Expired => &self.tier.counters.expired_dropped,
             Verdict::Corrupt => &self.tier.counters.corrupt_dropped,
