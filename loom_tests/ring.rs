@@ -115,7 +115,9 @@
 //! its waits), and models 2, 3B and 3D still catch each of them. M30 was
 //! found by mutation testing after this table was first drawn: with the
 //! old model 5 it survived every model, and the `close()` at its end woke
-//! the consumer in its place.
+//! the consumer in its place. Model 5 now deadlocks under M30 (1.7 s), and
+//! the unit test `audit::ring::tests::a_push_wakes_a_sleeping_consumer_without_its_timeout`
+//! fails within its 5 s bound.
 //!
 //! Both stamp loads of `wait_for_room` `Relaxed` at once fail as M8a does.
 //! The `L`s of 3D under M1 and M9 come from `try_claim`: a producer that

@@ -35,6 +35,42 @@
 //!   whose `CLAIMS` is already destroyed (an update from a late TLS
 //!   destructor) borrows an entry from the free list for that one call and
 //!   returns it: slower, never shared.
+//!
+//! # Each ordering, and the layer that shows it
+//!
+//! This module runs under Miri, not loom. Loom runs every model thread on
+//! one OS thread, so `CACHE` and `CLAIMS` would be one for all of them, and
+//! what the hand-off gets right is the order of *std's* TLS destructors
+//! (`CLAIMS` against a later one that still updates), which loom's
+//! `thread_local!` does not reproduce. Under loom, `crate::sync::PerThread`
+//! is a stand-in keyed by loom's thread id, and the models of the stats
+//! shards run on that. The orderings here are argued below and shown by the
+//! unit tests under Miri (`cargo +nightly miri test --lib -- per_thread::`),
+//! whose race detector reports any read not ordered after the write it
+//! reads, and by the same tests natively.
+//!
+//! | what | ordering | why | shown by |
+//! |---|---|---|---|
+//! | `head` store in `claim` | `Release` | `for_each` takes no lock: the node's value and `next` must be visible to whoever finds the node | `a_visit_racing_a_new_threads_first_use_sees_its_entry_whole` (Miri: a data race on the node with `Relaxed`) |
+//! | `head` load in `for_each` | `Acquire` | pairs with the store above | the same test |
+//! | `head` load in `claim` | `Relaxed` | `head` is stored only under `free`, which `claim` holds | equivalent (the mutex orders it) |
+//! | an entry handed to a new thread | the `free` mutex | the old owner's writes come before its `release` unlocks `free`; the new owner locks `free` to claim it | `joined_threads_hand_their_entry_to_the_next_thread`, `updates_from_late_tls_destructors_are_not_lost` |
+//! | `CACHE` | none (TLS) | read and written by its own thread only; `Claims::drop` clears it before releasing any entry | `updates_from_late_tls_destructors_are_not_lost` |
+//! | `NEXT_SET_ID` | `Relaxed` | ids are compared, never used to publish anything | - |
+//!
+//! ## Mutations
+//!
+//! Rerun by `.ci/mutants P1 P2` (Miri, `per_thread::tests::a_visit_racing`).
+//!
+//! | # | mutation | caught by |
+//! |---|---|---|
+//! | P1 | `claim` publishes `head` with `Relaxed` | Miri: a data race on the node, in 19 s |
+//! | P2 | `for_each` loads `head` with `Relaxed` | not run yet (`.ci/mutants P2`) |
+//!
+//! P1 survived every layer before the visiting test existed: the other
+//! tests visit only after `join`, which orders everything on its own. The
+//! visiting test is the one that can tell; its Miri run is what the table
+//! records.
 
 use std::cell::{Cell, RefCell};
 use std::ptr::{self, NonNull};
@@ -295,6 +331,29 @@ mod tests {
             });
         }
         assert_eq!(total(&set).0, 20_000);
+    }
+
+    #[test]
+    fn a_visit_racing_a_new_threads_first_use_sees_its_entry_whole() {
+        // Nothing orders the visitor after the claiming thread but `head`
+        // itself: no join, no lock. Miri's race detector reports the
+        // visitor's read of the node if `head` is published without
+        // `Release` or loaded without `Acquire`.
+        let set = PerThread::new();
+        std::thread::scope(|s| {
+            s.spawn(|| bump(&set, 5));
+            s.spawn(|| {
+                let mut visited = (0, 0);
+                while visited.1 == 0 {
+                    visited = total(&set);
+                    std::thread::yield_now();
+                }
+                // The claimer stores 5 after it publishes the node: the visit
+                // may come first, but never sees the node half-made.
+                assert!(matches!(visited, (0 | 5, 1)), "{visited:?}");
+            });
+        });
+        assert_eq!(total(&set), (5, 1));
     }
 
     #[test]
