@@ -156,7 +156,10 @@ use super::common::model;
 
 /// Small enough that a shard is a handful of modelled atomics.
 fn small_stats() -> Stats {
-    Stats::builder().max_slots(16).build()
+    Stats::builder()
+        .max_slots(16)
+        .build()
+        .expect("16 slots is within the bounds")
 }
 
 fn calls_and_bytes(snap: &Snapshot) -> (u64, u64) {

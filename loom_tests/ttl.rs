@@ -216,12 +216,12 @@ fn occupancy_never_exceeds_the_bound() {
 fn remove_and_a_capacity_eviction_evict_once() {
     model(|| {
         let (map, log) = map(1, true, None, None, &clock());
-        assert!(map.insert(1, 10, Life::Default));
+        assert!(map.insert(1, 10, Life::Default).is_ok());
         let remover = {
             let map = map.clone();
             thread::spawn(move || map.remove(&1))
         };
-        let inserted = map.insert(2, 20, Life::Default);
+        let inserted = map.insert(2, 20, Life::Default).is_ok();
         let removed = remover.join().unwrap();
 
         let heard = heard(&log);
@@ -249,7 +249,7 @@ fn remove_sweep_and_read_evict_an_expired_entry_once() {
     model(|| {
         let clock = clock();
         let (map, log) = map(4, false, Some(Duration::from_nanos(10)), None, &clock);
-        assert!(map.insert(1, 10, Life::Default));
+        assert!(map.insert(1, 10, Life::Default).is_ok());
         clock.advance(Duration::from_nanos(10));
         let remover = {
             let map = map.clone();
@@ -275,7 +275,7 @@ fn a_dead_entry_is_never_linked_again() {
     model(|| {
         let clock = clock();
         let (map, log) = map(4, false, None, Some(Duration::from_nanos(10)), &clock);
-        assert!(map.insert(1, 10, Life::Default));
+        assert!(map.insert(1, 10, Life::Default).is_ok());
         clock.advance(Duration::from_nanos(5));
         // A read moves the deadline to 15; the index still says 10.
         assert_eq!(map.get(&1), Some(10));

@@ -180,6 +180,7 @@ fn prometheus_text_parses_back_to_the_snapshot() {
                     "{name}_count"
                 );
             }
+            other => panic!("{name}: a metric kind this test does not know: {other:?}"),
         }
     }
     // The values are the ones written, not just self-consistent.
@@ -390,6 +391,7 @@ fn snapshot_json_has_the_documented_shape() {
                 let expected: Vec<[u64; 3]> = h.buckets().map(|(lo, hi, n)| [lo, hi, n]).collect();
                 assert_eq!(buckets, expected, "{name}");
             }
+            other => panic!("{name}: a metric kind this test does not know: {other:?}"),
         }
     }
     assert_eq!(json["counters"].as_object().unwrap().len(), counters);

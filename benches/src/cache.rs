@@ -47,14 +47,14 @@ pub const TTL: Duration = Duration::from_secs(60 * 60);
 
 /// Every case of the `cache` workload.
 pub fn cases() -> Vec<Case> {
-    type Shared = Arc<Payload>;
+    type ArcValue = Arc<Payload>;
     by_op([
-        cases_of::<Latchfree<Shared>>("cache", "latchfree", "ttl").to_vec(),
-        read_cases_of::<LatchfreeWith<Shared>>("cache", "latchfree-with", "ttl"),
-        cases_of::<Locked<Shared>>("cache", "locked", "ttl").to_vec(),
-        cases_of::<Moka<Shared>>("cache", "moka", "ttl").to_vec(),
-        cases_of::<Quick<Shared>>("cache", "quick_cache", "no-ttl").to_vec(),
-        cases_of::<Dash<Shared>>("cache", "dashmap", "no-ttl").to_vec(),
+        cases_of::<Latchfree<ArcValue>>("cache", "latchfree", "ttl").to_vec(),
+        read_cases_of::<LatchfreeWith<ArcValue>>("cache", "latchfree-with", "ttl"),
+        cases_of::<Locked<ArcValue>>("cache", "locked", "ttl").to_vec(),
+        cases_of::<Moka<ArcValue>>("cache", "moka", "ttl").to_vec(),
+        cases_of::<Quick<ArcValue>>("cache", "quick_cache", "no-ttl").to_vec(),
+        cases_of::<Dash<ArcValue>>("cache", "dashmap", "no-ttl").to_vec(),
         vec![floor_case::<Floor>("cache")],
         read_cases_of::<Latchfree<u64>>("cache", "latchfree", "ttl"),
         read_cases_of::<Locked<u64>>("cache", "locked", "ttl"),

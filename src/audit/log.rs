@@ -19,7 +19,7 @@ use super::record::RecordError;
 use super::recover::{self, RecoverError};
 use super::ring::{self, OnFull, Producer, PushError, RingConfig};
 pub use super::writer::Durability;
-use super::writer::{self, Counts, Desk, Heads, Shared, Summary, Unwritten, Writer};
+use super::writer::{self, Counts, Desk, Heads, StreamState, Summary, Unwritten, Writer};
 use crate::clock::{Clock, SystemClock};
 use crate::stats::{Stats, StatsError};
 use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +40,7 @@ pub const MIN_FILE_BYTES: u64 = 4096;
 
 /// How far a record has gone: what a caller can wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum Guarantee {
     /// In the ring, in memory: the writer will write it (what `log` gives).
     Async,
@@ -72,6 +73,7 @@ pub struct Ticket(u64);
 
 /// Why an audit operation failed. Cheap to clone (I/O errors are shared).
 #[derive(Clone, Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum AuditError {
     /// The stream prefix is not 1 to 64 ASCII letters, digits or `_`,
     /// starting with a letter.
@@ -171,6 +173,7 @@ pub enum AuditError {
 
 /// A stream's counters, read at one moment (see [`AuditLog::metrics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct AuditMetrics {
     /// Events accepted into the ring.
     pub enqueued: u64,
@@ -402,7 +405,7 @@ impl AuditBuilder {
             .max_record(self.max_event_bytes)
             .on_full(self.on_full);
         let (producer, consumer) = ring::channel(ring_config);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(StreamState {
             prefix: self.prefix.clone(),
             durability: self.durability,
             max_file_bytes: self.max_file_bytes,
@@ -458,7 +461,7 @@ impl AuditBuilder {
 }
 
 /// Tells waiters the writer is gone, however it ends.
-struct StopGuard(Arc<Shared>);
+struct StopGuard(Arc<StreamState>);
 
 impl Drop for StopGuard {
     fn drop(&mut self) {
@@ -467,7 +470,7 @@ impl Drop for StopGuard {
 }
 
 struct Inner {
-    shared: Arc<Shared>,
+    shared: Arc<StreamState>,
     producer: Producer,
     max_event_bytes: usize,
     dir: PathBuf,

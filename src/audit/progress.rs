@@ -66,9 +66,9 @@ pub enum Stalled {
     Stopped,
 }
 
-/// State published under the lock.
+/// State the writer publishes under the lock, for waiters to read.
 #[derive(Default)]
-pub struct Shared<H> {
+pub struct Published<H> {
     /// The writer's current error, cleared when a retry succeeds.
     pub error: Option<std::sync::Arc<io::Error>>,
     /// The writer will raise no level again.
@@ -80,7 +80,7 @@ pub struct Shared<H> {
 /// Levels, sleepers and the lock they sleep under.
 pub struct Progress<H> {
     sleepers: AtomicUsize,
-    shared: Mutex<Shared<H>>,
+    shared: Mutex<Published<H>>,
     changed: Condvar,
 }
 
@@ -95,7 +95,7 @@ impl<H: Default> Progress<H> {
     pub fn new() -> Self {
         Self {
             sleepers: AtomicUsize::new(0),
-            shared: Mutex::new(Shared::default()),
+            shared: Mutex::new(Published::default()),
             changed: Condvar::new(),
         }
     }
@@ -104,7 +104,7 @@ impl<H: Default> Progress<H> {
 impl<H> Progress<H> {
     /// Locks the shared state (a panic while it was held cannot leave it
     /// half-updated: every update is a single assignment).
-    pub fn lock(&self) -> MutexGuard<'_, Shared<H>> {
+    pub fn lock(&self) -> MutexGuard<'_, Published<H>> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -129,12 +129,12 @@ impl<H> Progress<H> {
 
     /// Changes the shared state under the lock, waking nobody (for what
     /// sleepers do not wait on, such as the heads).
-    pub fn set(&self, f: impl FnOnce(&mut Shared<H>)) {
+    pub fn set(&self, f: impl FnOnce(&mut Published<H>)) {
         f(&mut self.lock());
     }
 
     /// Changes the shared state under the lock and wakes every sleeper.
-    pub fn update(&self, f: impl FnOnce(&mut Shared<H>)) {
+    pub fn update(&self, f: impl FnOnce(&mut Published<H>)) {
         let mut shared = self.lock();
         f(&mut shared);
         self.changed.notify_all();

@@ -213,6 +213,7 @@ pub struct Record {
 
 /// Why a line is not a valid record.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum RecordError {
     /// Not JSON, or not the record shape.
     #[error("not a record: {0}")]

@@ -55,6 +55,7 @@ pub struct VerifyReport {
 
 /// Where and how a chain breaks.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Problem {
     /// The line is not a valid record (or its hash does not match it).
     #[error(transparent)]
@@ -93,6 +94,7 @@ pub enum Problem {
 
 /// Why a directory did not verify.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifyError {
     /// A file or the directory could not be read.
     #[error("cannot read {path}: {source}")]

@@ -46,6 +46,7 @@ const IDLE_POLL: Duration = Duration::from_micros(50);
 
 /// When the writer fsyncs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Durability {
     /// Not on its own, except once per file when the writer moves to the
     /// next one: records reach the OS page cache (they survive a crash of
@@ -98,7 +99,7 @@ pub(crate) struct Heads {
 }
 
 /// What the handles and the writer share.
-pub(crate) struct Shared {
+pub(crate) struct StreamState {
     pub(crate) prefix: String,
     pub(crate) durability: Durability,
     pub(crate) max_file_bytes: u64,
@@ -129,7 +130,7 @@ pub(crate) struct Unwritten {
 
 pub(crate) struct Writer {
     consumer: Consumer,
-    shared: Arc<Shared>,
+    shared: Arc<StreamState>,
     dir: PathBuf,
     current: Option<Current>,
     head: Option<Head>,
@@ -273,7 +274,7 @@ impl Writer {
     /// from `head`, and holds the stream's `lock` file until it stops.
     pub(crate) fn new(
         consumer: Consumer,
-        shared: Arc<Shared>,
+        shared: Arc<StreamState>,
         dir: PathBuf,
         current: Current,
         head: Option<Head>,

@@ -88,6 +88,7 @@ pub use snapshot::{HistogramSnapshot, MetricValue, Snapshot};
 
 /// Why a metric could not be registered or described.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum StatsError {
     /// The name is not a valid Prometheus metric name.
     #[error(
@@ -605,6 +606,7 @@ impl Op {
 
 /// One update of a group applied atomically by [`Stats::apply`].
 #[derive(Clone, Copy, Debug)]
+#[non_exhaustive]
 pub enum Update<'a> {
     /// Add to a counter.
     Add(&'a Counter, u64),

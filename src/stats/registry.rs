@@ -23,6 +23,7 @@ use crate::sync::atomic::AtomicI64;
 /// What a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum MetricKind {
     /// A monotonically increasing `u64`, summed over threads.
     Counter,

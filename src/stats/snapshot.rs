@@ -209,6 +209,7 @@ impl Serialize for HistogramSnapshot {
 
 /// The value of one metric in a [`Snapshot`].
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MetricValue {
     /// A counter's total over all threads.
     Counter(u64),

@@ -223,6 +223,7 @@ impl Harness {
             MetricKind::Counter => ModelValue::Counter(0),
             MetricKind::Gauge => ModelValue::Gauge(0),
             MetricKind::Histogram => ModelValue::Histogram(ModelHistogram::default()),
+            other => unreachable!("the model registers no {other:?}"),
         });
         Some(handle)
     }

@@ -59,6 +59,7 @@ pub struct EntryRef<'a> {
 
 /// Why bytes are not a valid entry file.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum FormatError {
     /// Shorter than a header and a checksum (an empty or truncated file).
     #[error("{len} bytes: too short for an entry (at least {} bytes)", HEADER_LEN + CHECKSUM_LEN)]

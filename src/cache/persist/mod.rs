@@ -130,6 +130,7 @@ use writer::Verdict;
 
 /// Why a persistent cache could not be opened or flushed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PersistError {
     /// The memory tier's settings are unusable.
     #[error(transparent)]
@@ -188,6 +189,7 @@ pub enum PersistError {
 /// The disk tier's counters, read at one moment (see
 /// [`PersistentTtlCache::persist_metrics`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PersistMetrics {
     /// Memory misses answered by the disk tier (or its pending queue).
     pub disk_hits: u64,
