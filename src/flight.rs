@@ -123,7 +123,7 @@ impl<V> Flight<V> {
     ///
     /// Only the flight's leader may call this, and at most once (the
     /// [`Leader`] guard is the safe way to do both).
-    pub unsafe fn complete(&self, outcome: Outcome<V>) {
+    pub(crate) unsafe fn complete(&self, outcome: Outcome<V>) {
         // SAFETY: the caller is the leader and calls once, so this is the one
         // write; no waiter reads the cell before `done` is true, which is
         // stored below, after the write.
@@ -180,7 +180,7 @@ impl<V> Leader<V> {
     /// # Safety
     ///
     /// `flight` must be running and this must be its only leader.
-    pub unsafe fn new(flight: Arc<Flight<V>>) -> Self {
+    pub(crate) unsafe fn new(flight: Arc<Flight<V>>) -> Self {
         Self {
             flight: Some(flight),
         }
