@@ -33,6 +33,15 @@ impl Tool {
     }
 }
 
+/// Flags that override the configuration's `[sessions]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionFlags {
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// `--max-sessions`.
+    pub max_sessions: Option<usize>,
+}
+
 /// Builds the engine `latchfree serve` runs on: the configuration file if
 /// given (or the defaults), then the flags, with a cache for `query`.
 pub fn build_engine(
@@ -40,6 +49,7 @@ pub fn build_engine(
     audit_dir: &std::path::Path,
     locked: bool,
     durability: Option<&str>,
+    sessions: SessionFlags,
 ) -> Result<Engine, String> {
     let mut config = match config {
         Some(path) => {
@@ -53,6 +63,15 @@ pub fn build_engine(
         config.audit.guarantee = name
             .parse()
             .map_err(|_| format!("--durability must be async, os or disk, not {name:?}"))?;
+    }
+    if let Some(idle) = sessions.idle_timeout {
+        config.sessions.idle_timeout = Some(idle);
+    }
+    if let Some(max) = sessions.max_sessions {
+        if max == 0 {
+            return Err("--max-sessions must be at least 1".to_owned());
+        }
+        config.sessions.max_sessions = max;
     }
     config
         .caches
