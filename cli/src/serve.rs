@@ -535,15 +535,28 @@ pub struct McpServer {
     tool_router: ToolRouter<Self>,
 }
 
-/// Arguments of the `query` tool.
+/// Arguments of the `query` tool. The schema states exactly what the tool
+/// accepts: `q` 1..=1024 characters, `limit` an integer in 1..=20.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryArgs {
     /// The search text; results are deterministic in it and cached.
+    #[schemars(length(min = 1, max = 1024))]
     pub q: String,
-    /// How many results to return (1..=20, default 3).
-    #[serde(default)]
-    pub limit: Option<u32>,
+    /// How many results to return (default 3).
+    #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 20))]
+    pub limit: u32,
+}
+
+fn default_limit() -> u32 {
+    3
+}
+
+/// The `outputSchema` of a tool whose structured result is `T`.
+fn output_schema<T: schemars::JsonSchema + 'static>()
+-> Arc<serde_json::Map<String, serde_json::Value>> {
+    rmcp::handler::server::tool::schema_for_output::<T>()
 }
 
 /// Arguments of the tools that take none.
@@ -594,7 +607,12 @@ impl McpServer {
         .await
         .map_err(|err| ErrorData::internal_error(format!("tool task failed: {err}"), None))?;
         match reply {
-            Ok(text) => Ok(CallToolResult::success(vec![ContentBlock::text(text)])),
+            // Structured content (per the tool's `outputSchema`) and the
+            // same JSON as text, for clients before 2025-06-18.
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(value) => Ok(CallToolResult::structured(value)),
+                Err(_) => Ok(CallToolResult::success(vec![ContentBlock::text(text)])),
+            },
             Err(EngineError::Tool(err)) => Ok(tool_error(err.message)),
             Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),
         }
@@ -603,6 +621,8 @@ impl McpServer {
     /// Deterministic search over a synthetic corpus. The result is cached per
     /// query text; a miss costs `--query-cost-ms`.
     #[tool(
+        output_schema = output_schema::<serve_tools::QueryOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, destructive_hint = false, open_world_hint = false),
         description = "Search a synthetic corpus. Deterministic: the same q always returns the same results. Results are cached; a miss costs the configured simulated time."
     )]
     async fn query(
@@ -611,14 +631,15 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         // Checked before the request path, like the schema check rmcp does
         // first: a rejected call reaches neither the engine nor the audit log.
-        let limit = args.limit.unwrap_or(3);
+        let limit = args.limit;
         if !(1..=20).contains(&limit) {
             return Ok(tool_error(format!("limit must be in 1..=20, got {limit}")));
         }
-        if args.q.is_empty() || args.q.len() > 1024 {
+        // Characters, as the schema's `maxLength` counts them.
+        let chars = args.q.chars().count();
+        if !(1..=1024).contains(&chars) {
             return Ok(tool_error(format!(
-                "q must be 1..=1024 bytes, got {}",
-                args.q.len()
+                "q must be 1..=1024 characters, got {chars}"
             )));
         }
         let args_json = serde_json::json!({ "q": args.q, "limit": limit }).to_string();
@@ -627,6 +648,8 @@ impl McpServer {
 
     /// The registry session of this MCP session.
     #[tool(
+        output_schema = output_schema::<serve_tools::SessionOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, destructive_hint = false, open_world_hint = false),
         description = "Describe this MCP session's server-side session: its id and how many tool calls it has made."
     )]
     async fn session_info(
@@ -638,6 +661,8 @@ impl McpServer {
 
     /// Server-wide counters.
     #[tool(
+        output_schema = output_schema::<serve_tools::StatsOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, destructive_hint = false, open_world_hint = false),
         description = "Server-wide statistics: tool calls, errors, bytes, sessions, cache hits and misses."
     )]
     async fn stats(&self, Parameters(_): Parameters<NoArgs>) -> Result<CallToolResult, ErrorData> {

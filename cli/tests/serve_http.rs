@@ -489,3 +489,55 @@ async fn port_in_use_is_explained_and_http_can_be_off() {
     assert!(ok, "stdin EOF ends a --no-http server cleanly: {stderr}");
     assert!(stderr.contains("HTTP off"), "{stderr}");
 }
+
+/// Item 5: the tool schemas say exactly what the server enforces, the tools
+/// are annotated read-only, and results carry structured content that fits
+/// the tool's `outputSchema`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tool_schemas_are_exact_and_results_structured() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--no-stdio"]).await;
+    let mcp = server.http_client().await;
+    let tools = mcp.list_all_tools().await.unwrap();
+    assert_eq!(tools.len(), 3);
+    for tool in &tools {
+        let annotations = tool.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations.read_only_hint, Some(true), "{}", tool.name);
+        assert_eq!(annotations.idempotent_hint, Some(true), "{}", tool.name);
+        let output = tool.output_schema.as_ref().expect("outputSchema");
+        assert_eq!(output["type"], "object", "{}", tool.name);
+    }
+    let query = tools.iter().find(|t| t.name == "query").unwrap();
+    let props = &query.input_schema["properties"];
+    assert_eq!(props["limit"]["type"], "integer", "{props}");
+    assert_eq!(props["limit"]["minimum"], 1, "{props}");
+    assert_eq!(props["limit"]["maximum"], 20, "{props}");
+    assert_eq!(props["q"]["minLength"], 1, "{props}");
+    assert_eq!(props["q"]["maxLength"], 1024, "{props}");
+    assert_eq!(query.input_schema["required"], json!(["q"]));
+
+    // The edges of the schema: inside accepted, outside refused.
+    let ok_q = "é".repeat(1024);
+    for (args, accepted) in [
+        (json!({ "q": "x", "limit": 1 }), true),
+        (json!({ "q": "x", "limit": 20 }), true),
+        (json!({ "q": ok_q }), true),
+        (json!({ "q": "x", "limit": 21 }), false),
+        (json!({ "q": "x", "limit": 0 }), false),
+        (json!({ "q": "x", "limit": 2.5 }), false),
+        (json!({ "q": "x".repeat(1025) }), false),
+    ] {
+        let result = call(&mcp, "query", args.clone()).await.unwrap();
+        assert_eq!(result.is_error, Some(!accepted), "{args}: {result:?}");
+    }
+    let result = call(&mcp, "query", json!({ "q": "structured", "limit": 2 }))
+        .await
+        .unwrap();
+    let structured = result
+        .structured_content
+        .clone()
+        .expect("structured content");
+    assert_eq!(structured, json_of(&result));
+    assert_eq!(structured["results"].as_array().unwrap().len(), 2);
+    assert_eq!(structured["results"][0]["rank"], 1);
+}
