@@ -57,7 +57,7 @@ use latchfree::engine::{Engine, EngineError};
 
 use crate::serve_http;
 use crate::serve_sessions::{Sessions, SharedSessions};
-use crate::serve_tools::{self, Tool};
+use crate::serve_tools::{self, BuildFailure, Tool};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
@@ -174,10 +174,6 @@ pub fn serve_command(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(args: ServeArgs) -> Result<(), String> {
-    let audit_dir = match &args.audit_dir {
-        Some(dir) => dir.clone(),
-        None => default_audit_dir()?,
-    };
     let token = read_token(args.token_file.as_deref())?;
     if !args.no_http && !args.bind.ip().is_loopback() && token.is_none() && !args.no_auth {
         return Err(format!(
@@ -197,16 +193,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     } else {
         Some(bind(args.bind).await?)
     };
-    let engine = serve_tools::build_engine(
-        args.config.as_deref(),
-        &audit_dir,
-        args.locked,
-        args.durability.as_deref(),
-        serve_tools::SessionFlags {
-            idle_timeout: args.idle_timeout,
-            max_sessions: args.max_sessions,
-        },
-    )?;
+    let (engine, audit_dir) = open_engine(&args)?;
     let gate = Arc::new(Gate::default());
     let shared = Arc::new(ServerState {
         engine: engine.clone(),
@@ -327,6 +314,63 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         counters.sessions_created,
     );
     Ok(())
+}
+
+/// Copies of the server that may share the default audit location.
+const AUDIT_SLOTS: usize = 16;
+
+/// Builds the engine on `--audit-dir`, or on the first free slot of the
+/// default location: `audit`, `audit-2`, .. `audit-16` in the state
+/// directory. A desktop client may start several copies with the same
+/// arguments; each then gets a directory of its own (one hash chain per
+/// writer, as `audit verify` expects), and a later copy reuses a freed slot
+/// instead of leaving a new directory behind per run. An explicit
+/// directory in use is an error that says what to do.
+fn open_engine(args: &ServeArgs) -> Result<(Engine, PathBuf), String> {
+    let build = |dir: &std::path::Path| {
+        serve_tools::build_engine(
+            args.config.as_deref(),
+            dir,
+            args.locked,
+            args.durability.as_deref(),
+            serve_tools::SessionFlags {
+                idle_timeout: args.idle_timeout,
+                max_sessions: args.max_sessions,
+            },
+        )
+    };
+    let in_use = |dir: &std::path::Path| {
+        format!(
+            "the audit directory {} is in use by another latchfree serve (its lock is held); \
+             give each copy its own --audit-dir, or leave --audit-dir out (copies then take \
+             audit, audit-2, .. in the state directory)",
+            dir.display()
+        )
+    };
+    if let Some(dir) = &args.audit_dir {
+        return match build(dir) {
+            Ok(engine) => Ok((engine, dir.clone())),
+            Err(BuildFailure::AuditDirInUse) => Err(in_use(dir)),
+            Err(BuildFailure::Other(message)) => Err(message),
+        };
+    }
+    let base = default_audit_dir()?;
+    for slot in 1..=AUDIT_SLOTS {
+        let dir = if slot == 1 {
+            base.clone()
+        } else {
+            base.with_file_name(format!("audit-{slot}"))
+        };
+        match build(&dir) {
+            Ok(engine) => return Ok((engine, dir)),
+            Err(BuildFailure::AuditDirInUse) => continue,
+            Err(BuildFailure::Other(message)) => return Err(message),
+        }
+    }
+    Err(format!(
+        "all {AUDIT_SLOTS} default audit directories next to {} are in use; pass --audit-dir DIR",
+        base.display()
+    ))
 }
 
 fn engine_name(engine: &Engine) -> &'static str {

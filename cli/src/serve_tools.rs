@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use latchfree::engine::{CacheConfig, Call, Engine, EngineCounters, EngineError, ToolError};
+use latchfree::audit::AuditError;
+use latchfree::engine::{
+    CacheConfig, Call, Engine, EngineBuildError, EngineCounters, EngineError, ToolError,
+};
 use sha2::{Digest as _, Sha256};
 
 /// The tools, by name.
@@ -50,7 +53,7 @@ pub fn build_engine(
     locked: bool,
     durability: Option<&str>,
     sessions: SessionFlags,
-) -> Result<Engine, String> {
+) -> Result<Engine, BuildFailure> {
     let mut config = match config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -69,7 +72,7 @@ pub fn build_engine(
     }
     if let Some(max) = sessions.max_sessions {
         if max == 0 {
-            return Err("--max-sessions must be at least 1".to_owned());
+            return Err("--max-sessions must be at least 1".to_owned().into());
         }
         config.sessions.max_sessions = max;
     }
@@ -80,7 +83,25 @@ pub fn build_engine(
     latchfree::engine::EngineBuilder::from_config(config)
         .locked(locked)
         .build()
-        .map_err(|err| format!("cannot build the engine: {err}"))
+        .map_err(|err| match err {
+            EngineBuildError::Audit(AuditError::InUse { .. }) => BuildFailure::AuditDirInUse,
+            err => BuildFailure::Other(format!("cannot build the engine: {err}")),
+        })
+}
+
+/// Why [`build_engine`] failed.
+#[derive(Debug)]
+pub enum BuildFailure {
+    /// Another process holds the audit directory's lock.
+    AuditDirInUse,
+    /// Anything else, as a message for the user.
+    Other(String),
+}
+
+impl From<String> for BuildFailure {
+    fn from(message: String) -> Self {
+        BuildFailure::Other(message)
+    }
 }
 
 /// Runs one tool call through the engine's request path. Blocking: the

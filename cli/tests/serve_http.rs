@@ -184,8 +184,12 @@ async fn bearer_token_guards_mcp_and_metrics() {
     const TOKEN: &str = "0123456789abcdef-right-token";
     const LAST_BYTE: &str = "0123456789abcdef-right-tokem";
     let dir = tempfile::tempdir().unwrap();
-    let server =
-        Server::start_with_env(dir.path(), &["--no-stdio"], &[("LATCHFREE_TOKEN", TOKEN)]).await;
+    let server = Server::start_with_env(
+        Some(dir.path()),
+        &["--no-stdio"],
+        &[("LATCHFREE_TOKEN", TOKEN)],
+    )
+    .await;
     for (auth, error) in [
         (None, None),
         (
@@ -540,4 +544,42 @@ async fn tool_schemas_are_exact_and_results_structured() {
     assert_eq!(structured, json_of(&result));
     assert_eq!(structured["results"].as_array().unwrap().len(), 2);
     assert_eq!(structured["results"][0]["rank"], 1);
+}
+
+/// Item 6: the default audit directory is in the state directory, absolute;
+/// a second copy takes the next slot; an explicit directory in use, or no
+/// state directory at all, is a clear error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_directory_defaults_and_clashes() {
+    let state = tempfile::tempdir().unwrap();
+    let state_dir = state.path().to_str().unwrap();
+    let env = [("XDG_STATE_HOME", state_dir)];
+    let first = Server::start_with_env(None, &["--no-stdio"], &env).await;
+    let second = Server::start_with_env(None, &["--no-stdio"], &env).await;
+    let base = state.path().join("latchfree");
+    assert!(base.join("audit").join("audit.lock").exists());
+    assert!(base.join("audit-2").join("audit.lock").exists());
+    for server in [&first, &second] {
+        let mcp = server.http_client().await;
+        json_of(&call(&mcp, "session_info", json!({})).await.unwrap());
+    }
+
+    let taken = base.join("audit").to_str().unwrap().to_owned();
+    let (ok, stderr) = run_to_exit(&["--no-http", "--audit-dir", &taken], &[]).await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("in use by another latchfree serve") && stderr.contains("--audit-dir"),
+        "{stderr}"
+    );
+
+    let (ok, stderr) = run_to_exit(
+        &["--no-http"],
+        &[("XDG_STATE_HOME", "relative/dir"), ("HOME", "")],
+    )
+    .await;
+    assert!(!ok);
+    assert!(
+        stderr.contains("no state directory") && stderr.contains("--audit-dir"),
+        "{stderr}"
+    );
 }

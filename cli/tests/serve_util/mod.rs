@@ -37,19 +37,26 @@ impl Server {
     /// (no `--bind` of its own when ARGS have one) and waits for its address
     /// line on stderr.
     pub async fn start(audit_dir: &Path, args: &[&str]) -> Server {
-        Self::start_with_env(audit_dir, args, &[]).await
+        Self::start_with_env(Some(audit_dir), args, &[]).await
     }
 
-    /// [`Server::start`] with extra environment variables.
-    pub async fn start_with_env(audit_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+    /// [`Server::start`] with extra environment variables; without
+    /// `--audit-dir` when `audit_dir` is `None`.
+    pub async fn start_with_env(
+        audit_dir: Option<&Path>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
         let bind: &[&str] = if args.contains(&"--bind") {
             &[]
         } else {
             &["--bind", "127.0.0.1:0"]
         };
         let mut full = bind.to_vec();
-        full.push("--audit-dir");
-        full.push(audit_dir.to_str().expect("a UTF-8 temporary path"));
+        if let Some(dir) = audit_dir {
+            full.push("--audit-dir");
+            full.push(dir.to_str().expect("a UTF-8 temporary path"));
+        }
         full.extend_from_slice(args);
         let mut child = spawn(&full, env);
         let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
