@@ -583,3 +583,22 @@ async fn audit_directory_defaults_and_clashes() {
         "{stderr}"
     );
 }
+
+/// The README's stdio client configuration, `latchfree serve --no-http`
+/// with no other argument: an MCP session over stdio, the audit log in the
+/// state directory, a clean exit at EOF.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_stdio_configuration_works() {
+    let state = tempfile::tempdir().unwrap();
+    let env = [("XDG_STATE_HOME", state.path().to_str().unwrap())];
+    let mut server = Server::start_with_env(None, &["--no-http"], &env).await;
+    assert!(server.addr.is_empty());
+    let mcp = server.stdio_client().await;
+    let info = json_of(&call(&mcp, "session_info", json!({})).await.unwrap());
+    assert_eq!(info["session"], "stdio-0");
+    drop(mcp);
+    let (ok, stderr) = server.wait().await;
+    assert!(ok, "{stderr}");
+    let audit = state.path().join("latchfree").join("audit");
+    assert_eq!(latchfree::audit::verify(&audit).unwrap().records, 1);
+}

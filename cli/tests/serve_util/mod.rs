@@ -26,7 +26,7 @@ pub struct Server {
     /// `Some` unless started with `--no-stdio` or taken by a stdio client.
     pub stdin: Option<ChildStdin>,
     pub stdout: Option<ChildStdout>,
-    /// `127.0.0.1:PORT`.
+    /// `127.0.0.1:PORT`; empty with `--no-http`.
     pub addr: String,
     /// The rest of stderr, collected until the process closes it.
     pub stderr: JoinHandle<String>,
@@ -67,6 +67,9 @@ impl Server {
                 seen.push('\n');
                 if let Some(rest) = line.split("MCP on http://").nth(1) {
                     return rest.split('/').next().unwrap().to_owned();
+                }
+                if line.contains("MCP on stdio (HTTP off)") {
+                    return String::new();
                 }
             }
             panic!("server exited before printing its address; stderr:\n{seen}");
