@@ -355,7 +355,7 @@ async fn transport_protocol_details() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_sessions_end_unless_a_stream_is_open() {
     let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(dir.path(), &["--no-stdio", "--idle-timeout", "600ms"]).await;
+    let server = Server::start(dir.path(), &["--no-stdio", "--idle-timeout", "1s"]).await;
     let (quiet, _) = open_session(&server, &[]).await;
     let (listening, _) = open_session(&server, &[]).await;
     let stream = client()
@@ -371,7 +371,7 @@ async fn idle_sessions_end_unless_a_stream_is_open() {
     assert_eq!(session_info(&server, &quiet).await.status(), StatusCode::OK);
     // Past it (with the reaper's tick of a quarter of it), only the one
     // with an open stream.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let ended = session_info(&server, &quiet).await;
     assert_eq!(ended.status(), StatusCode::NOT_FOUND);
     error_body(ended).await;
