@@ -12,6 +12,8 @@ use latchfree_bench::{self as bench, Plan, Row};
 
 mod memory;
 mod serve;
+mod serve_http;
+mod serve_sessions;
 mod serve_tools;
 
 #[derive(Parser)]

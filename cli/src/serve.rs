@@ -26,18 +26,24 @@
 //!   reads it); they are rejected before the request path, so they reach
 //!   neither the engine's counters nor the audit log. Over HTTP, a body that
 //!   is not JSON is `400` with a JSON-RPC `-32700` body, one over
-//!   `--max-body-bytes` `413` with `-32600` (see `jsonrpc_transport_errors`),
+//!   `--max-body-bytes` `413` with `-32600` (see `serve_http`),
 //!   a foreign `Host` `403`. On stdio, well-formed JSON that is not a message
 //!   is `-32600` and an unknown method `-32601`; an unparsable line is
 //!   ignored, as in every official MCP SDK (no id to answer; answering
 //!   garbage can start an error storm). An engine error (a capacity reached,
 //!   a stopped engine, a failing audit log) is a JSON-RPC `-32603` naming
 //!   the cause; a tool's own failure is an `isError` result. Never a panic.
-//! * **Shutdown.** SIGINT, SIGTERM or EOF on stdin cancel one token: the HTTP
-//!   listener stops accepting, the sessions end, in-flight tool calls finish
-//!   (the [`Gate`] waits for them), then the engine's `shutdown` drains the
-//!   audit log. Calls that arrive after the gate closed get an error instead
-//!   of being half-recorded.
+//! * **Shutdown (a drain).** SIGINT, SIGTERM or EOF on stdin: the HTTP
+//!   listener stops accepting; in-flight tool calls finish (the [`Gate`]
+//!   waits for them) and their replies are written to their POST streams
+//!   (the session manager counts open request streams), both bounded by
+//!   `--shutdown-timeout`; only then do the sessions and `GET` streams end,
+//!   the connections close, and the engine's `shutdown` drains the audit
+//!   log. Calls that arrive after the gate closed get an error instead of
+//!   being half-recorded.
+//! * **HTTP front** (Host / Origin / bearer token checks, limits, protocol
+//!   fixes around rmcp): see [`crate::serve_http`]; sessions (idle timeout,
+//!   cap): see [`crate::serve_sessions`].
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -49,13 +55,14 @@ use std::time::Duration;
 
 use latchfree::engine::{Engine, EngineError};
 
-use crate::serve_tools::{self, Tool};
+use crate::serve_http;
+use crate::serve_sessions::{Sessions, SharedSessions};
+use crate::serve_tools::{self, BuildFailure, Tool};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
     CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig,
 };
-use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, ServiceExt as _, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
@@ -68,24 +75,62 @@ pub struct ServeArgs {
     /// by default; port 0 picks a free port (the address is printed on stderr).
     #[arg(long, default_value = "127.0.0.1:8931")]
     pub bind: SocketAddr,
+    /// Serve stdio only: no HTTP listener (for desktop clients that launch
+    /// the server; several copies then never clash on a port).
+    #[arg(long, conflicts_with = "no_stdio")]
+    pub no_http: bool,
     /// Extra `Host` header values the HTTP transport accepts (loopback names
     /// are always accepted). Needed when binding a non-loopback address.
     #[arg(long = "allowed-host", value_name = "HOST")]
     pub allowed_hosts: Vec<String>,
+    /// Extra browser `Origin` values accepted (`scheme://host[:port]`);
+    /// loopback origins are always accepted, others get 403.
+    #[arg(long = "allowed-origin", value_name = "ORIGIN")]
+    pub allowed_origins: Vec<String>,
+    /// A file holding the bearer token HTTP clients must send
+    /// (`Authorization: Bearer <token>`); or set `LATCHFREE_TOKEN`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Serve HTTP on a non-loopback address without a token (anyone who
+    /// reaches the port can call every tool).
+    #[arg(long)]
+    pub no_auth: bool,
     /// Run on the locked engine (the all-locks twin), for A/B load tests.
     #[arg(long)]
     pub locked: bool,
-    /// Directory of the audit log.
-    #[arg(long, default_value = "latchfree-audit")]
-    pub audit_dir: PathBuf,
+    /// Directory of the audit log (default: `latchfree/audit` in the state
+    /// directory, `$XDG_STATE_HOME` or `~/.local/state`).
+    #[arg(long)]
+    pub audit_dir: Option<PathBuf>,
     /// An engine configuration file (TOML, see `EngineConfig`); the flags
-    /// `--locked` and `--durability` override it.
+    /// `--locked`, `--durability`, `--idle-timeout` and `--max-sessions`
+    /// override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// How far each call's audit line has gone when the call returns:
     /// `async`, `os` or `disk` (default: the configuration's, else `async`).
     #[arg(long)]
     pub durability: Option<String>,
+    /// How long a session lives without a call (the engine's registry
+    /// session and the HTTP session alike; an open stream keeps an HTTP
+    /// session alive), e.g. `30m` (default: the configuration's, else 30m).
+    #[arg(long, value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
+    /// Most sessions at once (the engine's and the HTTP transport's; a new
+    /// HTTP session over it gets 503 with a JSON-RPC error). Default: the
+    /// configuration's, else 100000.
+    #[arg(long)]
+    pub max_sessions: Option<usize>,
+    /// Most HTTP connections at once; one more is answered 503 and closed.
+    #[arg(long, default_value_t = 512)]
+    pub max_connections: usize,
+    /// How long an HTTP connection may take to send a request head, or stay
+    /// idle between requests, before it is closed.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub header_timeout: Duration,
+    /// At shutdown, how long in-flight calls get to finish and be delivered.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
     /// Simulated cost of computing one `query` result (a cache miss), in ms.
     #[arg(long, default_value_t = 2)]
     pub query_cost_ms: u64,
@@ -96,6 +141,10 @@ pub struct ServeArgs {
     /// does not stop the server; use SIGINT/SIGTERM).
     #[arg(long)]
     pub no_stdio: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|err| format!("{err} (e.g. 500ms, 30s, 30m)"))
 }
 
 /// Runs the server until SIGINT, SIGTERM or stdin EOF; returns after the
@@ -125,12 +174,26 @@ pub fn serve_command(args: ServeArgs) -> ExitCode {
 }
 
 async fn run(args: ServeArgs) -> Result<(), String> {
-    let engine = serve_tools::build_engine(
-        args.config.as_deref(),
-        &args.audit_dir,
-        args.locked,
-        args.durability.as_deref(),
-    )?;
+    let token = read_token(args.token_file.as_deref())?;
+    if !args.no_http && !args.bind.ip().is_loopback() && token.is_none() && !args.no_auth {
+        return Err(format!(
+            "refusing to serve HTTP on {} (not loopback) without authentication: give a token \
+             with --token-file FILE or LATCHFREE_TOKEN, or pass --no-auth to let anyone who \
+             reaches the port call every tool",
+            args.bind
+        ));
+    }
+    if args.max_connections == 0 {
+        return Err("--max-connections must be at least 1".to_owned());
+    }
+    // Bind before building the engine: a port in use must not leave an
+    // audit segment behind.
+    let listener = if args.no_http {
+        None
+    } else {
+        Some(bind(args.bind).await?)
+    };
+    let (engine, audit_dir) = open_engine(&args)?;
     let gate = Arc::new(Gate::default());
     let shared = Arc::new(ServerState {
         engine: engine.clone(),
@@ -138,66 +201,52 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         query_cost: Duration::from_millis(args.query_cost_ms),
         next_session: AtomicU64::new(0),
     });
+    // `shutdown`: a signal or stdin EOF. `accepting`: the listener takes new
+    // connections. `transport`: the MCP sessions and streams live; cancelled
+    // only once every in-flight reply is delivered (or the timeout passed).
     let shutdown = CancellationToken::new();
+    let accepting = CancellationToken::new();
+    let transport = CancellationToken::new();
 
-    // HTTP: /mcp (Streamable HTTP) and /metrics on one listener.
-    let listener = tokio::net::TcpListener::bind(args.bind)
-        .await
-        .map_err(|err| format!("cannot bind {}: {err}", args.bind))?;
-    let local = listener
-        .local_addr()
-        .map_err(|err| format!("cannot read the bound address: {err}"))?;
-    let mut hosts: Vec<String> = StreamableHttpServerConfig::default().allowed_hosts;
-    hosts.extend(args.allowed_hosts.iter().cloned());
-    let config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
-        .with_max_request_body_bytes(args.max_body_bytes)
-        .with_cancellation_token(shutdown.child_token());
-    let http_shared = shared.clone();
-    let mcp = StreamableHttpService::new(
-        move || Ok(McpServer::new(http_shared.clone(), Transport::Http)),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    let metrics_engine = engine.clone();
-    let router = axum::Router::new()
-        .nest_service("/mcp", mcp)
-        .layer(axum::middleware::map_response(jsonrpc_transport_errors))
-        .route(
-            "/metrics",
-            axum::routing::get(move || {
-                let engine = metrics_engine.clone();
-                async move {
-                    (
-                        [(
-                            axum::http::header::CONTENT_TYPE,
-                            "text/plain; version=0.0.4; charset=utf-8",
-                        )],
-                        engine.prometheus(),
-                    )
-                }
-            }),
+    let engine_sessions = &engine.config().sessions;
+    let sessions = Arc::new(Sessions::new(
+        engine_sessions.max_sessions,
+        engine_sessions.idle_timeout,
+    ));
+    tokio::spawn(sessions.clone().reap(transport.clone()));
+    let http = match listener {
+        None => None,
+        Some(listener) => {
+            let local = listener
+                .local_addr()
+                .map_err(|err| format!("cannot read the bound address: {err}"))?;
+            let router = http_router(&args, &shared, &sessions, token, transport.clone());
+            eprintln!(
+                "latchfree serve: {} engine; MCP on http://{local}/mcp and stdio{}; metrics on http://{local}/metrics; audit log in {}",
+                engine_name(&engine),
+                if args.no_stdio { " (off)" } else { "" },
+                audit_dir.display(),
+            );
+            let limits = serve_http::Limits {
+                max_connections: args.max_connections,
+                header_timeout: args.header_timeout,
+            };
+            Some(tokio::spawn(serve_http::serve(
+                listener,
+                router,
+                limits,
+                accepting.clone(),
+                transport.clone(),
+            )))
+        }
+    };
+    if http.is_none() {
+        eprintln!(
+            "latchfree serve: {} engine; MCP on stdio (HTTP off); audit log in {}",
+            engine_name(&engine),
+            audit_dir.display(),
         );
-    eprintln!(
-        "latchfree serve: {} engine; MCP on http://{local}/mcp and stdio{}; metrics on http://{local}/metrics",
-        if engine.is_locked() {
-            "locked"
-        } else {
-            "latchfree"
-        },
-        if args.no_stdio { " (off)" } else { "" },
-    );
-    let http_stop = shutdown.clone();
-    // Small JSON-RPC replies: without TCP_NODELAY, Nagle's algorithm and the
-    // client's delayed ACK hold each reply back for tens of milliseconds.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let http = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move { http_stop.cancelled().await })
-            .await
-    });
+    }
 
     // stdio: one MCP session on stdin/stdout; EOF ends it and the server.
     let stdio = if args.no_stdio {
@@ -205,7 +254,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     } else {
         let server = McpServer::new(shared.clone(), Transport::Stdio);
         let stop = shutdown.clone();
-        let token = shutdown.child_token();
+        let token = transport.child_token();
         Some(tokio::spawn(async move {
             match server.serve_with_ct(rmcp::transport::stdio(), token).await {
                 Ok(running) => {
@@ -226,15 +275,32 @@ async fn run(args: ServeArgs) -> Result<(), String> {
 
     shutdown.cancelled().await;
     eprintln!("latchfree serve: shutting down");
-    gate.close().await;
+    // Drain: stop accepting; let admitted calls finish and their replies
+    // reach their POST streams; only then end the sessions and streams.
+    accepting.cancel();
+    let drained = tokio::time::timeout(args.shutdown_timeout, async {
+        gate.close().await;
+        sessions.requests_done().await;
+    })
+    .await;
+    if drained.is_err() {
+        eprintln!(
+            "latchfree serve: in-flight calls still running after --shutdown-timeout {}; closing their streams",
+            humantime::format_duration(args.shutdown_timeout)
+        );
+        gate.close_now();
+    }
+    transport.cancel();
     if let Some(stdio) = stdio {
         let _ = stdio.await;
     }
-    match http.await {
-        Ok(Ok(())) => {}
-        Ok(Err(err)) => eprintln!("latchfree serve: HTTP server error: {err}"),
-        Err(err) => eprintln!("latchfree serve: HTTP task failed: {err}"),
+    if let Some(http) = http
+        && let Err(err) = http.await
+    {
+        eprintln!("latchfree serve: HTTP task failed: {err}");
     }
+    // Calls past the timeout still hold the gate; the engine's shutdown
+    // waits for them inside `Engine::call` (nothing is half-recorded).
     let result = tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .map_err(|err| format!("engine shutdown task failed: {err}"))?;
@@ -250,59 +316,184 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Gives the transport's plain-text rejections a JSON-RPC body.
-///
-/// rmcp answers a POST whose body is not JSON with `415` and a text message,
-/// and a body over the size limit with `413` and a text message. A JSON-RPC
-/// client expects an error object (id `null`, since no request could be
-/// read): `-32700 Parse error` for the first, `-32600 Invalid Request` for
-/// the second. The status codes stay (`400` for the parse error).
-async fn jsonrpc_transport_errors(response: axum::response::Response) -> axum::response::Response {
-    use axum::http::StatusCode;
-    let status = response.status();
-    let is_json = response
-        .headers()
-        .get(axum::http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json
-        || !matches!(
-            status,
-            StatusCode::PAYLOAD_TOO_LARGE | StatusCode::UNSUPPORTED_MEDIA_TYPE
+/// Copies of the server that may share the default audit location.
+const AUDIT_SLOTS: usize = 16;
+
+/// Builds the engine on `--audit-dir`, or on the first free slot of the
+/// default location: `audit`, `audit-2`, .. `audit-16` in the state
+/// directory. A desktop client may start several copies with the same
+/// arguments; each then gets a directory of its own (one hash chain per
+/// writer, as `audit verify` expects), and a later copy reuses a freed slot
+/// instead of leaving a new directory behind per run. An explicit
+/// directory in use is an error that says what to do.
+fn open_engine(args: &ServeArgs) -> Result<(Engine, PathBuf), String> {
+    let build = |dir: &std::path::Path| {
+        serve_tools::build_engine(
+            args.config.as_deref(),
+            dir,
+            args.locked,
+            args.durability.as_deref(),
+            serve_tools::SessionFlags {
+                idle_timeout: args.idle_timeout,
+                max_sessions: args.max_sessions,
+            },
         )
-    {
-        return response;
-    }
-    let (parts, body) = response.into_parts();
-    let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    let (status, code, message) = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        (status, -32600, format!("Invalid Request: {text}"))
-    } else if text.starts_with("fail to deserialize") {
-        (
-            StatusCode::BAD_REQUEST,
-            -32700,
-            format!("Parse error: {text}"),
-        )
-    } else {
-        (status, -32600, format!("Invalid Request: {text}"))
     };
-    let body = serde_json::json!({
-        "jsonrpc": "2.0",
-        "id": null,
-        "error": { "code": code, "message": message },
-    });
-    let mut response =
-        axum::response::Response::from_parts(parts, axum::body::Body::from(body.to_string()));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
+    let in_use = |dir: &std::path::Path| {
+        format!(
+            "the audit directory {} is in use by another latchfree serve (its lock is held); \
+             give each copy its own --audit-dir, or leave --audit-dir out (copies then take \
+             audit, audit-2, .. in the state directory)",
+            dir.display()
+        )
+    };
+    if let Some(dir) = &args.audit_dir {
+        return match build(dir) {
+            Ok(engine) => Ok((engine, dir.clone())),
+            Err(BuildFailure::AuditDirInUse) => Err(in_use(dir)),
+            Err(BuildFailure::Other(message)) => Err(message),
+        };
+    }
+    let base = default_audit_dir()?;
+    for slot in 1..=AUDIT_SLOTS {
+        let dir = if slot == 1 {
+            base.clone()
+        } else {
+            base.with_file_name(format!("audit-{slot}"))
+        };
+        match build(&dir) {
+            Ok(engine) => return Ok((engine, dir)),
+            Err(BuildFailure::AuditDirInUse) => continue,
+            Err(BuildFailure::Other(message)) => return Err(message),
+        }
+    }
+    Err(format!(
+        "all {AUDIT_SLOTS} default audit directories next to {} are in use; pass --audit-dir DIR",
+        base.display()
+    ))
+}
+
+fn engine_name(engine: &Engine) -> &'static str {
+    if engine.is_locked() {
+        "locked"
+    } else {
+        "latchfree"
+    }
+}
+
+/// Binds the HTTP listener, with advice when the port is taken.
+async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|err| match err.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "cannot bind {addr}: the address is in use (another latchfree serve?); \
+                 use --bind 127.0.0.1:0 for a free port, or --no-http for stdio only"
+            ),
+            _ => format!("cannot bind {addr}: {err}"),
+        })
+}
+
+/// `$XDG_STATE_HOME/latchfree/audit`, else `~/.local/state/latchfree/audit`:
+/// absolute, so a client that launches the server from `/` still works.
+fn default_audit_dir() -> Result<PathBuf, String> {
+    let absolute = |var: &str| {
+        std::env::var_os(var)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    let state = absolute("XDG_STATE_HOME")
+        .or_else(|| absolute("HOME").map(|home| home.join(".local").join("state")))
+        .ok_or(
+            "no state directory for the audit log: neither XDG_STATE_HOME nor HOME is set \
+             to an absolute path; pass --audit-dir DIR",
+        )?;
+    Ok(state.join("latchfree").join("audit"))
+}
+
+/// The bearer token: `--token-file`, else `LATCHFREE_TOKEN`, else none.
+/// Never a flag's value (it would show in `ps` and shell history).
+fn read_token(file: Option<&std::path::Path>) -> Result<Option<Vec<u8>>, String> {
+    let (token, source) = match file {
+        Some(path) => (
+            std::fs::read_to_string(path)
+                .map_err(|err| format!("cannot read --token-file {}: {err}", path.display()))?,
+            format!("--token-file {}", path.display()),
+        ),
+        None => match std::env::var("LATCHFREE_TOKEN") {
+            Ok(token) => (token, "LATCHFREE_TOKEN".to_owned()),
+            Err(std::env::VarError::NotPresent) => return Ok(None),
+            Err(std::env::VarError::NotUnicode(_)) => {
+                return Err("LATCHFREE_TOKEN is not valid UTF-8".to_owned());
+            }
+        },
+    };
+    let token = token.trim();
+    if token.len() < 16 || token.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "the token in {source} must be at least 16 characters without spaces \
+             (e.g. `openssl rand -hex 32`)"
+        ));
+    }
+    Ok(Some(token.as_bytes().to_vec()))
+}
+
+/// `/mcp` (Streamable HTTP) and `/metrics` behind the guard (see
+/// [`serve_http`]).
+fn http_router(
+    args: &ServeArgs,
+    shared: &Arc<ServerState>,
+    sessions: &Arc<Sessions>,
+    token: Option<Vec<u8>>,
+    transport: CancellationToken,
+) -> axum::Router {
+    let mut hosts: Vec<String> = StreamableHttpServerConfig::default().allowed_hosts;
+    hosts.extend(args.allowed_hosts.iter().cloned());
+    // No `sse_retry`: rmcp would send an empty priming event first on every
+    // stream, which clients of versions before 2025-11-25 cannot parse (the
+    // official TypeScript server sends none to them), and with no event
+    // store there is nothing to resume from anyway.
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_max_request_body_bytes(args.max_body_bytes)
+        .with_sse_retry(None)
+        .with_cancellation_token(transport);
+    let http_shared = shared.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(McpServer::new(http_shared.clone(), Transport::Http)),
+        Arc::new(SharedSessions(sessions.clone())),
+        config,
     );
-    response
-        .headers_mut()
-        .remove(axum::http::header::CONTENT_LENGTH);
-    response
+    let policy = Arc::new(serve_http::Policy {
+        allowed_hosts: args.allowed_hosts.clone(),
+        allowed_origins: args.allowed_origins.clone(),
+        token,
+        max_body_bytes: args.max_body_bytes,
+        sessions: sessions.clone(),
+    });
+    let metrics_engine = shared.engine.clone();
+    axum::Router::new()
+        .nest_service("/mcp", mcp)
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let engine = metrics_engine.clone();
+                async move {
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        engine.prometheus(),
+                    )
+                }
+            }),
+        )
+        .layer(axum::middleware::map_response(serve_http::jsonrpc_errors))
+        .layer(axum::middleware::from_fn_with_state(
+            policy,
+            serve_http::guard,
+        ))
 }
 
 #[cfg(unix)]
@@ -331,25 +522,35 @@ async fn wait_for_signal() {
 /// A read guard per call, the write guard once at shutdown: `close` returns
 /// when every admitted call has finished, and calls that come later see
 /// `closed` and are refused, so none reaches the engine after `shutdown()`.
+/// `close_now` refuses new calls without waiting (the shutdown timeout).
 #[derive(Default)]
 struct Gate {
-    closed: tokio::sync::RwLock<bool>,
+    closed: std::sync::atomic::AtomicBool,
+    running: tokio::sync::RwLock<()>,
 }
 
 impl Gate {
-    async fn enter(&self) -> Result<tokio::sync::RwLockReadGuard<'_, bool>, ErrorData> {
-        let guard = self.closed.read().await;
-        if *guard {
-            return Err(ErrorData::internal_error(
-                "the server is shutting down",
-                None,
-            ));
+    async fn enter(&self) -> Result<tokio::sync::RwLockReadGuard<'_, ()>, ErrorData> {
+        let refused = || ErrorData::internal_error("the server is shutting down", None);
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(refused());
+        }
+        let guard = self.running.read().await;
+        // SeqCst pairs with the store in `close`: a call admitted here was
+        // either seen by `close`'s write lock or sees `closed`.
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(refused());
         }
         Ok(guard)
     }
 
     async fn close(&self) {
-        *self.closed.write().await = true;
+        self.close_now();
+        drop(self.running.write().await);
+    }
+
+    fn close_now(&self) {
+        self.closed.store(true, Ordering::SeqCst);
     }
 }
 
@@ -378,15 +579,28 @@ pub struct McpServer {
     tool_router: ToolRouter<Self>,
 }
 
-/// Arguments of the `query` tool.
+/// Arguments of the `query` tool. The schema states exactly what the tool
+/// accepts: `q` 1..=1024 characters, `limit` an integer in 1..=20.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QueryArgs {
     /// The search text; results are deterministic in it and cached.
+    #[schemars(length(min = 1, max = 1024))]
     pub q: String,
-    /// How many results to return (1..=20, default 3).
-    #[serde(default)]
-    pub limit: Option<u32>,
+    /// How many results to return (default 3).
+    #[serde(default = "default_limit")]
+    #[schemars(range(min = 1, max = 20))]
+    pub limit: u32,
+}
+
+fn default_limit() -> u32 {
+    3
+}
+
+/// The `outputSchema` of a tool whose structured result is `T`.
+fn output_schema<T: schemars::JsonSchema + 'static>()
+-> Arc<serde_json::Map<String, serde_json::Value>> {
+    rmcp::handler::server::tool::schema_for_output::<T>()
 }
 
 /// Arguments of the tools that take none.
@@ -437,7 +651,12 @@ impl McpServer {
         .await
         .map_err(|err| ErrorData::internal_error(format!("tool task failed: {err}"), None))?;
         match reply {
-            Ok(text) => Ok(CallToolResult::success(vec![ContentBlock::text(text)])),
+            // Structured content (per the tool's `outputSchema`) and the
+            // same JSON as text, for clients before 2025-06-18.
+            Ok(text) => match serde_json::from_str(&text) {
+                Ok(value) => Ok(CallToolResult::structured(value)),
+                Err(_) => Ok(CallToolResult::success(vec![ContentBlock::text(text)])),
+            },
             Err(EngineError::Tool(err)) => Ok(tool_error(err.message)),
             Err(err) => Err(ErrorData::internal_error(err.to_string(), None)),
         }
@@ -446,6 +665,8 @@ impl McpServer {
     /// Deterministic search over a synthetic corpus. The result is cached per
     /// query text; a miss costs `--query-cost-ms`.
     #[tool(
+        output_schema = output_schema::<serve_tools::QueryOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, destructive_hint = false, open_world_hint = false),
         description = "Search a synthetic corpus. Deterministic: the same q always returns the same results. Results are cached; a miss costs the configured simulated time."
     )]
     async fn query(
@@ -454,14 +675,15 @@ impl McpServer {
     ) -> Result<CallToolResult, ErrorData> {
         // Checked before the request path, like the schema check rmcp does
         // first: a rejected call reaches neither the engine nor the audit log.
-        let limit = args.limit.unwrap_or(3);
+        let limit = args.limit;
         if !(1..=20).contains(&limit) {
             return Ok(tool_error(format!("limit must be in 1..=20, got {limit}")));
         }
-        if args.q.is_empty() || args.q.len() > 1024 {
+        // Characters, as the schema's `maxLength` counts them.
+        let chars = args.q.chars().count();
+        if !(1..=1024).contains(&chars) {
             return Ok(tool_error(format!(
-                "q must be 1..=1024 bytes, got {}",
-                args.q.len()
+                "q must be 1..=1024 characters, got {chars}"
             )));
         }
         let args_json = serde_json::json!({ "q": args.q, "limit": limit }).to_string();
@@ -470,6 +692,8 @@ impl McpServer {
 
     /// The registry session of this MCP session.
     #[tool(
+        output_schema = output_schema::<serve_tools::SessionOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, destructive_hint = false, open_world_hint = false),
         description = "Describe this MCP session's server-side session: its id and how many tool calls it has made."
     )]
     async fn session_info(
@@ -481,6 +705,8 @@ impl McpServer {
 
     /// Server-wide counters.
     #[tool(
+        output_schema = output_schema::<serve_tools::StatsOutput>(),
+        annotations(read_only_hint = true, idempotent_hint = true, destructive_hint = false, open_world_hint = false),
         description = "Server-wide statistics: tool calls, errors, bytes, sessions, cache hits and misses."
     )]
     async fn stats(&self, Parameters(_): Parameters<NoArgs>) -> Result<CallToolResult, ErrorData> {

@@ -8,7 +8,10 @@
 
 use std::time::Duration;
 
-use latchfree::engine::{CacheConfig, Call, Engine, EngineError, ToolError};
+use latchfree::audit::AuditError;
+use latchfree::engine::{
+    CacheConfig, Call, Engine, EngineBuildError, EngineCounters, EngineError, ToolError,
+};
 use sha2::{Digest as _, Sha256};
 
 /// The tools, by name.
@@ -33,6 +36,15 @@ impl Tool {
     }
 }
 
+/// Flags that override the configuration's `[sessions]`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SessionFlags {
+    /// `--idle-timeout`.
+    pub idle_timeout: Option<Duration>,
+    /// `--max-sessions`.
+    pub max_sessions: Option<usize>,
+}
+
 /// Builds the engine `latchfree serve` runs on: the configuration file if
 /// given (or the defaults), then the flags, with a cache for `query`.
 pub fn build_engine(
@@ -40,7 +52,8 @@ pub fn build_engine(
     audit_dir: &std::path::Path,
     locked: bool,
     durability: Option<&str>,
-) -> Result<Engine, String> {
+    sessions: SessionFlags,
+) -> Result<Engine, BuildFailure> {
     let mut config = match config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -54,6 +67,15 @@ pub fn build_engine(
             .parse()
             .map_err(|_| format!("--durability must be async, os or disk, not {name:?}"))?;
     }
+    if let Some(idle) = sessions.idle_timeout {
+        config.sessions.idle_timeout = Some(idle);
+    }
+    if let Some(max) = sessions.max_sessions {
+        if max == 0 {
+            return Err("--max-sessions must be at least 1".to_owned().into());
+        }
+        config.sessions.max_sessions = max;
+    }
     config
         .caches
         .entry(Tool::Query.name().to_owned())
@@ -61,7 +83,25 @@ pub fn build_engine(
     latchfree::engine::EngineBuilder::from_config(config)
         .locked(locked)
         .build()
-        .map_err(|err| format!("cannot build the engine: {err}"))
+        .map_err(|err| match err {
+            EngineBuildError::Audit(AuditError::InUse { .. }) => BuildFailure::AuditDirInUse,
+            err => BuildFailure::Other(format!("cannot build the engine: {err}")),
+        })
+}
+
+/// Why [`build_engine`] failed.
+#[derive(Debug)]
+pub enum BuildFailure {
+    /// Another process holds the audit directory's lock.
+    AuditDirInUse,
+    /// Anything else, as a message for the user.
+    Other(String),
+}
+
+impl From<String> for BuildFailure {
+    fn from(message: String) -> Self {
+        BuildFailure::Other(message)
+    }
 }
 
 /// Runs one tool call through the engine's request path. Blocking: the
@@ -91,28 +131,76 @@ pub fn run(
                 .created()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default();
-            Ok(serde_json::json!({
-                "session": session.id(),
-                "calls": session.calls(),
-                "created_unix_ms": created.as_millis() as u64,
-            })
-            .to_string())
+            let info = SessionOutput {
+                session: session.id().to_owned(),
+                calls: session.calls(),
+                created_unix_ms: created.as_millis() as u64,
+            };
+            serde_json::to_string(&info).map_err(|err| ToolError::new(err.to_string()))
         })?,
         // Counters as of before this call's own stats batch.
         Tool::Stats => engine.call(&call, |_| {
-            let mut value = serde_json::to_value(engine.counters())
-                .map_err(|err| ToolError::new(err.to_string()))?;
-            value["sessions_live"] = engine.session_count().into();
-            value["engine"] = if engine.is_locked() {
-                "locked"
-            } else {
-                "latchfree"
-            }
-            .into();
-            Ok(value.to_string())
+            let stats = StatsOutput {
+                counters: engine.counters(),
+                sessions_live: engine.session_count() as u64,
+                engine: if engine.is_locked() {
+                    "locked"
+                } else {
+                    "latchfree"
+                }
+                .to_owned(),
+            };
+            serde_json::to_string(&stats).map_err(|err| ToolError::new(err.to_string()))
         })?,
     };
     Ok(reply.output.to_string())
+}
+
+/// The `query` tool's structured result (its `outputSchema`).
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct QueryOutput {
+    /// The query text.
+    pub q: String,
+    /// `limit` results, best first.
+    pub results: Vec<QueryHit>,
+}
+
+/// One `query` result.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct QueryHit {
+    /// 1-based rank.
+    pub rank: u32,
+    /// The document id, `doc-` and 16 hex digits.
+    pub doc: String,
+    /// The score, 0..=1, three decimals.
+    pub score: f64,
+}
+
+/// The `session_info` tool's structured result.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct SessionOutput {
+    /// The registry session id (`stdio-N` / `http-N`).
+    pub session: String,
+    /// Tool calls of this session, this one included.
+    pub calls: u64,
+    /// When the registry session was created, Unix milliseconds.
+    pub created_unix_ms: u64,
+}
+
+/// The `stats` tool's structured result: the engine's counters as of
+/// before this call.
+#[derive(Debug, serde::Serialize, schemars::JsonSchema)]
+pub struct StatsOutput {
+    /// The engine's counters (`EngineCounters`: calls, errors, bytes_in,
+    /// bytes_out, cache_hits, sessions_created, ..), each an integer; the
+    /// schema leaves their names open so it follows the engine's.
+    #[serde(flatten)]
+    #[schemars(with = "std::collections::BTreeMap<String, u64>")]
+    pub counters: EngineCounters,
+    /// Registry sessions live now.
+    pub sessions_live: u64,
+    /// `latchfree` or `locked`.
+    pub engine: String,
 }
 
 /// The `query` tool's result for `args_json` (`{"q": .., "limit": ..}`):
@@ -131,14 +219,15 @@ pub fn query_result(args_json: &str) -> Result<String, ToolError> {
     for rank in 0..args.limit {
         let doc = u64::from_le_bytes(digest[..8].try_into().expect("a 32-byte digest"));
         let score = f64::from(u16::from_le_bytes([digest[8], digest[9]])) / 65535.0;
-        results.push(serde_json::json!({
-            "rank": rank + 1,
-            "doc": format!("doc-{doc:016x}"),
-            "score": (score * 1000.0).round() / 1000.0,
-        }));
+        results.push(QueryHit {
+            rank: rank + 1,
+            doc: format!("doc-{doc:016x}"),
+            score: (score * 1000.0).round() / 1000.0,
+        });
         digest = Sha256::digest(digest);
     }
-    Ok(serde_json::json!({ "q": args.q, "results": results }).to_string())
+    serde_json::to_string(&QueryOutput { q: args.q, results })
+        .map_err(|err| ToolError::new(err.to_string()))
 }
 
 #[cfg(test)]
