@@ -297,6 +297,14 @@ mod tests {
     use super::*;
 
     #[test]
+    // The deadline index is crossbeam-skiplist, whose epoch pointers carry
+    // tags in their low bits (integer-to-pointer casts), which Miri's strict
+    // provenance rejects; the entry's own state machine is what this checks,
+    // and it runs natively and in the loom model.
+    #[cfg_attr(
+        miri,
+        ignore = "crossbeam-epoch's tagged pointers need permissive provenance"
+    )]
     fn an_entry_unlinked_for_good_is_never_linked_again() {
         let index = SkipMap::new();
         let entry = Arc::new(Entry::new(1u32, 0, 100, 0, 0));
