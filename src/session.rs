@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::stats::Stats;
-use crate::ttl::{Counters, InitError, MetricNames, Options, SweeperHandle, TtlMap};
+use crate::ttl::{Counters, InitError, Options, SweeperHandle, TtlMap};
 
 pub use crate::ttl::{BuildError, EvictionCause, Sweep};
 
@@ -317,18 +317,7 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
     /// Builds the registry (and starts its sweeper thread, if configured).
     pub fn build(self) -> Result<SessionRegistry<S>, BuildError> {
         let stats = self.stats.unwrap_or_default();
-        let counters = Counters::register(
-            &stats,
-            &self.prefix,
-            &MetricNames {
-                hits: "hits",
-                misses: "misses",
-                inits: "inits",
-                coalesced: "coalesced",
-                init_errors: "init_errors",
-                live: "entries",
-            },
-        )?;
+        let counters = Counters::register(&stats, &self.prefix)?;
         let listener = self.listener.map(|l| {
             Box::new(move |id: &Arc<str>, s: Arc<S>, cause: EvictionCause| l(id, s, cause))
                 as crate::ttl::Listener<Arc<str>, Arc<S>>

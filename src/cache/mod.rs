@@ -70,7 +70,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock, SystemClock};
 use crate::stats::Stats;
-use crate::ttl::{Counters, InitError, Journal, Life, MetricNames, Options, SweeperHandle, TtlMap};
+use crate::ttl::{Counters, InitError, Journal, Life, Options, SweeperHandle, TtlMap};
 
 pub use crate::ttl::{BuildError, EvictionCause, Sweep};
 #[cfg(feature = "persist")]
@@ -296,18 +296,7 @@ where
         journal: Option<Arc<dyn Journal<K, V>>>,
     ) -> Result<TtlCache<K, V>, BuildError> {
         let stats = self.stats.unwrap_or_default();
-        let counters = Counters::register(
-            &stats,
-            &self.prefix,
-            &MetricNames {
-                hits: "hits",
-                misses: "misses",
-                inits: "inits",
-                coalesced: "coalesced",
-                init_errors: "init_errors",
-                live: "entries",
-            },
-        )?;
+        let counters = Counters::register(&stats, &self.prefix)?;
         let options = Options {
             max_entries: self.max_entries,
             lifetime: self.ttl,

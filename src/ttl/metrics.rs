@@ -15,37 +15,22 @@ pub(crate) struct Counters {
     pub(crate) live: Gauge,
 }
 
-/// The metric names of one map, under a prefix.
-pub(crate) struct MetricNames {
-    /// Hits.
-    pub(crate) hits: &'static str,
-    /// Misses.
-    pub(crate) misses: &'static str,
-    /// Initialisations run (creations, loads).
-    pub(crate) inits: &'static str,
-    /// Callers that waited on another caller's initialisation.
-    pub(crate) coalesced: &'static str,
-    /// Initialisations that failed or panicked.
-    pub(crate) init_errors: &'static str,
-    /// Live entries (a gauge).
-    pub(crate) live: &'static str,
-}
-
 impl Counters {
-    pub(crate) fn register(
-        stats: &Stats,
-        prefix: &str,
-        names: &MetricNames,
-    ) -> Result<Self, StatsError> {
+    /// Registers `PREFIX_hits_total`, `PREFIX_misses_total`,
+    /// `PREFIX_inits_total`, `PREFIX_coalesced_total`,
+    /// `PREFIX_init_errors_total`, `PREFIX_rejected_total`, one
+    /// `PREFIX_evictions_CAUSE_total` per cause and the gauge
+    /// `PREFIX_entries`: the same names for sessions and caches.
+    pub(crate) fn register(stats: &Stats, prefix: &str) -> Result<Self, StatsError> {
         let counter = |what: &str| stats.counter(&format!("{prefix}_{what}_total"));
         let eviction =
             |cause: EvictionCause| stats.counter(&format!("{prefix}_evictions_{cause}_total"));
         Ok(Self {
-            hits: counter(names.hits)?,
-            misses: counter(names.misses)?,
-            inits: counter(names.inits)?,
-            coalesced: counter(names.coalesced)?,
-            init_errors: counter(names.init_errors)?,
+            hits: counter("hits")?,
+            misses: counter("misses")?,
+            inits: counter("inits")?,
+            coalesced: counter("coalesced")?,
+            init_errors: counter("init_errors")?,
             rejected: counter("rejected")?,
             evictions: [
                 eviction(EvictionCause::Expired)?,
@@ -54,7 +39,7 @@ impl Counters {
                 eviction(EvictionCause::Cleared)?,
                 eviction(EvictionCause::Replaced)?,
             ],
-            live: stats.gauge(&format!("{prefix}_{}", names.live))?,
+            live: stats.gauge(&format!("{prefix}_entries"))?,
         })
     }
 }

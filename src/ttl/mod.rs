@@ -141,7 +141,7 @@ pub(crate) use config::{Life, Options};
 use entry::{Entry, Inline, RefBits};
 pub use events::EvictionCause;
 pub(crate) use events::{Journal, Listener};
-pub(crate) use metrics::{Counters, MetricNames};
+pub(crate) use metrics::Counters;
 pub(crate) use single_flight::InitError;
 pub(crate) use sweeper::SweeperHandle;
 use sweeper::Tick;
@@ -271,14 +271,6 @@ where
         clock: Arc<dyn crate::clock::Clock>,
         listener: Option<Listener<K, V>>,
     ) -> Arc<Self> {
-        const NAMES: MetricNames = MetricNames {
-            hits: "hits",
-            misses: "misses",
-            inits: "inits",
-            coalesced: "coalesced",
-            init_errors: "init_errors",
-            live: "live",
-        };
         let stats = crate::stats::Stats::new();
         let options = Options {
             max_entries,
@@ -289,7 +281,7 @@ where
             resolution: std::time::Duration::ZERO,
             clock,
             listener,
-            counters: Counters::register(&stats, "test", &NAMES).expect("fresh stats"),
+            counters: Counters::register(&stats, "test").expect("fresh stats"),
             journal: None,
         };
         options
