@@ -107,6 +107,11 @@ mod tests {
         let files = stream_files(dir.path());
         for path in &files {
             let len = std::fs::metadata(path).unwrap().len();
+            if len == 0 {
+                // The writer may rotate to a new, empty file right after
+                // the last wait was released: it holds no promised record.
+                continue;
+            }
             let synced = calls.iter().rev().find_map(|c| match c {
                 Call::File(p, len) if p == path => Some(*len),
                 _ => None,
@@ -122,11 +127,18 @@ mod tests {
             Call::Dir(names) => Some(names),
             _ => None,
         });
-        assert_eq!(
-            named,
-            Some(&files),
-            "{durability:?}: the directory was not synced with every file in it ({calls:?})"
-        );
+        // Every file that holds a record is named in the last directory
+        // sync (an empty file the writer rotated to afterwards holds none).
+        let held = files
+            .iter()
+            .filter(|p| std::fs::metadata(p).unwrap().len() > 0);
+        for path in held {
+            assert!(
+                named.is_some_and(|names| names.contains(path)),
+                "{durability:?}: the directory was not synced with {} ({calls:?})",
+                path.display()
+            );
+        }
         log.close().unwrap();
         files.len()
     }
