@@ -9,7 +9,7 @@
 //!
 //! Every line of `src/ttl/` that these models reach is the production code:
 //! `get_or_init`, `publish`, the `FlightGuard`, `evict` / `evicted`,
-//! `sweep_expired`, `make_room`, the occupancy CAS, `Entry`'s slot states,
+//! `sweep_expired`, `make_room`, the occupancy CAS, `Entry`'s states,
 //! and `crate::flight`. Their atomics, locks and cells come from
 //! `crate::sync`, so loom sees and permutes each of them, and the stats
 //! counters they bump (loom's per-thread stand-in) add the same scheduling
@@ -25,10 +25,10 @@
 //!   its own. The models check our protocol *on top of* maps with that
 //!   contract; scc's implementation of it is covered by scc and by the
 //!   stress tests (`tests/cache_ttl.rs`, `tests/session_registry.rs`).
-//! * **The deadline index** (`crossbeam_skiplist::SkipMap`) stays the real
-//!   one. It is lock-free, so a call into it never blocks and loom runs it
-//!   as one step; every change to it happens under the entry's `slot` lock
-//!   (a loom mutex), which is the ordering our protocol relies on.
+//! * **The order** (`src/ttl/order.rs`: the deadline wheel and the S3-FIFO
+//!   queues) is the real one, with one shard under loom; its lock is a loom
+//!   mutex and an entry's state (`New` → `Admitted` → `Dead`) a loom
+//!   atomic, so loom permutes admission against eviction.
 //! * **Time** is a `ManualClock` advanced only before the threads start, so
 //!   expiry is decided by the set-up, not by the schedule.
 //!
@@ -48,7 +48,7 @@
 //!    call is refused, and at the end occupancy equals the entries held.
 //! 3. [`remove_and_a_capacity_eviction_evict_once`]: `max_entries = 1`,
 //!    evicting; key 1 is live; one thread removes it while another inserts
-//!    key 2 (which evicts key 1 by second chance if it is still there). Key
+//!    key 2 (which evicts key 1, the policy's victim, if it is still there). Key
 //!    1 leaves exactly once, by one cause, and `remove` returns its value
 //!    only if the cause was `Removed`; the counts agree at the end.
 //! 4. [`remove_sweep_and_read_evict_an_expired_entry_once`]: key 1 has
@@ -58,8 +58,8 @@
 //! 5. [`a_dead_entry_is_never_linked_again`]: idle timeout; key 1 was read
 //!    since it was linked, so its key in the deadline index is a lower
 //!    bound that has passed while the entry is live. A `sweep` pops it and
-//!    links it back under its real deadline while `remove` evicts it: the
-//!    deadline index must end empty (`Dead` is final).
+//!    puts it back under its real deadline while `remove` evicts it: the
+//!    order must end counting no live entry (`Dead` is final).
 //!
 //! # Mutations of `src/ttl/`
 //!
@@ -72,21 +72,18 @@
 //! | -- | ----------------------------------------------------------------- | - | - | - | - | - | --------------- |
 //! | T1 | `get_or_init`: no re-check of `index` under the empty flight slot | A | . | . | . | . | caught, 1.6 s   |
 //! | T2 | the leader removes its flight before publishing                   | . | . | . | . | . |                 |
-//! | T3 | `unlink` leaves the entry `Unlinked`, not `Dead`                  | . | . | . | . | - | caught, 1.2 s   |
+//! | T3 | `admit` admits a dead entry too (no `New` → `Admitted` CAS)        | . | . | . | . | . |                 |
 //! | T4 | `try_reserve` loads and stores instead of one CAS                 | . | . | . | . | . |                 |
 //! | T5 | `evicted` does not give the capacity back                         | . | . | . | . | . |                 |
 //! | T6 | `evict`'s `remove_if` ignores which entry it removes              | . | . | . | . | . |                 |
 //!
 //! T1 fails model 1 in 0.4 s ("init ran twice"): the schedule needs one
 //! preemption of the second caller between its miss and the flight slot.
-//! T3 is **not** caught by model 5 (it passes in well under a second):
-//! the schedule it was built for (the sweep pops the entry, `remove` evicts
-//! it, the sweep links it back) should be within 2 preemptions, so either
-//! loom does not reach it or the set-up does not give the sweep a live,
-//! popped entry; this is open. The unit test catches T3 deterministically.
-//! T1 and T3 survived every layer before; the unit tests are
-//! `ttl::single_flight::tests` (the pause hook) and
-//! `ttl::entry::tests::an_entry_unlinked_for_good_is_never_linked_again`.
+//! T3 (since the order admits and kills entries by state, not by a
+//! lock-guarded slot) has not been run against model 5; its unit test is
+//! `ttl::entry::tests::an_entry_killed_before_admission_is_never_admitted`.
+//! T1 survived every layer before; its unit test is
+//! `ttl::single_flight::tests` (the pause hook).
 //! T2 and T4 to T6 are listed for `.ci/mutants` to run; model 1 is built
 //! for T2 (the old `loom_flight` model 4 caught it on a copy of this
 //! protocol), models 2 to 4 for T4 to T6.
@@ -143,13 +140,13 @@ fn heard(log: &Heard) -> Vec<(u32, u32, EvictionCause)> {
     log.lock().unwrap().clone()
 }
 
-/// `(entries, occupancy, deadline index entries)` must agree at rest.
+/// `(entries, occupancy, live entries the order counts)` must agree at rest.
 fn assert_at_rest(map: &TtlMap<u32, u32>, entries: usize) {
     let counts = map.counts();
     assert_eq!(
         counts,
         (entries, entries, entries),
-        "(entries, occupancy, deadlines)"
+        "(entries, occupancy, order)"
     );
 }
 

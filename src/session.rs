@@ -28,9 +28,9 @@
 //! [`crate::cache`]; its module docs (in `src/ttl/mod.rs`) describe the
 //! algorithm: an `scc::HashIndex` read under an epoch guard (no lock, no
 //! shared write), single-flight creation through a map of flights whose
-//! waiters park on a condition variable (`crate::flight`), a deadline
-//! index in a `crossbeam_skiplist::SkipMap` swept in deadline order, and an
-//! exact capacity count.
+//! waiters park on a condition variable (`crate::flight`), a sharded
+//! deadline wheel swept in deadline order, S3-FIFO queues for the evicting
+//! policy, and an exact capacity count.
 //!
 //! # Guarantees
 //!
@@ -79,8 +79,10 @@ pub enum CapacityPolicy {
     /// Refuse the new session with [`SessionError::Full`].
     #[default]
     Reject,
-    /// Evict an approximately least recently used session (second chance
-    /// over the deadline index; cause [`EvictionCause::Capacity`]).
+    /// Evict a session that is not being used: the S3-FIFO victim (sessions
+    /// created and not used again leave first, then the least used; cause
+    /// [`EvictionCause::Capacity`]). Named for the classic policy it
+    /// stands in for.
     EvictLeastRecentlyUsed,
 }
 

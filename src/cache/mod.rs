@@ -24,8 +24,8 @@
 //!   (store an `Arc` for large values). Metrics are per-thread counters.
 //!   Two per-entry stamps may be written, each only when it changes: the
 //!   last-access time, only with [`time_to_idle`](TtlCacheBuilder::time_to_idle)
-//!   (the deadline moves with it), and a "referenced" bit for the eviction
-//!   policy, set at most once per eviction scan.
+//!   (the deadline moves with it), and a two-bit access count for the
+//!   eviction policy, written only while it is below its maximum.
 //! * **Single-flight loads.** Concurrent [`get_or_load`](TtlCache::get_or_load)
 //!   misses on one key run the loader once; the others sleep until it ends
 //!   and get its value. A loader error reaches every waiter and is not
@@ -40,10 +40,12 @@
 //!   by writes).
 //! * **Bounded, with a documented policy.** Never more than `max_entries`
 //!   entries plus loads in progress, together. At the bound, expired entries
-//!   go first, then *second chance* (CLOCK): the entry nearest its deadline
-//!   (without TTLs: the oldest inserted) is evicted unless it was read since
-//!   it was last considered, in which case it moves to the back; up to 8 are
-//!   considered. If nothing can be evicted (every slot is a load in
+//!   go first, then the victim of *S3-FIFO* (a small queue that new keys
+//!   enter and one-hit wonders leave by, a main queue for what was read
+//!   again, a ghost record of keys evicted too early; the order is
+//!   independent of TTLs), in the new key's shard. Its hit ratio is
+//!   measured by `latchfree bench hit-ratio` against moka and quick_cache.
+//!   If nothing can be evicted (every slot is a load in
 //!   progress), an insert is dropped and a load is refused with
 //!   [`LoadError::Full`]; both are counted as `rejected`.
 //! * **Listener exactly once,** with its [`EvictionCause`], with no internal

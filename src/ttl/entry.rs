@@ -6,48 +6,37 @@
 //!   It is immutable, as `HashIndex` requires (a resize moves entries
 //!   bitwise while readers may still read the old copies).
 //! * [`Entry`] is the shared, mutable part, behind an `Arc` that `Inline`
-//!   points to: the key and deadlines for the sweeper, the last-access stamp
-//!   (a hit follows the pointer only when an idle timeout is configured),
-//!   and the entry's place in the deadline index. The `Arc`'s address is the
-//!   entry's identity: evictions remove it from the index by pointer
-//!   equality.
+//!   points to: the key, its hash and deadlines for the [`order`](super::order),
+//!   the last-access stamp (a hit follows the pointer only when an idle
+//!   timeout is configured), and the entry's state in the order. The `Arc`'s
+//!   address is the entry's identity: evictions remove it from the index by
+//!   pointer equality.
 //!
-//! The second-chance ("referenced") bits of the capacity policy live in a
-//! dense side table, [`RefBits`], indexed by a cell number assigned at
-//! creation: a few kilobytes for a hundred thousand entries, so setting or
-//! testing one on a hit stays in the core's cache instead of missing on a
-//! per-entry allocation. Cells are assigned round-robin by creation
-//! sequence number from a table of at least twice as many cells as the map
-//! has entries (at most 2^22): entries created close together never share
-//! one, but a long-lived entry may come to share its cell with a new one:
-//! the policy is then approximate (an entry may get a second chance it did not
-//! earn, or lose one it did), never unsafe, and a capacity eviction still
-//! considers at most `CLOCK_SCAN` entries.
+//! An entry's state moves one way: `New` (being published) → `Admitted`
+//! (counted by its order shard, under the shard's lock) → `Dead` (evicted;
+//! the order drops it wherever it meets it). An entry evicted before it
+//! was admitted goes straight to `Dead` and is never admitted, so a shard's
+//! count of live entries is raised once and lowered once per entry.
+//!
+//! The eviction policy's access counts live in a dense side table,
+//! [`Freq`], indexed by a cell number the order hands out at creation (one
+//! no other entry in the order holds: a count is never shared): a few
+//! kilobytes for a hundred thousand entries, so raising one on a hit stays
+//! in the core's cache instead of missing on a per-entry allocation.
 
 use std::sync::Arc;
 
-use crossbeam_skiplist::SkipMap;
-
-use crate::sync::Mutex;
-use crate::sync::atomic::{AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 
 /// The deadline of an entry that has none.
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
 
-/// A key in the deadline index: (deadline, unique sequence number).
-pub(crate) type IndexKey = (u64, u64);
-
-/// Where an entry stands in the deadline index. Every change happens under
-/// the entry's `slot` lock together with the index operation it describes,
-/// so the two always agree.
-enum Slot {
-    /// Not in the index (being published, or popped by a sweep).
-    Unlinked,
-    /// In the index under this key.
-    Linked(IndexKey),
-    /// Evicted: never to be linked again.
-    Dead,
-}
+/// [`Entry::state`]: being published, not yet in the order.
+const NEW: u8 = 0;
+/// [`Entry::state`]: counted by its order shard.
+const ADMITTED: u8 = 1;
+/// [`Entry::state`]: evicted; final.
+const DEAD: u8 = 2;
 
 /// The liveness test shared by [`Inline`] and [`Entry`].
 #[inline]
@@ -68,7 +57,7 @@ pub(crate) struct Inline<K, V> {
     pub(crate) value: V,
     /// A copy of the entry's absolute deadline.
     expires: u64,
-    /// A copy of the entry's [`RefBits`] cell.
+    /// A copy of the entry's [`Freq`] cell.
     cell: usize,
     /// The shared part; its address is the entry's identity.
     pub(crate) entry: Arc<Entry<K>>,
@@ -95,7 +84,7 @@ impl<K, V> Inline<K, V> {
         }
     }
 
-    /// The entry's cell in [`RefBits`].
+    /// The entry's cell in [`Freq`].
     #[inline]
     pub(crate) fn cell(&self) -> usize {
         self.cell
@@ -135,27 +124,35 @@ impl<K, V> Inline<K, V> {
 /// The shared, mutable part of an entry.
 pub(crate) struct Entry<K> {
     pub(crate) key: K,
+    /// The key's hash: its order shard and its ghost record.
+    pub(crate) hash: u64,
     /// Absolute deadline (creation + lifetime or per-entry TTL), or
     /// [`NO_DEADLINE`].
     expires: u64,
     /// Idle timeout in nanoseconds, 0 for none.
     idle: u64,
-    /// The entry's cell in [`RefBits`].
+    /// The entry's cell in [`Freq`].
     pub(crate) cell: usize,
     /// Last access (nanoseconds), written by reads when `idle != 0`.
     last_access: AtomicU64,
-    slot: Mutex<Slot>,
+    /// `NEW`, `ADMITTED` or `DEAD` (the module docs).
+    state: AtomicU8,
+    /// Whether the order holds it in its main queue (written under the
+    /// shard's lock; read by a replacement, which inherits it).
+    main: AtomicBool,
 }
 
 impl<K> Entry<K> {
-    pub(crate) fn new(key: K, now: u64, expires: u64, idle: u64, cell: usize) -> Self {
+    pub(crate) fn new(key: K, hash: u64, now: u64, expires: u64, idle: u64, cell: usize) -> Self {
         Self {
             key,
+            hash,
             expires,
             idle,
             cell,
             last_access: AtomicU64::new(now),
-            slot: Mutex::new(Slot::Unlinked),
+            state: AtomicU8::new(NEW),
+            main: AtomicBool::new(false),
         }
     }
 
@@ -181,114 +178,126 @@ impl<K> Entry<K> {
         live(now, self.expires, self.idle, &self.last_access)
     }
 
-    fn slot(&self) -> crate::sync::MutexGuard<'_, Slot> {
-        self.slot.lock().unwrap_or_else(|e| e.into_inner())
+    /// `New` → `Admitted`; `false` if it is dead already. Called under its
+    /// order shard's lock.
+    pub(crate) fn admit(&self) -> bool {
+        // AcqRel/Acquire: pairs with `kill`'s swap, so exactly one of the
+        // two sees the other's state (the count is raised only for an entry
+        // `kill` will find admitted).
+        self.state
+            .compare_exchange(NEW, ADMITTED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 
-    /// Links `me` (this entry) into `index` under `key`, unless it is dead
-    /// or already linked.
-    pub(crate) fn link(&self, index: &SkipMap<IndexKey, Arc<Self>>, key: IndexKey, me: &Arc<Self>)
-    where
-        K: Send + Sync + 'static,
-    {
-        let mut slot = self.slot();
-        if matches!(*slot, Slot::Unlinked) {
-            index.insert(key, me.clone());
-            *slot = Slot::Linked(key);
-        }
+    /// Marks the entry dead for good; whether it had been admitted (its
+    /// shard's live count must then be lowered).
+    pub(crate) fn kill(&self) -> bool {
+        // AcqRel: pairs with `admit`'s CAS (see there).
+        self.state.swap(DEAD, Ordering::AcqRel) == ADMITTED
     }
 
-    /// Unlinks the entry if it is linked under `key` (a sweep popping it);
-    /// whether it was.
-    pub(crate) fn unlink_if(&self, index: &SkipMap<IndexKey, Arc<Self>>, key: IndexKey) -> bool
-    where
-        K: Send + Sync + 'static,
-    {
-        let mut slot = self.slot();
-        match *slot {
-            Slot::Linked(linked) if linked == key => {
-                index.remove(&key);
-                *slot = Slot::Unlinked;
-                true
-            }
-            _ => false,
-        }
+    /// Whether the entry was evicted.
+    #[inline]
+    pub(crate) fn is_dead(&self) -> bool {
+        // Relaxed: a hint for the order, which drops dead entries it meets;
+        // a stale `false` keeps one for another round, never frees anything.
+        self.state.load(Ordering::Relaxed) == DEAD
     }
 
-    /// Unlinks the entry for good (it was evicted).
-    pub(crate) fn unlink(&self, index: &SkipMap<IndexKey, Arc<Self>>)
-    where
-        K: Send + Sync + 'static,
-    {
-        let mut slot = self.slot();
-        if let Slot::Linked(key) = *slot {
-            index.remove(&key);
-        }
-        *slot = Slot::Dead;
+    /// Whether the order keeps it in its main queue.
+    pub(crate) fn in_main(&self) -> bool {
+        // Relaxed: written under the shard lock, read as a hint by a
+        // replacement choosing its queue.
+        self.main.load(Ordering::Relaxed)
+    }
+
+    /// Records that the order moved it to (or admitted it into) its main
+    /// queue.
+    pub(crate) fn set_main(&self) {
+        // Relaxed: as in `in_main`.
+        self.main.store(true, Ordering::Relaxed);
     }
 }
 
-/// The second-chance bits of the capacity policy: one bit per cell, cells
-/// assigned round-robin by creation sequence number (see the module docs).
-pub(crate) struct RefBits {
+/// The access counts of the eviction policy: a two-bit saturating count
+/// per cell; the order hands each entry a cell of its own (see
+/// `order::Order::cell`).
+pub(crate) struct Freq {
     words: Box<[AtomicU64]>,
-    /// Cells minus one (cells are a power of two).
-    mask: usize,
 }
 
-/// The most cells a table has: 2^22 bits, 512 KiB.
-const MAX_CELLS: usize = 1 << 22;
+/// Cells per word.
+const PER_WORD: usize = 32;
+/// The highest count.
+pub(crate) const MAX_FREQ: u64 = 3;
 
-impl RefBits {
-    /// A table for a map of at most `max_entries` entries, or an empty one
-    /// when the policy needs no bits.
-    pub(crate) fn new(max_entries: usize, used: bool) -> Self {
-        let cells = if used {
-            max_entries
-                .saturating_mul(2)
-                .clamp(64, MAX_CELLS)
-                .next_power_of_two()
-        } else {
-            0
-        };
+impl Freq {
+    /// A table of at least `cells` counts.
+    pub(crate) fn new(cells: usize) -> Self {
         Self {
-            words: (0..cells / 64).map(|_| AtomicU64::new(0)).collect(),
-            mask: cells.saturating_sub(1),
+            words: (0..cells.div_ceil(PER_WORD))
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 
-    /// The cell of the entry created with sequence number `seq`.
     #[inline]
-    pub(crate) fn cell(&self, seq: u64) -> usize {
-        // Truncation is the point: cells wrap around.
-        (seq as usize) & self.mask
+    fn word(&self, cell: usize) -> Option<(&AtomicU64, u32)> {
+        let word = self.words.get(cell / PER_WORD)?;
+        Some((word, (cell % PER_WORD) as u32 * 2))
     }
 
-    /// Sets the cell's bit, writing only if it is clear.
+    /// Counts one access: raises the cell's count unless it is at
+    /// [`MAX_FREQ`], so a hot entry's word is written at most three times
+    /// per round of the policy. One attempt: an increment lost to a
+    /// concurrent one is a lost hint, not an error.
     #[inline]
-    pub(crate) fn set(&self, cell: usize) {
-        if let Some(word) = self.words.get(cell / 64) {
-            let bit = 1u64 << (cell % 64);
-            // Relaxed (both): a hint; no data is published with it.
-            if word.load(Ordering::Relaxed) & bit == 0 {
-                word.fetch_or(bit, Ordering::Relaxed);
+    pub(crate) fn hit(&self, cell: usize) {
+        if let Some((word, shift)) = self.word(cell) {
+            // Relaxed (all): a hint; no data is published with it.
+            let current = word.load(Ordering::Relaxed);
+            if (current >> shift) & MAX_FREQ < MAX_FREQ {
+                let _ = word.compare_exchange_weak(
+                    current,
+                    current + (1 << shift),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
             }
         }
     }
 
-    /// Clears the cell's bit; whether it was set.
-    pub(crate) fn take(&self, cell: usize) -> bool {
-        let Some(word) = self.words.get(cell / 64) else {
-            return false;
-        };
-        let bit = 1u64 << (cell % 64);
-        // Relaxed: as in `set`.
-        word.fetch_and(!bit, Ordering::Relaxed) & bit != 0
+    /// The cell's count.
+    pub(crate) fn get(&self, cell: usize) -> u64 {
+        self.word(cell).map_or(0, |(word, shift)| {
+            // Relaxed: as in `hit`.
+            (word.load(Ordering::Relaxed) >> shift) & MAX_FREQ
+        })
     }
 
-    /// Clears the cell's bit (a new entry starts unreferenced).
-    pub(crate) fn clear(&self, cell: usize) {
-        self.take(cell);
+    /// Sets the cell's count to `count` (at most [`MAX_FREQ`]).
+    pub(crate) fn set(&self, cell: usize, count: u64) {
+        if let Some((word, shift)) = self.word(cell) {
+            let count = count.min(MAX_FREQ);
+            // Relaxed: as in `hit`. `fetch_update` retries only when a
+            // concurrent hit changed the word, so other cells' counts are
+            // never lost to this one.
+            let _ = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+                Some((w & !(MAX_FREQ << shift)) | (count << shift))
+            });
+        }
+    }
+
+    /// Lowers the cell's count by one unless it is zero; the count before.
+    pub(crate) fn decrement(&self, cell: usize) -> u64 {
+        let Some((word, shift)) = self.word(cell) else {
+            return 0;
+        };
+        // Relaxed: as in `hit`.
+        let before = word.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |w| {
+            ((w >> shift) & MAX_FREQ != 0).then(|| w - (1 << shift))
+        });
+        before.map_or(0, |w| (w >> shift) & MAX_FREQ)
     }
 }
 
@@ -297,73 +306,50 @@ mod tests {
     use super::*;
 
     #[test]
-    // The deadline index is crossbeam-skiplist, whose epoch pointers carry
-    // tags in their low bits (integer-to-pointer casts), which Miri's strict
-    // provenance rejects; the entry's own state machine is what this checks,
-    // and it runs natively and in the loom model.
-    #[cfg_attr(
-        miri,
-        ignore = "crossbeam-epoch's tagged pointers need permissive provenance"
-    )]
-    fn an_entry_unlinked_for_good_is_never_linked_again() {
-        let index = SkipMap::new();
-        let entry = Arc::new(Entry::new(1u32, 0, 100, 0, 0));
-        entry.link(&index, (100, 1), &entry);
-        // A sweep pops it (it is live: it will go back), and before it does,
-        // the entry is evicted.
-        assert!(entry.unlink_if(&index, (100, 1)));
-        entry.unlink(&index);
-        entry.link(&index, (100, 2), &entry);
-        assert!(
-            index.is_empty(),
-            "an evicted entry is in the deadline index"
-        );
-        // And an entry evicted while linked leaves the index at once.
-        let other = Arc::new(Entry::new(2u32, 0, 100, 0, 1));
-        other.link(&index, (100, 3), &other);
-        other.unlink(&index);
-        assert!(index.is_empty());
-        assert!(!other.unlink_if(&index, (100, 3)));
+    fn an_entry_killed_before_admission_is_never_admitted() {
+        let early = Entry::new(1u32, 1, 0, 100, 0, 0);
+        assert!(!early.kill(), "it was never admitted");
+        assert!(!early.admit());
+        assert!(early.is_dead());
+        let admitted = Entry::new(2u32, 2, 0, 100, 0, 1);
+        assert!(admitted.admit());
+        assert!(!admitted.admit(), "admitted twice");
+        assert!(admitted.kill(), "the shard's count must be lowered");
+        assert!(!admitted.kill(), "lowered twice");
     }
 
     #[test]
-    fn a_set_bit_is_taken_once_and_cleared_by_clear() {
-        let bits = RefBits::new(100, true);
-        let cell = bits.cell(1);
-        assert!(!bits.take(cell));
-        bits.set(cell);
-        bits.set(cell);
-        assert!(bits.take(cell));
-        assert!(!bits.take(cell));
-        bits.set(cell);
-        bits.clear(cell);
-        assert!(!bits.take(cell));
+    fn counts_saturate_and_decrement_to_zero() {
+        let freq = Freq::new(100);
+        let (a, b) = (1, 2);
+        for _ in 0..10 {
+            freq.hit(a);
+        }
+        assert_eq!((freq.get(a), freq.get(b)), (MAX_FREQ, 0));
+        freq.hit(b);
+        assert_eq!(freq.decrement(a), 3);
+        assert_eq!(freq.get(a), 2);
+        freq.set(a, 0);
+        assert_eq!(freq.decrement(a), 0);
+        assert_eq!((freq.get(a), freq.get(b)), (0, 1), "a neighbour changed");
+        freq.set(b, 9);
+        assert_eq!(freq.get(b), MAX_FREQ);
     }
 
     #[test]
-    fn cells_stay_in_the_table_and_twice_the_bound_in_a_row_are_distinct() {
-        let bits = RefBits::new(1_000, true);
-        let cells = bits.words.len() * 64;
-        assert!(cells >= 2_000 && cells.is_power_of_two());
-        let mut used = std::collections::HashSet::new();
-        for seq in 5_000..5_000 + 2_000 {
-            let cell = bits.cell(seq);
-            assert!(cell < cells);
-            assert!(used.insert(cell), "seq {seq} shares a cell");
+    fn a_cell_outside_the_table_counts_nothing() {
+        let freq = Freq::new(0);
+        for cell in [0, 12_345, usize::MAX] {
+            freq.hit(cell);
+            freq.set(cell, 2);
+            assert_eq!(freq.get(cell), 0);
+            assert_eq!(freq.decrement(cell), 0);
         }
     }
 
     #[test]
-    fn an_unused_table_holds_nothing() {
-        let bits = RefBits::new(1_000, false);
-        let cell = bits.cell(12_345);
-        bits.set(cell);
-        assert!(!bits.take(cell));
-    }
-
-    #[test]
     fn the_inline_copy_agrees_with_the_shared_part() {
-        let shared = Arc::new(Entry::new(7u64, 100, 1_000, 50, 3));
+        let shared = Arc::new(Entry::new(7u64, 7, 100, 1_000, 50, 3));
         let inline = Inline::new("v", shared.clone());
         for now in [0, 100, 149, 150, 999, 1_000] {
             assert_eq!(inline.is_live(now, 50), shared.is_live(now), "at {now}");

@@ -1,11 +1,11 @@
 //! Expiry sweeps, the capacity bound and exactly-once eviction ("Expiry",
 //! "Capacity" and "Exactly-once eviction" in the module docs).
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use super::entry::Entry;
-use super::{CLOCK_SCAN, EvictionCause, TtlMap};
+use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
 use crate::sync::atomic::Ordering;
 
 impl<K, V> TtlMap<K, V>
@@ -13,81 +13,47 @@ where
     K: Eq + Hash + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
-    /// Puts `entry` into `deadlines` under `deadline` and a new sequence
-    /// number, unless it was evicted meanwhile.
-    pub(super) fn link(&self, entry: &Arc<Entry<K>>, deadline: u64) {
-        // Relaxed: a unique number is all that is needed, not an order.
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        entry.link(&self.deadlines, (deadline, seq), entry);
-    }
-
     /// Evicts every expired entry now; returns how many.
     pub(crate) fn sweep(&self) -> usize {
         self.sweep_expired(usize::MAX)
     }
 
-    /// Evicts up to `limit` expired entries, soonest deadline first.
+    /// Evicts up to `limit` expired entries, soonest deadline first. A limit of at most [`AMORTISED_SWEEP`] (a write's
+    /// share of the work) looks at one shard, the next in turn; a larger
+    /// one at all of them.
     pub(crate) fn sweep_expired(&self, limit: usize) -> usize {
         let now = self.time.refresh();
-        let mut evicted = 0;
-        while evicted < limit {
-            let Some(front) = self.deadlines.front() else {
-                break;
-            };
-            let key = *front.key();
-            if key.0 > now {
-                break;
-            }
-            let entry = front.value().clone();
-            drop(front);
-            if !entry.unlink_if(&self.deadlines, key) {
-                continue;
-            }
-            if entry.is_live(now) {
-                // Its key was a lower bound: the last access moved it later.
-                self.link(&entry, entry.deadline());
-            } else if self.evict(&entry, EvictionCause::Expired).is_some() {
-                evicted += 1;
-            }
-        }
-        evicted
+        let shards = if limit <= AMORTISED_SWEEP {
+            1
+        } else {
+            self.order.shards()
+        };
+        let mut expired = Vec::new();
+        self.order.expired(shards, now, limit, &mut expired);
+        // Soonest deadline first across shards too (a listener sees expiry
+        // in order within one sweep).
+        expired.sort_by_key(|entry| entry.deadline());
+        expired
+            .iter()
+            .filter(|entry| self.evict(entry, EvictionCause::Expired).is_some())
+            .count()
     }
 
-    /// Frees one unit of capacity if it can: an expired entry, or, with the
-    /// evicting policy, the second-chance victim. `false` if nothing could
-    /// be freed.
-    pub(super) fn make_room(&self) -> bool {
+    /// Frees one unit of capacity for `key` if it can: an expired entry,
+    /// or, with the evicting policy, the policy's victim. `false` if nothing
+    /// could be freed.
+    pub(super) fn make_room(&self, key: &K) -> bool {
         if self.sweep_expired(1) > 0 {
             return true;
         }
-        if !self.evict_at_capacity {
-            // Another thread may have freed room meanwhile.
-            return self.occupancy.load(Ordering::Relaxed) < self.max_entries;
-        }
-        let now = self.time.refresh();
-        for considered in 0..CLOCK_SCAN {
-            let Some(front) = self.deadlines.front() else {
-                break;
-            };
-            let key = *front.key();
-            let entry = front.value().clone();
-            drop(front);
-            if !entry.unlink_if(&self.deadlines, key) {
-                continue;
-            }
-            if !entry.is_live(now) {
-                if self.evict(&entry, EvictionCause::Expired).is_some() {
+        if self.evict_at_capacity {
+            let now = self.time.refresh();
+            // A victim another thread evicted first frees nothing here:
+            // choose again.
+            while let Some((victim, cause)) = self.order.victim(self.hasher.hash_one(key), now) {
+                if self.evict(&victim, cause).is_some() {
                     return true;
                 }
-                continue;
-            }
-            if self.referenced.take(entry.cell) && considered + 1 < CLOCK_SCAN {
-                // Live, so its deadline is at or after its key: it moves back.
-                self.link(&entry, entry.deadline());
-                continue;
-            }
-            if self.evict(&entry, EvictionCause::Capacity).is_some() {
-                return true;
             }
         }
         // Nothing evictable (every unit is a flight in progress), unless
@@ -132,12 +98,12 @@ where
     }
 
     /// The bookkeeping of an entry just removed from `index`: capacity,
-    /// `deadlines`, metrics, the listener. Returns the value.
+    /// the order, metrics, the listener. Returns the value.
     pub(super) fn evicted(&self, entry: &Arc<Entry<K>>, value: V, cause: EvictionCause) -> V {
         // Relaxed: counts, published with nothing.
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.release();
-        entry.unlink(&self.deadlines);
+        self.order.kill(entry);
         self.counters.live.set(self.len() as i64);
         if self.listener.is_some() {
             self.notify(&entry.key, value.clone(), cause);

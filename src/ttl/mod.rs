@@ -5,11 +5,12 @@
 //! # The structure
 //!
 //! ```text
-//!   index:      scc::HashIndex<K, Inline { value, expires, Arc<Entry> }>
+//!   index:      scc::HashIndex<K, Inline { value, expires, cell, Arc<Entry> }>
 //!                                                  lock-free reads (peek)
 //!   flights:    scc::HashMap<K, Arc<Flight>>       one per initialisation in progress
-//!   deadlines:  SkipMap<(deadline, seq), Arc<Entry>> every live entry, soonest first
-//!   referenced: RefBits                            second-chance bits (dense, by creation seq)
+//!   order:      shards by key hash, each behind a writers-only lock:
+//!                 a deadline wheel (expiry) and S3-FIFO queues (capacity)
+//!   order.freq: Freq                               two-bit access counts (dense, one cell per entry)
 //!   occupancy:  AtomicUsize                        entries + reservations ≤ max_entries
 //! ```
 //!
@@ -22,10 +23,11 @@
 //! stamps may be written, both `Relaxed` and both only when they change: the
 //! last-access time, when an idle timeout is configured (the deadline moves
 //! with it; it lives in the shared `Entry`, as the index's values must be
-//! immutable), and a "referenced" bit, when the map evicts at capacity (the
-//! second-chance policy below needs it; it lives in a small dense table that
+//! immutable), and a two-bit access count, when the map evicts at capacity
+//! (the S3-FIFO policy below needs it; it lives in a small dense table that
 //! stays in cache). Each is a load on a hit, and a store at most once per
-//! timer tick (the stamp) or per eviction scan (the bit).
+//! timer tick (the stamp) or three times per round of the policy (the
+//! count, which saturates).
 //!
 //! **Creation** (`TtlMap::get_or_init`) is single-flight. A miss takes the
 //! key's entry in `flights` (a bucket lock in scc, held for microseconds,
@@ -41,26 +43,31 @@
 //!
 //! **Expiry.** An entry's deadline is the earliest of its absolute deadline
 //! (creation + lifetime, or a per-entry TTL) and, with an idle timeout, its
-//! last access + idle timeout. `deadlines` holds each entry under a *lower
-//! bound* of its deadline (the last access only moves the real deadline
-//! later). A sweep pops entries whose key has passed: an entry still live
-//! goes back under its real deadline, an expired one is evicted. So a sweep
-//! touches only entries at or past their key, never the whole map.
+//! last access + idle timeout. The `order` module's wheel holds each entry
+//! under a coarse granule of a *lower bound* of its deadline (the last
+//! access only moves the real deadline later). A sweep pops the granules
+//! that have wholly passed: an entry still live goes back under its real
+//! deadline, an expired one is evicted. So a sweep touches only entries at
+//! or past their deadline, never the whole map. Exactness does not depend
+//! on the sweep: every read checks the deadline itself.
 //!
 //! **Capacity.** `occupancy` counts entries plus reservations of flights
 //! in progress and never exceeds `max_entries`. When a reservation fails,
-//! expired entries go first (a sweep), then the policy: reject, or evict by
-//! *second chance* (CLOCK) over `deadlines`: the front entry is evicted
-//! unless it was read since it was last considered, in which case it is
-//! moved back (a new sequence number; under the same deadline if it has
-//! one) and the next is considered, at most `CLOCK_SCAN` times. Without
-//! TTLs the index is in insertion order and this is classic CLOCK, an
-//! approximation of least-recently-used; with TTLs the entries nearest their
-//! deadline go first.
+//! expired entries go first (a sweep of one shard), then the policy: reject,
+//! or evict the S3-FIFO victim of the new key's shard (the `order` module
+//! argues the policy, which `latchfree bench hit-ratio` measures against
+//! moka, quick_cache, LRU and FIFO). The policy's order is independent of
+//! deadlines: with or without TTLs it keeps what is read.
+//!
+//! **Writes and locks.** Reads take no lock. A write takes its key's
+//! bucket lock in `index` (scc's) and, after releasing it, its shard's lock
+//! in `order` for a few pushes; a removal marks the entry dead with one
+//! atomic swap and leaves the order to drop it lazily. No lock is held
+//! across user code, and the shard lock is always the innermost.
 //!
 //! **Exactly-once eviction.** Whoever removes an entry from `index` (a
 //! `remove_if` on pointer identity: exactly one caller succeeds) releases
-//! its capacity, unlinks it from `deadlines` and calls the listener, after
+//! its capacity, marks it dead in the order and calls the listener, after
 //! every internal lock is released.
 //!
 //! **Journal.** A map may be given a `Journal` (the cache's disk tier is
@@ -105,11 +112,12 @@
 //! | `config` | the sweep mode, the checked options, an entry's lifetime, build errors |
 //! | `events` | eviction causes, the listener, the journal |
 //! | `metrics` | the counters a map registers |
-//! | `read` | lock-free lookups, the access stamp, the second-chance bit |
+//! | `read` | lock-free lookups, the access stamp, the access count |
 //! | `single_flight` | get-or-init over the map of flights |
 //! | `write` | inserts, publication, explicit removal, `clear` |
 //! | `eviction` | sweeps, the capacity bound, exactly-once eviction |
-//! | `entry` | one entry: its inline and shared parts, its place in `deadlines` |
+//! | `entry` | one entry: its inline and shared parts, its state, the access counts |
+//! | `order` | the deadline wheel and the S3-FIFO queues, sharded |
 //! | `maps` | `index` and `flights`: scc's maps, or loom-visible stand-ins under loom |
 //! | `time` | the exact or coarse time deadlines are checked against |
 //! | `sweeper` | the background sweeper and the process-wide ticker |
@@ -120,6 +128,7 @@ mod events;
 mod eviction;
 mod maps;
 mod metrics;
+mod order;
 mod read;
 mod single_flight;
 mod sweeper;
@@ -127,18 +136,17 @@ mod time;
 mod write;
 
 use std::fmt;
-use std::hash::Hash;
+use std::hash::{Hash, RandomState};
 use std::sync::{Arc, Weak};
 
-use crossbeam_skiplist::SkipMap;
 use crossbeam_utils::CachePadded;
 
 use crate::flight::Flight;
-use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicUsize, Ordering};
 use config::nanos;
 pub use config::{BuildError, Sweep};
 pub(crate) use config::{Life, Options};
-use entry::{Entry, Inline, RefBits};
+use entry::Inline;
 pub use events::EvictionCause;
 pub(crate) use events::{Journal, Listener};
 pub(crate) use metrics::Counters;
@@ -146,10 +154,6 @@ pub(crate) use single_flight::InitError;
 pub(crate) use sweeper::SweeperHandle;
 use sweeper::Tick;
 use time::TimeSource;
-
-/// Entries a capacity eviction considers before it evicts the front one
-/// regardless of its "referenced" bit.
-pub(crate) const CLOCK_SCAN: usize = 8;
 
 /// Expired entries an amortised sweep evicts per write operation, at most.
 const AMORTISED_SWEEP: usize = 8;
@@ -172,15 +176,14 @@ const BACKGROUND_SWEEP: usize = 65_536;
 pub(crate) struct TtlMap<K, V> {
     index: maps::HashIndex<K, Inline<K, V>>,
     flights: maps::HashMap<K, crate::sync::Arc<Flight<V>>>,
-    deadlines: SkipMap<(u64, u64), Arc<Entry<K>>>,
-    /// The second-chance bits (empty unless `evict_at_capacity`).
-    referenced: RefBits,
+    /// The wheel of deadlines and the eviction policy's queues.
+    order: order::Order<K>,
+    /// Hashes keys for `order` (its shards, its ghost record).
+    hasher: RandomState,
     /// Entries in `index` plus reservations of flights in progress.
     occupancy: CachePadded<AtomicUsize>,
     /// Entries in `index`.
     entries: CachePadded<AtomicUsize>,
-    /// Sequence numbers for `deadlines` keys (written on inserts only).
-    seq: AtomicU64,
     time: TimeSource,
     max_entries: usize,
     lifetime: u64,
@@ -209,11 +212,18 @@ where
         let map = Arc::new(Self {
             index: maps::HashIndex::new(),
             flights: maps::HashMap::with_capacity(FLIGHT_SLOTS.min(options.max_entries)),
-            deadlines: SkipMap::new(),
+            order: order::Order::new(
+                options.max_entries,
+                options.evict_at_capacity,
+                if coarse {
+                    nanos(Some(options.resolution))
+                } else {
+                    0
+                },
+            ),
+            hasher: RandomState::new(),
             occupancy: CachePadded::new(AtomicUsize::new(0)),
             entries: CachePadded::new(AtomicUsize::new(0)),
-            seq: AtomicU64::new(0),
-            referenced: RefBits::new(options.max_entries, options.evict_at_capacity),
             time: TimeSource::new(options.clock, coarse),
             max_entries: options.max_entries,
             lifetime: nanos(options.lifetime),
@@ -292,14 +302,14 @@ where
         map
     }
 
-    /// `(entries, occupancy, entries in the deadline index)`: the three
+    /// `(entries, occupancy, live entries the order counts)`: the three
     /// agree whenever no operation is in progress.
     pub(crate) fn counts(&self) -> (usize, usize, usize) {
         (
             self.len(),
             // Relaxed: read at rest, after the writers were joined.
             self.occupancy.load(Ordering::Relaxed),
-            self.deadlines.len(),
+            self.order.live(),
         )
     }
 }

@@ -1,5 +1,5 @@
 //! The read side: lock-free lookups, the liveness check, the access stamp
-//! and the second-chance bit ("Reads" in the module docs).
+//! and the access count ("Reads" in the module docs).
 
 use std::borrow::Borrow;
 use std::hash::Hash;
@@ -77,7 +77,7 @@ where
             if entry.is_live(now, self.idle) {
                 entry.touch(now, self.idle);
                 if self.evict_at_capacity {
-                    self.referenced.set(entry.cell());
+                    self.order.freq.hit(entry.cell());
                 }
                 // `lookup` calls its reader at most once.
                 let f = f.take().expect("the reader runs once");

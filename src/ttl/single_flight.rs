@@ -81,7 +81,7 @@ where
                         // Make room with no lock held (evictions call the
                         // listener), then take the slot again.
                         drop(vacant);
-                        if !self.make_room() {
+                        if !self.make_room(&key) {
                             self.counters.rejected.inc();
                             return Err(InitError::Capacity);
                         }

@@ -2,7 +2,7 @@
 //! and `clear`.
 
 use std::borrow::Borrow;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use super::config::nanos;
@@ -19,7 +19,7 @@ where
     /// Inserts `value` under `key`, replacing any entry there (cause
     /// `Replaced`). If no room could be made, hands `key` and `value` back.
     pub(crate) fn insert(&self, key: K, value: V, life: Life) -> Result<(), (K, V)> {
-        if !self.reserve_for_write() {
+        if !self.reserve_for_write(&key) {
             return Err((key, value));
         }
         self.publish(key, value, life);
@@ -28,14 +28,14 @@ where
 
     /// Takes one unit of capacity for a write, making room if needed;
     /// `false` (counted as rejected) if none could be made.
-    pub(super) fn reserve_for_write(&self) -> bool {
+    pub(super) fn reserve_for_write(&self, key: &K) -> bool {
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
         // A replacement needs no room, but reserving first keeps the bound
         // exact; `publish` gives the reservation back if it replaced.
         while !self.try_reserve() {
-            if !self.make_room() {
+            if !self.make_room(key) {
                 self.counters.rejected.inc();
                 return false;
             }
@@ -55,7 +55,7 @@ where
         deadline: u64,
         still: impl FnOnce() -> bool,
     ) -> bool {
-        if !self.reserve_for_write() {
+        if !self.reserve_for_write(&key) {
             return false;
         }
         let now = self.time.refresh();
@@ -63,13 +63,7 @@ where
             self.release();
             return false;
         }
-        // Relaxed: a unique number is all that is needed, not an order.
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let cell = self.referenced.cell(seq);
-        if self.evict_at_capacity {
-            self.referenced.clear(cell);
-        }
-        let entry = Arc::new(Entry::new(key.clone(), now, deadline, self.idle, cell));
+        let entry = self.new_entry(&key, now, deadline);
         match self.index.entry_sync(key) {
             IndexEntry::Vacant(vacant) if still() => {
                 vacant.insert_entry(Inline::new(value, entry.clone()));
@@ -77,16 +71,24 @@ where
                 self.entries.fetch_add(1, Ordering::Relaxed);
             }
             _ => {
+                self.order.discard(&entry);
                 self.release();
                 return false;
             }
         }
-        entry.link(&self.deadlines, (entry.deadline(), seq), &entry);
+        self.order.admit(&entry, None);
         self.counters.live.set(self.len() as i64);
         true
     }
 
-    /// Puts a new entry into `index` and `deadlines`, holding a reservation.
+    /// A new entry's shared part: its hash, and a count cell of its own.
+    fn new_entry(&self, key: &K, now: u64, expires: u64) -> Arc<Entry<K>> {
+        let hash = self.hasher.hash_one(key);
+        let cell = self.order.cell(hash);
+        Arc::new(Entry::new(key.clone(), hash, now, expires, self.idle, cell))
+    }
+
+    /// Puts a new entry into `index` and the order, holding a reservation.
     pub(super) fn publish(&self, key: K, value: V, life: Life) {
         let now = self.time.refresh();
         let expires = match life {
@@ -96,13 +98,7 @@ where
             Life::Default if self.lifetime == 0 => NO_DEADLINE,
             Life::Default => now.saturating_add(self.lifetime),
         };
-        // Relaxed: a unique number is all that is needed, not an order.
-        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
-        let cell = self.referenced.cell(seq);
-        if self.evict_at_capacity {
-            self.referenced.clear(cell);
-        }
-        let entry = Arc::new(Entry::new(key.clone(), now, expires, self.idle, cell));
+        let entry = self.new_entry(&key, now, expires);
         let journaled = self.journal.as_ref().map(|_| value.clone());
         let inline = Inline::new(value, entry.clone());
         let replaced = match self.index.entry_sync(key) {
@@ -125,13 +121,14 @@ where
                 Some(old)
             }
         };
-        entry.link(&self.deadlines, (entry.deadline(), seq), &entry);
         if let Some(old) = replaced {
+            self.order.kill(&old.entry);
+            self.order.admit(&entry, Some(&old.entry));
             // The new entry took the old one's place: one reservation too many.
             self.release();
-            old.entry.unlink(&self.deadlines);
             self.notify(&old.entry.key, old.value, EvictionCause::Replaced);
         } else {
+            self.order.admit(&entry, None);
             self.counters.live.set(self.len() as i64);
         }
     }
