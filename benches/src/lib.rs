@@ -32,6 +32,7 @@
 
 pub mod audit;
 pub mod cache;
+pub mod hit_ratio;
 pub mod map;
 pub mod mixed;
 pub mod persist;

@@ -85,6 +85,10 @@ enum Workload {
     /// The cache's disk tier: 100k entries on disk (`read_through` with 64
     /// in memory; `warm_up_100k`: a restart, best with `--threads 1`).
     Persist,
+    /// Hit ratios of bounded caches on seeded traces (Zipf 0.99 and 0.7, a
+    /// scan, a shifting working set), one thread, then the first trace at
+    /// the largest `--threads` count; not part of `all`.
+    HitRatio,
 }
 
 #[derive(clap::Args)]
@@ -203,6 +207,45 @@ fn verify_command(
     }
 }
 
+/// Prints `rows` on stdout: one JSON object per line, or as `table` lays
+/// them out.
+fn print_rows<R: serde::Serialize>(json: bool, rows: &[R], table: impl Fn(&[R]) -> String) {
+    let mut out = std::io::stdout().lock();
+    if json {
+        for row in rows {
+            let line =
+                serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+            let _ = writeln!(out, "{line}");
+        }
+    } else {
+        let _ = write!(out, "{}", table(rows));
+    }
+}
+
+/// `latchfree bench hit-ratio`: replays the traces, prints the table.
+fn hit_ratio_command(args: &BenchArgs) -> ExitCode {
+    let threads = args.threads.iter().copied().max().unwrap_or(1);
+    let bar = ProgressBar::new_spinner();
+    let rows = bench::hit_ratio::run(
+        bench::hit_ratio::REQUESTS,
+        threads,
+        |trace, capacity, imp| {
+            bar.set_message(format!("{trace} / {capacity}: {imp}"));
+            bar.tick();
+        },
+    );
+    bar.finish_and_clear();
+    let rows = match rows {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    print_rows(args.json, &rows, bench::hit_ratio::table);
+    ExitCode::SUCCESS
+}
+
 fn bench_command(args: &BenchArgs) -> ExitCode {
     if args.threads.is_empty() || args.threads.contains(&0) {
         eprintln!("error: --threads needs positive thread counts, e.g. --threads 1,2,4");
@@ -219,6 +262,9 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
     if !(0.0..=1.0).contains(&args.hit_ratio) {
         eprintln!("error: --hit-ratio must be between 0 and 1, e.g. 0.9");
         return ExitCode::from(2);
+    }
+    if args.workload == Workload::HitRatio {
+        return hit_ratio_command(args);
     }
     bench::mixed::set_params(bench::mixed::MixedParams {
         ids: args.ids,
@@ -241,6 +287,7 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
             Workload::Sessions => *name == "sessions",
             Workload::Cache => *name == "cache",
             Workload::Persist => *name == "persist",
+            Workload::HitRatio => false,
         })
         .flat_map(|(_, cases)| cases)
         .filter(|c| args.ops.is_empty() || args.ops.iter().any(|op| op == c.op))
@@ -289,16 +336,7 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
     bench::persist::remove_fixtures();
     memory.push(memory::Sample::now());
 
-    let mut out = std::io::stdout().lock();
-    if args.json {
-        for row in &rows {
-            let line =
-                serde_json::to_string(row).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-            let _ = writeln!(out, "{line}");
-        }
-    } else {
-        let _ = write!(out, "{}", table(&rows));
-    }
+    print_rows(args.json, &rows, table);
     for r in rows.iter().filter(|r| r.exact == Some(true)) {
         if let Some(detail) = &r.exact_detail {
             eprintln!(
