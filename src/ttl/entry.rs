@@ -26,7 +26,7 @@
 
 use std::sync::Arc;
 
-use crate::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 /// The deadline of an entry that has none.
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
@@ -37,6 +37,15 @@ const NEW: u8 = 0;
 const ADMITTED: u8 = 1;
 /// [`Entry::state`]: evicted; final.
 const DEAD: u8 = 2;
+
+/// Which S3-FIFO queue of its order shard holds an entry live.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Place {
+    /// Neither (not admitted, no policy, popped, or dead).
+    None = 0,
+    Small = 1,
+    Main = 2,
+}
 
 /// The liveness test shared by [`Inline`] and [`Entry`].
 #[inline]
@@ -137,9 +146,9 @@ pub(crate) struct Entry<K> {
     last_access: AtomicU64,
     /// `NEW`, `ADMITTED` or `DEAD` (the module docs).
     state: AtomicU8,
-    /// Whether the order holds it in its main queue (written under the
-    /// shard's lock; read by a replacement, which inherits it).
-    main: AtomicBool,
+    /// Which of the order's queues holds it live: [`Place`] as a byte,
+    /// written and read under its shard's lock.
+    place: AtomicU8,
 }
 
 impl<K> Entry<K> {
@@ -152,7 +161,7 @@ impl<K> Entry<K> {
             cell,
             last_access: AtomicU64::new(now),
             state: AtomicU8::new(NEW),
-            main: AtomicBool::new(false),
+            place: AtomicU8::new(Place::None as u8),
         }
     }
 
@@ -204,18 +213,26 @@ impl<K> Entry<K> {
         self.state.load(Ordering::Relaxed) == DEAD
     }
 
-    /// Whether the order keeps it in its main queue.
-    pub(crate) fn in_main(&self) -> bool {
-        // Relaxed: written under the shard lock, read as a hint by a
-        // replacement choosing its queue.
-        self.main.load(Ordering::Relaxed)
+    /// Which queue of the order holds it live.
+    pub(crate) fn place(&self) -> Place {
+        // Relaxed: written and read under the shard's lock, which orders it.
+        match self.place.load(Ordering::Relaxed) {
+            1 => Place::Small,
+            2 => Place::Main,
+            _ => Place::None,
+        }
     }
 
-    /// Records that the order moved it to (or admitted it into) its main
-    /// queue.
-    pub(crate) fn set_main(&self) {
-        // Relaxed: as in `in_main`.
-        self.main.store(true, Ordering::Relaxed);
+    /// Records which queue of the order holds it live.
+    pub(crate) fn set_place(&self, place: Place) {
+        // Relaxed: as in `place`.
+        self.place.store(place as u8, Ordering::Relaxed);
+    }
+
+    /// Whether the order keeps it in its main queue.
+    #[cfg(test)]
+    pub(crate) fn in_main(&self) -> bool {
+        self.place() == Place::Main
     }
 }
 

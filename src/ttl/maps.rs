@@ -189,6 +189,10 @@ mod loom_maps {
             &self.key
         }
 
+        pub(crate) fn into_key(self) -> K {
+            self.key
+        }
+
         pub(crate) fn insert_entry(mut self, value: V) -> OccupiedEntry<'a, K, V> {
             self.pairs.push((self.key, value));
             let at = self.pairs.len() - 1;

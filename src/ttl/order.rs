@@ -64,13 +64,13 @@
 //! Each compaction follows at least as many pushes as it visits: amortised
 //! O(1) per write.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use super::entry::{Entry, Freq, NO_DEADLINE};
+use super::entry::{Entry, Freq, NO_DEADLINE, Place};
 use super::events::EvictionCause;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Mutex, MutexGuard};
@@ -122,8 +122,6 @@ pub(crate) struct Order<K> {
 
 struct Shard<K> {
     state: Mutex<State<K>>,
-    /// Admitted entries of this shard not yet dead.
-    live: AtomicUsize,
 }
 
 struct State<K> {
@@ -131,6 +129,12 @@ struct State<K> {
     small: VecDeque<Arc<Entry<K>>>,
     main: VecDeque<Arc<Entry<K>>>,
     ghost: Ghost,
+    /// Admitted entries not yet dead.
+    live: usize,
+    /// Live entries in `small` and in `main` (the queues also hold dead
+    /// ones until they meet them).
+    small_live: usize,
+    main_live: usize,
     /// Entries (live or dead) held in the wheel and the queues.
     items: usize,
     /// `items` at which the shard compacts next.
@@ -141,10 +145,16 @@ struct State<K> {
     free: Vec<usize>,
 }
 
-/// Hashes of keys evicted from the small queue, oldest first.
+/// Hashes of keys evicted from the small queue: the last `ghost_target`
+/// recorded, oldest first. A hash taken back (its key returned) keeps its
+/// place in the line until the line moves past it, but no longer counts
+/// as recorded.
 struct Ghost {
-    set: HashSet<u64, BuildHasherDefault<PassThrough>>,
-    fifo: VecDeque<u64>,
+    /// Each recorded hash and the number it was recorded under.
+    set: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
+    fifo: VecDeque<(u64, u64)>,
+    /// The number the next record gets.
+    next: u64,
 }
 
 /// A hasher for keys that are hashes already.
@@ -170,22 +180,24 @@ impl Hasher for PassThrough {
 
 impl Ghost {
     fn insert(&mut self, hash: u64, target: usize) {
-        if target == 0 || !self.set.insert(hash) {
+        if target == 0 || self.set.contains_key(&hash) {
             return;
         }
-        self.fifo.push_back(hash);
+        self.next += 1;
+        self.set.insert(hash, self.next);
+        self.fifo.push_back((hash, self.next));
         while self.fifo.len() > target {
-            if let Some(old) = self.fifo.pop_front() {
+            if let Some((old, number)) = self.fifo.pop_front()
+                && self.set.get(&old) == Some(&number)
+            {
                 self.set.remove(&old);
             }
         }
     }
 
-    /// Whether `hash` was recorded; forgets it.
+    /// Whether `hash` is recorded; forgets it.
     fn take(&mut self, hash: u64) -> bool {
-        // Its place in `fifo` stays until it comes round (bounded by the
-        // target, like the record itself).
-        self.set.remove(&hash)
+        self.set.remove(&hash).is_some()
     }
 }
 
@@ -215,15 +227,18 @@ impl<K> Order<K> {
                             small: VecDeque::new(),
                             main: VecDeque::new(),
                             ghost: Ghost {
-                                set: HashSet::default(),
+                                set: HashMap::default(),
                                 fifo: VecDeque::new(),
+                                next: 0,
                             },
+                            live: 0,
+                            small_live: 0,
+                            main_live: 0,
                             items: 0,
                             compact_at: COMPACT_FLOOR,
                             fresh: 0,
                             free: Vec::new(),
                         }),
-                        live: AtomicUsize::new(0),
                     })
                 })
                 .collect(),
@@ -271,37 +286,38 @@ impl<K> Order<K> {
         deadline >> self.shift
     }
 
-    /// Takes a newly published entry in (`replaced`: the entry it replaced,
-    /// whose queue and count it inherits). Nothing happens if it was
-    /// evicted meanwhile.
+    /// Takes a newly published entry in; `replaced` is the entry it
+    /// replaced under the same key (so in the same shard), which dies here
+    /// and whose queue and count it inherits. Nothing happens if it was evicted meanwhile.
     pub(crate) fn admit(&self, entry: &Arc<Entry<K>>, replaced: Option<&Entry<K>>) {
         let shard = self.shard_of(entry.hash);
         let mut state = self.lock(shard);
+        let inherited = replaced.map(|old| {
+            let place = old.place();
+            state.kill(old);
+            (place, self.freq.get(old.cell))
+        });
         if !entry.admit() {
             state.free_cell(entry.cell);
             return;
         }
-        // Relaxed: a count, read for compaction and tests only.
-        self.shards[shard].live.fetch_add(1, Ordering::Relaxed);
+        state.live += 1;
         let deadline = entry.deadline();
         if deadline != NO_DEADLINE {
             state.push_wheel(self.granule(deadline), entry.clone());
         }
         if self.evicting {
-            let to_main = match replaced {
-                Some(old) => {
-                    self.freq.set(entry.cell, self.freq.get(old.cell));
-                    old.in_main()
+            let to_main = match inherited {
+                Some((place, count)) => {
+                    self.freq.set(entry.cell, count);
+                    place == Place::Main
                 }
                 None => state.ghost.take(entry.hash),
             };
-            if to_main {
-                entry.set_main();
-                state.main.push_back(entry.clone());
-            } else {
-                state.small.push_back(entry.clone());
-            }
-            state.items += 1;
+            state.push_queue(
+                entry.clone(),
+                if to_main { Place::Main } else { Place::Small },
+            );
         }
         if state.items >= state.compact_at {
             state.compact();
@@ -340,12 +356,7 @@ impl<K> Order<K> {
 
     /// Marks `entry` dead (it was removed from the index).
     pub(crate) fn kill(&self, entry: &Entry<K>) {
-        if entry.kill() {
-            // Relaxed: as in `admit`.
-            self.shards[self.shard_of(entry.hash)]
-                .live
-                .fetch_sub(1, Ordering::Relaxed);
-        }
+        self.lock(self.shard_of(entry.hash)).kill(entry);
     }
 
     /// Pops up to `limit` entries whose deadline is at or before `now` from
@@ -417,8 +428,11 @@ impl<K> Order<K> {
         let mut state = self.lock(shard);
         let mut considered = 0;
         loop {
-            let from_small = !state.small.is_empty()
-                && (state.small.len() >= self.small_target || state.main.is_empty());
+            let from_small = state.small_live > 0
+                && (state.small_live >= self.small_target || state.main_live == 0);
+            if !from_small && state.main_live == 0 {
+                return None;
+            }
             let entry = if from_small {
                 state.small.pop_front()
             } else {
@@ -429,6 +443,13 @@ impl<K> Order<K> {
                 state.free_cell(entry.cell);
                 continue;
             }
+            // Live and in this queue: it leaves it (maybe to come back).
+            if from_small {
+                state.small_live -= 1;
+            } else {
+                state.main_live -= 1;
+            }
+            entry.set_place(Place::None);
             if !entry.is_live(now) {
                 // It leaves the queues for good (evicted now, or dead).
                 state.free_cell(entry.cell);
@@ -438,15 +459,12 @@ impl<K> Order<K> {
             let last_chance = considered >= SCAN;
             if from_small {
                 if self.freq.get(entry.cell) > PROMOTE_ABOVE && !last_chance {
-                    entry.set_main();
-                    state.main.push_back(entry);
-                    state.items += 1;
+                    state.push_queue(entry, Place::Main);
                     continue;
                 }
                 state.ghost.insert(entry.hash, self.ghost_target);
             } else if !last_chance && self.freq.decrement(entry.cell) > 0 {
-                state.main.push_back(entry);
-                state.items += 1;
+                state.push_queue(entry, Place::Main);
                 continue;
             }
             state.free_cell(entry.cell);
@@ -459,13 +477,40 @@ impl<K> Order<K> {
     pub(crate) fn live(&self) -> usize {
         self.shards
             .iter()
-            // Relaxed: read at rest.
-            .map(|s| s.live.load(Ordering::Relaxed))
+            .map(|s| s.state.lock().map_or(0, |state| state.live))
             .sum()
     }
 }
 
 impl<K> State<K> {
+    /// Marks `entry` (of this shard) dead, and uncounts it if it was
+    /// admitted.
+    fn kill(&mut self, entry: &Entry<K>) {
+        if !entry.kill() {
+            return;
+        }
+        self.live -= 1;
+        match entry.place() {
+            Place::Small => self.small_live -= 1,
+            Place::Main => self.main_live -= 1,
+            Place::None => {}
+        }
+        // Its item stays in the queue until met or compacted away.
+        entry.set_place(Place::None);
+    }
+
+    fn push_queue(&mut self, entry: Arc<Entry<K>>, place: Place) {
+        entry.set_place(place);
+        if place == Place::Main {
+            self.main_live += 1;
+            self.main.push_back(entry);
+        } else {
+            self.small_live += 1;
+            self.small.push_back(entry);
+        }
+        self.items += 1;
+    }
+
     fn free_cell(&mut self, cell: usize) {
         if cell != NO_CELL {
             self.free.push(cell);
@@ -638,15 +683,14 @@ mod tests {
         assert!(old.in_main());
         order.freq.hit(old.cell);
         let new = entry(1, 11, NO_DEADLINE, 3);
-        order.kill(&old);
         order.admit(&new, Some(&old));
+        assert!(old.is_dead());
         assert!(new.in_main());
         assert_eq!(order.freq.get(new.cell), 1);
         // A replacement of a small-queue entry stays in the small queue.
         let small = entry(2, 22, NO_DEADLINE, 4);
         order.admit(&small, None);
         let again = entry(2, 22, NO_DEADLINE, 5);
-        order.kill(&small);
         order.admit(&again, Some(&small));
         assert!(!again.in_main());
         assert_eq!(order.live(), 2);

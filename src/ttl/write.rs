@@ -18,8 +18,21 @@ where
 {
     /// Inserts `value` under `key`, replacing any entry there (cause
     /// `Replaced`). If no room could be made, hands `key` and `value` back.
+    /// At the bound, an update of a present key evicts nothing.
     pub(crate) fn insert(&self, key: K, value: V, life: Life) -> Result<(), (K, V)> {
-        if !self.reserve_for_write(&key) {
+        if self.amortised {
+            self.sweep_expired(AMORTISED_SWEEP);
+        }
+        if self.try_reserve() {
+            self.publish(key, value, life);
+            return Ok(());
+        }
+        let (key, value) = match self.put(key, value, life, false) {
+            Ok(()) => return Ok(()),
+            // Not present (any more): it needs room.
+            Err(back) => back,
+        };
+        if !self.make_room_and_reserve(&key) {
             return Err((key, value));
         }
         self.publish(key, value, life);
@@ -32,8 +45,12 @@ where
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
-        // A replacement needs no room, but reserving first keeps the bound
-        // exact; `publish` gives the reservation back if it replaced.
+        self.make_room_and_reserve(key)
+    }
+
+    /// Reserves one unit of capacity, making room while there is none;
+    /// `false` (counted as rejected) if none could be made.
+    fn make_room_and_reserve(&self, key: &K) -> bool {
         while !self.try_reserve() {
             if !self.make_room(key) {
                 self.counters.rejected.inc();
@@ -88,8 +105,18 @@ where
         Arc::new(Entry::new(key.clone(), hash, now, expires, self.idle, cell))
     }
 
-    /// Puts a new entry into `index` and the order, holding a reservation.
+    /// Puts a new entry into `index` and the order, holding a reservation
+    /// (given back if it replaced an entry: a replacement needs no room, but
+    /// reserving first keeps the bound exact).
     pub(super) fn publish(&self, key: K, value: V, life: Life) {
+        let published = self.put(key, value, life, true);
+        debug_assert!(published.is_ok(), "a reserved put always publishes");
+    }
+
+    /// [`publish`](Self::publish) with a reservation (`reserved`), or, without
+    /// one, a replacement only: if `key` holds no entry, `key` and `value`
+    /// come back and nothing changes.
+    fn put(&self, key: K, value: V, life: Life, reserved: bool) -> Result<(), (K, V)> {
         let now = self.time.refresh();
         let expires = match life {
             // A zero TTL is a deadline of now: expired at birth, never
@@ -102,6 +129,12 @@ where
         let journaled = self.journal.as_ref().map(|_| value.clone());
         let inline = Inline::new(value, entry.clone());
         let replaced = match self.index.entry_sync(key) {
+            IndexEntry::Vacant(vacant) if !reserved => {
+                drop(journaled);
+                let key = vacant.into_key();
+                self.order.discard(&entry);
+                return Err((key, inline.value));
+            }
             IndexEntry::Vacant(vacant) => {
                 let occupied = vacant.insert_entry(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
@@ -122,15 +155,18 @@ where
             }
         };
         if let Some(old) = replaced {
-            self.order.kill(&old.entry);
             self.order.admit(&entry, Some(&old.entry));
-            // The new entry took the old one's place: one reservation too many.
-            self.release();
+            if reserved {
+                // The new entry took the old one's place: one reservation
+                // too many.
+                self.release();
+            }
             self.notify(&old.entry.key, old.value, EvictionCause::Replaced);
         } else {
             self.order.admit(&entry, None);
             self.counters.live.set(self.len() as i64);
         }
+        Ok(())
     }
 
     /// Removes the live or expired entry under `key` (cause `Removed`);
