@@ -30,6 +30,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use latchfree::cache::TtlCache;
+
+use crate::map::Rng;
 use serde::Serialize;
 
 /// Requests per trace.
@@ -231,22 +233,9 @@ impl Bounded for Fifo {
     }
 }
 
-/// SplitMix64: a small seeded generator.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1).
-    fn unit(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
+/// Uniform in [0, 1).
+fn unit(rng: &mut Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Ranks 0..n drawn with probability ∝ 1 / (rank + 1)^s, by inverse CDF.
@@ -269,7 +258,7 @@ impl Zipf {
     }
 
     fn sample(&self, rng: &mut Rng) -> u64 {
-        let u = rng.unit();
+        let u = unit(rng);
         self.cdf.partition_point(|&c| c < u) as u64
     }
 }
@@ -281,7 +270,7 @@ fn key_of(rank: u64) -> u64 {
 
 /// The trace named `name`, `requests` long, from a fixed seed.
 pub fn trace(name: &str, requests: usize) -> Vec<u64> {
-    let mut rng = Rng(0x1a7c_4f2e);
+    let mut rng = Rng::new(0x1a7c_4f2e);
     match name {
         "zipf-0.99" | "zipf-0.7" => {
             let s = if name == "zipf-0.99" { 0.99 } else { 0.7 };
