@@ -76,6 +76,7 @@ pub mod shared;
 pub mod stats;
 mod sync;
 pub mod ttl;
+mod wakers;
 
 // Test code shared with the integration tests and the fuzz targets
 // (`tests/model/`) names the crate `latchfree`, from inside it too.

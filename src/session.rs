@@ -114,7 +114,7 @@ pub enum InvalidId {
 /// `E` is the initialiser's error type ([`Infallible`] for
 /// `get_or_create`). The variants share their names with
 /// [`LoadError`](crate::cache::LoadError)'s: `Full`, `Failed`,
-/// `FailedElsewhere`, `Panicked`.
+/// `FailedElsewhere`, `Panicked`, `Recursive`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError<E = Infallible> {
@@ -140,6 +140,12 @@ pub enum SessionError<E = Infallible> {
     /// The initialiser this call waited on panicked. Nothing was stored.
     #[error("the session initialiser of a concurrent caller panicked")]
     Panicked,
+    /// The call came from inside the initialiser that is creating this id
+    /// (on the same thread, or polled by the same task's initialiser future):
+    /// it would wait for itself forever, so it returns at once instead.
+    /// The initialiser that is running is not affected.
+    #[error("get_or_create was called for an id from inside that id's own initialiser")]
+    Recursive,
 }
 
 impl<E> SessionError<E> {
@@ -149,6 +155,7 @@ impl<E> SessionError<E> {
             InitError::Failed(e) => SessionError::Failed(e),
             InitError::FailedElsewhere => SessionError::FailedElsewhere,
             InitError::Panicked => SessionError::Panicked,
+            InitError::Recursive => SessionError::Recursive,
         }
     }
 }

@@ -112,6 +112,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::flight::{Flight, Leader, Outcome};
 use crate::stats::{Counter, Stats, StatsError};
 use crate::sync::{Mutex, MutexGuard};
 
@@ -142,8 +143,9 @@ use crate::sync::{Mutex, MutexGuard};
 /// nothing either.
 pub struct Shared<T> {
     slot: slot::Slot<T>,
-    /// Held while an initialiser runs; readers and writers never take it.
-    init: Mutex<()>,
+    /// The initialiser running now, if any (its waiters wait on the flight,
+    /// not on this lock); readers and writers never take it.
+    init: Mutex<Option<crate::sync::Arc<Flight<()>>>>,
     counts: Option<Counts>,
 }
 
@@ -229,7 +231,7 @@ impl<T> SharedBuilder<T> {
         };
         Ok(Shared {
             slot: slot::Slot::new(None),
-            init: Mutex::new(()),
+            init: Mutex::new(None),
             counts,
         })
     }
@@ -282,7 +284,7 @@ impl<T> Shared<T> {
     pub fn new() -> Self {
         Self {
             slot: slot::Slot::new(None),
-            init: Mutex::new(()),
+            init: Mutex::new(None),
             counts: None,
         }
     }
@@ -297,7 +299,7 @@ impl<T> Shared<T> {
     pub fn from_arc(value: Arc<T>) -> Self {
         Self {
             slot: slot::Slot::new(Some(value)),
-            init: Mutex::new(()),
+            init: Mutex::new(None),
             counts: None,
         }
     }
@@ -378,35 +380,93 @@ impl<T> Shared<T> {
 
     #[cold]
     fn init_slow<E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<SharedGuard<T>, E> {
-        let _init_lock = self.lock_init();
+        loop {
+            match self.claim() {
+                InitClaim::Found(guard) => return Ok(guard),
+                InitClaim::Join(flight) => {
+                    flight.wait();
+                }
+                InitClaim::Lead(leader) => {
+                    let ending = EndFlight {
+                        init: &self.init,
+                        flight: leader.flight().clone(),
+                    };
+                    // Counts a failure if `init` unwinds; defused once it returns.
+                    let failure = FailureCount(self.counts.as_ref().map(|c| &c.init_failures));
+                    let inside = leader.enter();
+                    let result = init();
+                    drop(inside);
+                    return self.install(result, failure, ending, leader);
+                }
+            }
+        }
+    }
+
+    /// After an empty read: finds a value installed meanwhile, a running
+    /// initialiser to wait for, or leads a new one.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside the initialiser this `Shared` is running
+    /// (see [`get_or_init`](Self::get_or_init)).
+    fn claim(&self) -> InitClaim<T> {
+        let mut running = self.lock_init();
         // Re-read under the lock: a caller we waited for may have installed
         // its value (or a writer stored one) meanwhile.
         if let Some(guard) = self.load() {
             self.count(|c| &c.init_waits);
-            return Ok(guard);
+            return InitClaim::Found(guard);
         }
-        // Counts a failure if `init` unwinds; defused once it returns.
-        let mut failure = FailureCount(self.counts.as_ref().map(|c| &c.init_failures));
-        let result = init();
+        if let Some(flight) = running.as_ref() {
+            if flight.led_here() {
+                drop(running);
+                panic!(
+                    "Shared::get_or_init was called from inside its own initialiser \
+                     (it would wait for itself forever)"
+                );
+            }
+            return InitClaim::Join(flight.clone());
+        }
+        let flight = crate::sync::Arc::new(Flight::new());
+        *running = Some(flight.clone());
+        // SAFETY: the flight is new and only this caller installed it under
+        // the lock: the one leader.
+        InitClaim::Lead(unsafe { Leader::new(flight) })
+    }
+
+    /// A leader's last steps: installs the value (unless a store raced in),
+    /// then ends the flight, so that a waiter woken by it finds the value.
+    fn install<E>(
+        &self,
+        result: Result<T, E>,
+        mut failure: FailureCount<'_>,
+        ending: EndFlight<'_>,
+        leader: Leader<()>,
+    ) -> Result<SharedGuard<T>, E> {
         let value = match result {
             Ok(value) => {
                 failure.0 = None;
                 Arc::new(value)
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                drop(ending);
+                leader.finish(Outcome::Ready(()));
+                return Err(e);
+            }
         };
         let (installed, current) = self.slot.set_if_empty(value);
         if installed {
             self.count(|c| &c.inits);
         }
+        drop(ending);
+        leader.finish(Outcome::Ready(()));
         // `current` is our value, or the one a racing `store` installed.
         Ok(SharedGuard { inner: current })
     }
 
-    fn lock_init(&self) -> MutexGuard<'_, ()> {
-        // The lock guards no data: a panic in an initialiser (the only code
-        // that runs under it) cannot leave anything half-done, so poison is
-        // ignored.
+    fn lock_init(&self) -> MutexGuard<'_, Option<crate::sync::Arc<Flight<()>>>> {
+        // Every update under the lock is one assignment: a panic cannot leave
+        // it half-done, so poison is ignored.
         self.init
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -471,6 +531,37 @@ impl<T> Shared<T> {
     fn count(&self, which: impl FnOnce(&Counts) -> &Counter) {
         if let Some(counts) = &self.counts {
             which(counts).inc();
+        }
+    }
+}
+
+/// What a caller of `get_or_init` that found the `Shared` empty does next.
+enum InitClaim<T> {
+    /// A value was installed meanwhile.
+    Found(SharedGuard<T>),
+    /// Another caller's initialiser is running: wait for it, then look again.
+    Join(crate::sync::Arc<Flight<()>>),
+    /// This caller runs its initialiser.
+    Lead(Leader<()>),
+}
+
+/// Removes a leader's flight from `Shared::init` when dropped: after the
+/// value is installed, or when the initialiser fails, unwinds or (async) is
+/// cancelled. The [`Leader`], dropped after it, wakes the waiters, who look
+/// again and find the value or run their own initialiser.
+struct EndFlight<'a> {
+    init: &'a Mutex<Option<crate::sync::Arc<Flight<()>>>>,
+    flight: crate::sync::Arc<Flight<()>>,
+}
+
+impl Drop for EndFlight<'_> {
+    fn drop(&mut self) {
+        let mut running = self.init.lock().unwrap_or_else(|p| p.into_inner());
+        if running
+            .as_ref()
+            .is_some_and(|f| crate::sync::Arc::ptr_eq(f, &self.flight))
+        {
+            *running = None;
         }
     }
 }

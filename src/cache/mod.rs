@@ -85,7 +85,7 @@ pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 /// Why [`TtlCache::get_or_load`] / [`TtlCache::try_get_or_load`] returned no
 /// value. `E` is the loader's error type. The variants share their names
 /// with [`SessionError`](crate::session::SessionError)'s: `Full`, `Failed`,
-/// `FailedElsewhere`, `Panicked`.
+/// `FailedElsewhere`, `Panicked`, `Recursive`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError<E = Infallible> {
@@ -100,6 +100,12 @@ pub enum LoadError<E = Infallible> {
     /// The loader this call waited on panicked. Nothing was cached.
     #[error("the loader of a concurrent caller panicked")]
     Panicked,
+    /// The call came from inside the loader that is loading this key (on
+    /// the same thread, or polled by the same task's loader future): it
+    /// would wait for itself forever, so it returns at once instead. The
+    /// loader that is running is not affected.
+    #[error("get_or_load was called for a key from inside that key's own loader")]
+    Recursive,
     /// Nothing could be evicted to make room (every slot is a load in
     /// progress: `max_entries` is below the number of concurrent loads);
     /// the loader did not run.
@@ -108,6 +114,18 @@ pub enum LoadError<E = Infallible> {
         /// The bound.
         max: usize,
     },
+}
+
+impl<E> LoadError<E> {
+    pub(crate) fn from_init(error: InitError<E>, max: usize) -> Self {
+        match error {
+            InitError::Capacity => LoadError::Full { max },
+            InitError::Failed(e) => LoadError::Failed(e),
+            InitError::FailedElsewhere => LoadError::FailedElsewhere,
+            InitError::Panicked => LoadError::Panicked,
+            InitError::Recursive => LoadError::Recursive,
+        }
+    }
 }
 
 /// An insert the cache refused: no room could be made (every slot was a load
@@ -443,14 +461,7 @@ where
         let lookup = key.clone();
         self.map
             .get_or_init(&lookup, || key, ttl, loader)
-            .map_err(|e| match e {
-                InitError::Capacity => LoadError::Full {
-                    max: self.map.max_entries(),
-                },
-                InitError::Failed(e) => LoadError::Failed(e),
-                InitError::FailedElsewhere => LoadError::FailedElsewhere,
-                InitError::Panicked => LoadError::Panicked,
-            })
+            .map_err(|e| LoadError::from_init(e, self.map.max_entries()))
     }
 
     /// Removes the entry under `key`; returns its value if it was live.
