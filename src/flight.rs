@@ -222,7 +222,7 @@ impl<V> Flight<V> {
         self.outcome_now()
     }
 
-    #[allow(dead_code)] // TEMP-ASYNC
+    #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
     /// Waits, as a future, until the flight ends, and returns a copy of its
     /// outcome. Dropping the future before it is ready removes its waker.
     pub fn wait_async(&self) -> Wait<'_, V> {
@@ -252,7 +252,7 @@ impl<V> Flight<V> {
 
 /// The future of [`Flight::wait_async`].
 #[must_use = "futures do nothing unless polled"]
-#[allow(dead_code)] // TEMP-ASYNC
+#[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
 pub struct Wait<'a, V> {
     flight: &'a Flight<V>,
     /// The id of this future's waker in the flight's list, once registered.
@@ -325,7 +325,7 @@ impl<V> Leader<V> {
 
     /// `init`, marking this thread as inside the flight's initialiser
     /// whenever it is polled.
-    #[allow(dead_code)] // TEMP-ASYNC
+    #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
     pub(crate) fn lead<F: Future>(&self, init: F) -> LeadingFuture<F> {
         LeadingFuture::new(address(&**self.flight()), init)
     }
@@ -401,13 +401,13 @@ impl Drop for Leading {
 /// An initialiser's future, polled with its holder marked as led on this
 /// thread (see [`Leading`]).
 #[must_use = "futures do nothing unless polled"]
-#[allow(dead_code)] // TEMP-ASYNC
+#[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
 pub(crate) struct LeadingFuture<F> {
     address: usize,
     init: F,
 }
 
-#[allow(dead_code)] // TEMP-ASYNC
+#[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
 impl<F> LeadingFuture<F> {
     pub(crate) fn new(address: usize, init: F) -> Self {
         Self { address, init }
@@ -479,6 +479,91 @@ mod tests {
         }));
         assert!(r.is_err());
         assert!(waiter.join().unwrap());
+    }
+
+    struct CountWakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn an_async_waiter_is_woken_once_and_a_dropped_one_leaks_nothing() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let flight = Arc::new(Flight::<u32>::new());
+        // SAFETY: a fresh flight, one leader.
+        let leader = unsafe { Leader::new(flight.clone()) };
+        let (kept, dropped) = (
+            std::sync::Arc::new(CountWakes(Default::default())),
+            std::sync::Arc::new(CountWakes(Default::default())),
+        );
+        let (kept_waker, dropped_waker) = (Waker::from(kept.clone()), Waker::from(dropped.clone()));
+        let mut waiting = Box::pin(flight.wait_async());
+        let mut cancelled = Box::pin(flight.wait_async());
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&kept_waker))
+                .is_pending()
+        );
+        // Polled again with the same waker: still one registration.
+        assert!(
+            waiting
+                .as_mut()
+                .poll(&mut Context::from_waker(&kept_waker))
+                .is_pending()
+        );
+        assert!(
+            cancelled
+                .as_mut()
+                .poll(&mut Context::from_waker(&dropped_waker))
+                .is_pending()
+        );
+        assert_eq!(flight.lock().len(), 2);
+        drop(cancelled);
+        drop(dropped_waker);
+        assert_eq!(flight.lock().len(), 1, "a dropped waiter removes its waker");
+        assert_eq!(
+            std::sync::Arc::strong_count(&dropped),
+            1,
+            "and its waker is freed"
+        );
+        leader.finish(Outcome::Ready(3));
+        assert_eq!(kept.0.load(std::sync::atomic::Ordering::Relaxed), 1);
+        assert_eq!(dropped.0.load(std::sync::atomic::Ordering::Relaxed), 0);
+        match waiting.as_mut().poll(&mut Context::from_waker(&kept_waker)) {
+            Poll::Ready(Outcome::Ready(3)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+        assert_eq!(flight.lock().len(), 0);
+    }
+
+    #[test]
+    fn a_leader_dropped_without_unwinding_completes_with_cancelled() {
+        let flight = Arc::new(Flight::<u32>::new());
+        // SAFETY: a fresh flight, one leader.
+        drop(unsafe { Leader::new(flight.clone()) });
+        assert!(matches!(flight.wait(), Outcome::Cancelled));
+    }
+
+    #[test]
+    fn only_the_leaders_thread_is_inside_while_it_leads() {
+        let flight = Arc::new(Flight::<u32>::new());
+        // SAFETY: a fresh flight, one leader.
+        let leader = unsafe { Leader::new(flight.clone()) };
+        assert!(!flight.led_here());
+        {
+            let _inside = leader.enter();
+            assert!(flight.led_here());
+            let elsewhere = flight.clone();
+            assert!(!thread::spawn(move || elsewhere.led_here()).join().unwrap());
+        }
+        assert!(!flight.led_here());
+        leader.finish(Outcome::Ready(1));
     }
 
     #[test]

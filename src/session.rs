@@ -441,6 +441,61 @@ impl<S: Send + Sync + 'static> SessionRegistry<S> {
             .map_err(|e| SessionError::from_init(e, self.map.max_entries()))
     }
 
+    /// As [`get_or_create`](Self::get_or_create), for async callers: `init`
+    /// is a future, and a caller that joins another caller's creation
+    /// awaits it instead of parking its thread. The same flight serves
+    /// blocking and async callers of one id at once.
+    ///
+    /// A hit completes on the first poll, with no lock and no waker.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future (`select!`, a timeout, an aborted task) never
+    /// leaves a session half-created or a caller stranded:
+    ///
+    /// * while it **waits** for another caller's `init`: its waker is
+    ///   removed and nothing else changes;
+    /// * while it **leads** (its `init` is running): `init` is dropped, the
+    ///   id's capacity reservation is given back, and every caller waiting
+    ///   on it starts over: one of them runs its own `init` (the waiters
+    ///   never see an error for it), and a later call leads a new creation.
+    ///
+    /// So it is cancel safe in tokio's sense: dropping it and calling again
+    /// creates the session at most once, but an `init` dropped mid-way may
+    /// have done part of its work (its own side effects are its own).
+    ///
+    /// # Re-entry
+    ///
+    /// Called for `id` from inside `id`'s own `init` (its future, polled by
+    /// this call's leader) it returns [`SessionError::Recursive`] at once.
+    #[cfg(feature = "async")]
+    pub async fn get_or_create_async(
+        &self,
+        id: &str,
+        init: impl Future<Output = S>,
+    ) -> Result<Arc<S>, SessionError> {
+        self.try_get_or_create_async(id, async { Ok::<S, Infallible>(init.await) })
+            .await
+    }
+
+    /// As [`get_or_create_async`](Self::get_or_create_async) with a fallible
+    /// `init`, as [`try_get_or_create`](Self::try_get_or_create). Cancel
+    /// safe in the same way.
+    #[cfg(feature = "async")]
+    pub async fn try_get_or_create_async<E: Send + Sync + 'static>(
+        &self,
+        id: &str,
+        init: impl Future<Output = Result<S, E>>,
+    ) -> Result<Arc<S>, SessionError<E>> {
+        validate_id(id, self.max_id_len)?;
+        self.map
+            .get_or_init_async(id, || Arc::from(id), None, async {
+                init.await.map(Arc::new)
+            })
+            .await
+            .map_err(|e| SessionError::from_init(e, self.map.max_entries()))
+    }
+
     /// Removes the session under `id`; returns it if it was live. The
     /// listener gets it with [`EvictionCause::Removed`] (or `Expired`).
     pub fn remove(&self, id: &str) -> Option<Arc<S>> {

@@ -378,6 +378,65 @@ impl<T> Shared<T> {
         self.init_slow(init)
     }
 
+    /// As [`get_or_init`](Self::get_or_init), for async callers: `init` is
+    /// a future (not polled when a value is set), and a caller that finds
+    /// another caller's initialiser running awaits it instead of parking
+    /// its thread. Blocking and async callers share one flight.
+    ///
+    /// # Cancel safety
+    ///
+    /// * Dropped while it **waits**: its waker is removed; nothing changes.
+    /// * Dropped while it **leads** (`init` is running): `init` is dropped,
+    ///   the `Shared` stays empty, and the callers waiting on it look again:
+    ///   one of them runs its own `init`. It counts as an initialiser
+    ///   failure in the metrics.
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_init`](Self::get_or_init): called from inside this
+    /// `Shared`'s own running initialiser (including from its future), it
+    /// panics at once instead of waiting for itself.
+    #[cfg(feature = "async")]
+    pub async fn get_or_init_async(&self, init: impl Future<Output = T>) -> SharedGuard<T> {
+        match self
+            .get_or_try_init_async(async { Ok::<T, std::convert::Infallible>(init.await) })
+            .await
+        {
+            Ok(guard) => guard,
+            Err(never) => match never {},
+        }
+    }
+
+    /// As [`get_or_init_async`](Self::get_or_init_async), with an
+    /// initialiser that may fail, as [`get_or_try_init`](Self::get_or_try_init).
+    /// Cancel safe in the same way.
+    ///
+    /// # Errors
+    ///
+    /// `init`'s error, returned to the caller whose `init` failed.
+    #[cfg(feature = "async")]
+    pub async fn get_or_try_init_async<E>(
+        &self,
+        init: impl Future<Output = Result<T, E>>,
+    ) -> Result<SharedGuard<T>, E> {
+        if let Some(guard) = self.load() {
+            return Ok(guard);
+        }
+        loop {
+            match self.claim() {
+                InitClaim::Found(guard) => return Ok(guard),
+                InitClaim::Join(flight) => {
+                    flight.wait_async().await;
+                }
+                InitClaim::Lead(leader) => {
+                    let (ending, failure) = self.begin_init(&leader);
+                    let result = leader.lead(init).await;
+                    return self.install(result, failure, ending, leader);
+                }
+            }
+        }
+    }
+
     #[cold]
     fn init_slow<E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<SharedGuard<T>, E> {
         loop {
@@ -387,12 +446,7 @@ impl<T> Shared<T> {
                     flight.wait();
                 }
                 InitClaim::Lead(leader) => {
-                    let ending = EndFlight {
-                        init: &self.init,
-                        flight: leader.flight().clone(),
-                    };
-                    // Counts a failure if `init` unwinds; defused once it returns.
-                    let failure = FailureCount(self.counts.as_ref().map(|c| &c.init_failures));
+                    let (ending, failure) = self.begin_init(&leader);
                     let inside = leader.enter();
                     let result = init();
                     drop(inside);
@@ -400,6 +454,20 @@ impl<T> Shared<T> {
                 }
             }
         }
+    }
+
+    /// A leader's guards, dropped (in this order) if its initialiser unwinds
+    /// or its future is dropped: the first counts a failure, the second
+    /// removes the flight; the leader, dropped after them, wakes the waiters.
+    fn begin_init(&self, leader: &Leader<()>) -> (EndFlight<'_>, FailureCount<'_>) {
+        let ending = EndFlight {
+            init: &self.init,
+            flight: leader.flight().clone(),
+        };
+        (
+            ending,
+            FailureCount(self.counts.as_ref().map(|c| &c.init_failures)),
+        )
     }
 
     /// After an empty read: finds a value installed meanwhile, a running

@@ -15,8 +15,6 @@
 //! producers waiting for one fsync, tens and not millions, and the scan runs
 //! only on a re-poll or a drop, never on the hit path.
 
-#![allow(dead_code)] // TEMP-ASYNC
-
 use std::task::Waker;
 
 /// Registered wakers, by id.

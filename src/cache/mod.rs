@@ -464,6 +464,55 @@ where
             .map_err(|e| LoadError::from_init(e, self.map.max_entries()))
     }
 
+    /// As [`get_or_load`](Self::get_or_load), for async callers: `loader`
+    /// is a future (not polled on a hit), and a caller that joins another
+    /// caller's load awaits it instead of parking its thread. One flight
+    /// serves blocking and async callers of a key at once.
+    ///
+    /// A hit completes on the first poll, with no lock and no waker.
+    ///
+    /// # Cancel safety
+    ///
+    /// * Dropped while it **waits** for another caller's load: its waker is
+    ///   removed and nothing else changes.
+    /// * Dropped while it **leads** (its `loader` is running): the loader is
+    ///   dropped, the key's slot is given back, and every caller waiting on
+    ///   it starts over: one of them runs its own loader (no waiter sees an
+    ///   error for the cancelled one), and a later call loads anew.
+    ///
+    /// Nothing is cached half-way, and a key is never loaded twice at once;
+    /// a loader dropped mid-way may have done part of its own work.
+    ///
+    /// # Re-entry
+    ///
+    /// Called for `key` from inside `key`'s own loader future it returns
+    /// [`LoadError::Recursive`] at once.
+    #[cfg(feature = "async")]
+    pub async fn get_or_load_async(
+        &self,
+        key: K,
+        loader: impl Future<Output = V>,
+    ) -> Result<V, LoadError> {
+        self.try_get_or_load_async(key, async { Ok::<V, Infallible>(loader.await) })
+            .await
+    }
+
+    /// As [`get_or_load_async`](Self::get_or_load_async) with a fallible
+    /// loader, as [`try_get_or_load`](Self::try_get_or_load). Cancel safe
+    /// in the same way.
+    #[cfg(feature = "async")]
+    pub async fn try_get_or_load_async<E: Send + Sync + 'static>(
+        &self,
+        key: K,
+        loader: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, LoadError<E>> {
+        let lookup = key.clone();
+        self.map
+            .get_or_init_async(&lookup, || key, None, loader)
+            .await
+            .map_err(|e| LoadError::from_init(e, self.map.max_entries()))
+    }
+
     /// Removes the entry under `key`; returns its value if it was live.
     pub fn invalidate<Q>(&self, key: &Q) -> Option<V>
     where

@@ -91,7 +91,7 @@ where
     /// the flight leaves the map and is completed as cancelled: its waiters
     /// start over and one of them leads. Dropped while it waits, it removes
     /// its waker and nothing else changes.
-    #[allow(dead_code)] // TEMP-ASYNC
+    #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
     pub(crate) async fn get_or_init_async<Q, E, F>(
         &self,
         key: &Q,
