@@ -172,6 +172,12 @@ impl<V> Flight<V> {
         is_leading(address(self))
     }
 
+    /// How many async waiters are registered (for the loom models).
+    #[cfg(all(test, latchfree_loom))]
+    pub(crate) fn waiters(&self) -> usize {
+        self.lock().len()
+    }
+
     fn lock(&self) -> MutexGuard<'_, WakerList> {
         // Every update under the lock is one push, removal or take: a panic
         // cannot leave the list half-changed, so poison is ignored.
@@ -564,6 +570,40 @@ mod tests {
         }
         assert!(!flight.led_here());
         leader.finish(Outcome::Ready(1));
+    }
+
+    #[test]
+    fn a_leading_future_marks_its_flight_only_while_polled() {
+        use std::future::Future;
+        use std::task::{Context, Poll, Waker};
+
+        let flight = Arc::new(Flight::<u32>::new());
+        // SAFETY: a fresh flight, one leader.
+        let leader = unsafe { Leader::new(flight.clone()) };
+        let seen = std::cell::Cell::new(Vec::new());
+        let probe = flight.clone();
+        let mut polls = 0;
+        let init = std::future::poll_fn(|cx| {
+            let mut inside = seen.take();
+            inside.push(probe.led_here());
+            seen.set(inside);
+            polls += 1;
+            if polls < 3 {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            } else {
+                Poll::Ready(7)
+            }
+        });
+        let mut led = Box::pin(leader.lead(init));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(led.as_mut().poll(&mut cx).is_pending());
+        assert!(!flight.led_here(), "between polls nothing is inside");
+        assert!(led.as_mut().poll(&mut cx).is_pending());
+        assert!(matches!(led.as_mut().poll(&mut cx), Poll::Ready(7)));
+        drop(led);
+        assert_eq!(seen.take(), [true, true, true]);
+        leader.finish(Outcome::Ready(7));
     }
 
     #[test]
