@@ -28,7 +28,8 @@
 //! [`crate::cache`]; its module docs (in `src/ttl/mod.rs`) describe the
 //! algorithm: an `scc::HashIndex` read under an epoch guard (no lock, no
 //! shared write), single-flight creation through a map of flights whose
-//! waiters park on a condition variable (`crate::flight`), a deadline
+//! waiters park on a condition variable, or, as futures (feature `async`),
+//! are woken through their wakers (`crate::flight`), a deadline
 //! index in a `crossbeam_skiplist::SkipMap` swept in deadline order, and an
 //! exact capacity count.
 //!
@@ -37,6 +38,14 @@
 //! * **Exactly once.** For a given id, `init` runs once per live session;
 //!   every concurrent caller gets the same `Arc`. A slow `init` blocks only
 //!   callers of the same id, who sleep until it ends.
+//! * **No self-deadlock.** An `init` that asks for its own id (directly,
+//!   or through another id's `init`) gets [`SessionError::Recursive`] at
+//!   once instead of waiting for itself.
+//! * **Async twins** (feature `async`):
+//!   [`get_or_create_async`](SessionRegistry::get_or_create_async) and
+//!   [`try_get_or_create_async`](SessionRegistry::try_get_or_create_async)
+//!   give the same guarantees to tasks, without parking a thread; each
+//!   documents its cancel safety.
 //! * **Failures are not cached.** An `init` that returns an error hands it
 //!   to every caller waiting on it ([`SessionError::Failed`]) and leaves
 //!   nothing behind; one that panics unwinds in its own caller, its waiters

@@ -31,6 +31,13 @@
 //!   and get its value. A loader error reaches every waiter and is not
 //!   cached; a loader that panics unwinds in its own caller, its waiters get
 //!   [`LoadError::Panicked`], and the next call loads again.
+//! * **No self-deadlock.** A loader that asks for its own key (directly, or
+//!   through another key's loader) gets [`LoadError::Recursive`] at once.
+//! * **Async twins** (feature `async`):
+//!   [`get_or_load_async`](TtlCache::get_or_load_async) and
+//!   [`try_get_or_load_async`](TtlCache::try_get_or_load_async) take the
+//!   loader as a future; waiters await instead of sleeping, and each
+//!   documents its cancel safety.
 //! * **Never expired.** An entry is not returned at or after its deadline:
 //!   the earlier of insertion + TTL (the cache's or the entry's own) and
 //!   last access + idle TTL, measured by the cache's time (exactly the
