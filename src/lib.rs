@@ -32,7 +32,7 @@
 //! | `persist` | the cache's disk tier (`cache::persist`, `PersistentTtlCache`) |
 //! | `parallel-verify` | `audit::verify` checks a directory's files in parallel (rayon) |
 //! | `baseline` | the locked twins and `Engine::locked`, for comparisons |
-//! | `async` | async twins of every wait (`get_or_create_async`, `get_or_load_async`, `get_or_init_async`, `log_wait_async`, ...): waiters are futures, for any executor |
+//! | `async` | async twins of every wait (`get_or_create_async`, `get_or_load_async`, `get_or_init_async`, `log_wait_async`, `call_async`, ...): waiters are futures, for any executor |
 //!
 //! # Conventions
 //!

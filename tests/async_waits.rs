@@ -415,3 +415,68 @@ fn async_disk_waits_from_64_tasks_share_fsyncs_and_a_dropped_wait_loses_nothing(
     let report = latchfree::audit::verify(dir.path()).unwrap();
     assert_eq!(report.records, 64 * 4 + 3);
 }
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "crossbeam-epoch's tagged pointers need permissive provenance"
+)]
+fn engine_call_async_runs_a_cached_tool_once_for_concurrent_tasks_and_audits_each_call() {
+    use latchfree::engine::{CacheConfig, Call, Engine};
+
+    let dir = tempfile::tempdir().unwrap();
+    for locked in [false, true] {
+        let engine = Arc::new(
+            Engine::builder()
+                .locked(locked)
+                .audit_dir(dir.path().join(if locked { "locked" } else { "latchfree" }))
+                .guarantee(Guarantee::Disk)
+                .cache("query", CacheConfig::default())
+                .build()
+                .unwrap(),
+        );
+        let runs = Arc::new(AtomicUsize::new(0));
+        two_workers().block_on(async {
+            let (release, gate) = watch::channel(false);
+            let calls: Vec<_> = (0..32)
+                .map(|i| {
+                    let (engine, runs, mut gate) = (engine.clone(), runs.clone(), gate.clone());
+                    tokio::spawn(async move {
+                        let session = format!("s{}", i % 4);
+                        engine
+                            .call_async(&Call::new(&session, "query", "{\"q\":1}"), |args| {
+                                let args = args.to_owned();
+                                async move {
+                                    runs.fetch_add(1, Ordering::Relaxed);
+                                    gate.wait_for(|open| *open).await.unwrap();
+                                    Ok(format!("result of {args}"))
+                                }
+                            })
+                            .await
+                    })
+                })
+                .collect();
+            if !locked {
+                // One run: the 31 other tasks await it, on 2 workers.
+                until("the tool runs", || runs.load(Ordering::Relaxed) == 1).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                assert_eq!(runs.load(Ordering::Relaxed), 1);
+            }
+            release.send(true).unwrap();
+            for c in calls {
+                let reply = c.await.unwrap().unwrap();
+                assert_eq!(&*reply.output, "result of {\"q\":1}");
+            }
+        });
+        if !locked {
+            assert_eq!(runs.load(Ordering::Relaxed), 1, "the cached tool ran twice");
+        }
+        assert_eq!(engine.counters().calls, 32);
+        assert_eq!(engine.counters().sessions_created, 4);
+        engine.flush().unwrap();
+        let audited = latchfree::audit::verify(engine.audit_dir())
+            .unwrap()
+            .records;
+        assert_eq!(audited, 32, "locked: {locked}");
+    }
+}
