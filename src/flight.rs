@@ -229,6 +229,32 @@ impl<V> Flight<V> {
     }
 
     #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
+    /// As [`wait`](Self::wait), giving up after `timeout`: `None` if the
+    /// flight has not ended by then (the leader is not affected).
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> Option<Outcome<V>>
+    where
+        V: Clone,
+    {
+        // Acquire: pairs with the Release store in `complete`.
+        if !self.done.load(Ordering::Acquire) {
+            let deadline = std::time::Instant::now() + timeout;
+            let mut held = self.lock();
+            // Acquire: as in `wait`, checked under the lock.
+            while !self.done.load(Ordering::Acquire) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return None;
+                }
+                held = self
+                    .wake
+                    .wait_timeout(held, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+        }
+        Some(self.outcome_now())
+    }
+
     /// Waits, as a future, until the flight ends, and returns a copy of its
     /// outcome. Dropping the future before it is ready removes its waker.
     pub fn wait_async(&self) -> Wait<'_, V> {

@@ -155,6 +155,16 @@ pub enum SessionError<E = Infallible> {
     /// The initialiser that is running is not affected.
     #[error("get_or_create was called for an id from inside that id's own initialiser")]
     Recursive,
+    /// Another caller's initialiser for this id did not finish within the
+    /// registry's [`wait_timeout`](SessionRegistryBuilder::wait_timeout);
+    /// it keeps running, and a later call gets its session.
+    #[error(
+        "the session initialiser of a concurrent caller did not finish within {after:?} (SessionRegistryBuilder::wait_timeout)"
+    )]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
 }
 
 impl<E> SessionError<E> {
@@ -165,6 +175,7 @@ impl<E> SessionError<E> {
             InitError::FailedElsewhere => SessionError::FailedElsewhere,
             InitError::Panicked => SessionError::Panicked,
             InitError::Recursive => SessionError::Recursive,
+            InitError::TimedOut(after) => SessionError::TimedOut { after },
         }
     }
 }
@@ -221,6 +232,7 @@ pub struct SessionRegistryBuilder<S> {
     listener: Option<SessionListener<S>>,
     stats: Option<Stats>,
     prefix: String,
+    wait_timeout: Option<Duration>,
 }
 
 impl<S> fmt::Debug for SessionRegistryBuilder<S> {
@@ -251,6 +263,7 @@ impl<S: Send + Sync + 'static> Default for SessionRegistryBuilder<S> {
             listener: None,
             stats: None,
             prefix: "session".into(),
+            wait_timeout: None,
         }
     }
 }
@@ -330,6 +343,19 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
         self
     }
 
+    /// How long a blocking caller waits for another caller's initialiser
+    /// of the same id before it gives up with [`SessionError::TimedOut`]
+    /// (default: as long as it takes). The initialiser is not affected: it
+    /// keeps running and its session is stored. A stuck initialiser then
+    /// holds only its own caller. Async callers bound their wait with their
+    /// runtime's timeout instead (`tokio::time::timeout`): dropping a
+    /// waiting [`get_or_create_async`](SessionRegistry::get_or_create_async)
+    /// is cancel safe.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
     /// Builds the registry (and starts its sweeper thread, if configured).
     pub fn build(self) -> Result<SessionRegistry<S>, BuildError> {
         let stats = self.stats.unwrap_or_default();
@@ -356,6 +382,7 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
             map,
             _sweeper: sweeper,
             max_id_len: self.max_id_len,
+            wait_timeout: self.wait_timeout,
         })
     }
 }
@@ -368,6 +395,7 @@ pub struct SessionRegistry<S> {
     map: Arc<TtlMap<Arc<str>, Arc<S>>>,
     _sweeper: Option<SweeperHandle>,
     max_id_len: usize,
+    wait_timeout: Option<Duration>,
 }
 
 impl<S> fmt::Debug for SessionRegistry<S> {
@@ -446,7 +474,13 @@ impl<S: Send + Sync + 'static> SessionRegistry<S> {
     ) -> Result<Arc<S>, SessionError<E>> {
         validate_id(id, self.max_id_len)?;
         self.map
-            .get_or_init(id, || Arc::from(id), None, || init().map(Arc::new))
+            .get_or_init(
+                id,
+                || Arc::from(id),
+                None,
+                self.wait_timeout,
+                || init().map(Arc::new),
+            )
             .map_err(|e| SessionError::from_init(e, self.map.max_entries()))
     }
 

@@ -113,6 +113,16 @@ pub enum LoadError<E = Infallible> {
     /// loader that is running is not affected.
     #[error("get_or_load was called for a key from inside that key's own loader")]
     Recursive,
+    /// Another caller's loader for this key did not finish within the
+    /// cache's [`wait_timeout`](TtlCacheBuilder::wait_timeout); it keeps
+    /// running, and a later call gets its value.
+    #[error(
+        "the loader of a concurrent caller did not finish within {after:?} (TtlCacheBuilder::wait_timeout)"
+    )]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
     /// Nothing could be evicted to make room (every slot is a load in
     /// progress: `max_entries` is below the number of concurrent loads);
     /// the loader did not run.
@@ -131,6 +141,7 @@ impl<E> LoadError<E> {
             InitError::FailedElsewhere => LoadError::FailedElsewhere,
             InitError::Panicked => LoadError::Panicked,
             InitError::Recursive => LoadError::Recursive,
+            InitError::TimedOut(after) => LoadError::TimedOut { after },
         }
     }
 }
@@ -212,6 +223,7 @@ pub struct TtlCacheBuilder<K, V> {
     listener: Option<CacheListener<K, V>>,
     stats: Option<Stats>,
     prefix: String,
+    wait_timeout: Option<Duration>,
 }
 
 impl<K, V> fmt::Debug for TtlCacheBuilder<K, V> {
@@ -238,6 +250,7 @@ impl<K, V> Default for TtlCacheBuilder<K, V> {
             listener: None,
             stats: None,
             prefix: "cache".into(),
+            wait_timeout: None,
         }
     }
 }
@@ -310,6 +323,17 @@ where
         self
     }
 
+    /// How long a blocking caller waits for another caller's load of the
+    /// same key before it gives up with [`LoadError::TimedOut`] (default: as
+    /// long as it takes). The loader is not affected: it keeps running and
+    /// its value is cached. Async callers bound their wait with their
+    /// runtime's timeout instead: dropping a waiting
+    /// [`get_or_load_async`](TtlCache::get_or_load_async) is cancel safe.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
     /// Builds the cache (and starts its sweeper thread, if configured).
     pub fn build(self) -> Result<TtlCache<K, V>, BuildError> {
         self.build_with(None)
@@ -339,6 +363,7 @@ where
         Ok(TtlCache {
             map,
             _sweeper: sweeper,
+            wait_timeout: self.wait_timeout,
         })
     }
 }
@@ -350,6 +375,7 @@ where
 pub struct TtlCache<K, V> {
     map: Arc<TtlMap<K, V>>,
     _sweeper: Option<SweeperHandle>,
+    wait_timeout: Option<Duration>,
 }
 
 impl<K, V> fmt::Debug for TtlCache<K, V> {
@@ -467,7 +493,7 @@ where
     ) -> Result<V, LoadError<E>> {
         let lookup = key.clone();
         self.map
-            .get_or_init(&lookup, || key, ttl, loader)
+            .get_or_init(&lookup, || key, ttl, self.wait_timeout, loader)
             .map_err(|e| LoadError::from_init(e, self.map.max_entries()))
     }
 

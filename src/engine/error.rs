@@ -69,6 +69,9 @@ impl From<LoadError<ToolError>> for EngineError {
             LoadError::Recursive => EngineError::Tool(ToolError::new(
                 "the tool's run called the same tool with the same input",
             )),
+            LoadError::TimedOut { after } => EngineError::Tool(ToolError::new(format!(
+                "a concurrent run of the tool did not finish within {after:?}"
+            ))),
             LoadError::Full { max } => EngineError::CacheFull { max },
         }
     }

@@ -25,6 +25,8 @@ pub(crate) enum InitError<E> {
     /// The call came from inside the initialiser of the flight it would
     /// wait on (on this thread or in this task): waiting would never end.
     Recursive,
+    /// The initialiser waited on had not finished within the wait timeout.
+    TimedOut(Duration),
 }
 
 /// What a caller that missed does next.
@@ -44,12 +46,15 @@ where
 {
     /// The live value under `key`, or the one `init` makes, exactly once per
     /// live key however many callers race; `ttl` overrides the lifetime of
-    /// the entry it creates.
+    /// the entry it creates. A caller that waits for another's initialiser
+    /// gives up after `wait` ([`InitError::TimedOut`]) when it is `Some`,
+    /// leaving that initialiser running.
     pub(crate) fn get_or_init<Q, E>(
         &self,
         key: &Q,
         make_key: impl FnOnce() -> K,
         ttl: Option<Duration>,
+        wait: Option<Duration>,
         init: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, InitError<E>>
     where
@@ -67,7 +72,13 @@ where
             match self.claim(&key)? {
                 Claim::Found(v) => return Ok(v),
                 Claim::Join(flight) => {
-                    if let Some(result) = joined(flight.wait()) {
+                    let outcome = match wait {
+                        None => flight.wait(),
+                        Some(timeout) => flight
+                            .wait_timeout(timeout)
+                            .ok_or(InitError::TimedOut(timeout))?,
+                    };
+                    if let Some(result) = joined(outcome) {
                         return result;
                     }
                     // The leader was cancelled: start over.
@@ -341,14 +352,14 @@ mod tests {
                     missed_tx.send(()).unwrap();
                     go_rx.recv().unwrap();
                 });
-                map.get_or_init(&1, || 1, None, init).ok()
+                map.get_or_init(&1, || 1, None, None, init).ok()
             })
         };
         // The late caller has missed; this one now leads the whole flight:
         // it publishes, removes its flight and finishes.
         missed_rx.recv().unwrap();
         assert_eq!(
-            map.get_or_init(&1, || 1, None, init(&inits, 1)).ok(),
+            map.get_or_init(&1, || 1, None, None, init(&inits, 1)).ok(),
             Some(1)
         );
         go_tx.send(()).unwrap();
