@@ -28,15 +28,23 @@
 //!
 //! Initialisation is single-flight. [`get_or_init`](Shared::get_or_init)
 //! first reads; only when the slot is empty does it take the *init lock*
-//! (a mutex that readers never touch), re-read, and run the initialiser
-//! while it holds the lock, so concurrent callers park on the lock instead of
-//! running their own initialiser. The result is installed with a
+//! (a mutex that readers never touch), re-read, and either join the
+//! initialiser that is running (a `crate::flight` slot kept under the
+//! lock) or install a flight of its own and run its initialiser with the
+//! lock released. Concurrent callers wait on that flight (a thread sleeps,
+//! a future of [`get_or_init_async`](Shared::get_or_init_async) awaits)
+//! instead of running their own initialiser, then look again. A call from
+//! inside the running initialiser itself finds its own flight (see
+//! `crate::flight`, "Leaders, re-entry and cancellation") and panics at
+//! once instead of waiting for itself. The result is installed with a
 //! compare-and-swap from empty: if a [`store`](Shared::store) raced in while
 //! the initialiser ran, the stored value wins and the initialised one is
 //! dropped, so `get_or_init` never replaces a value. An initialiser that
-//! fails ([`get_or_try_init`](Shared::get_or_try_init)) or panics leaves the
-//! slot empty and the lock usable: the next caller (a waiter, or a later
-//! call) runs its own initialiser. Nothing is poisoned.
+//! fails ([`get_or_try_init`](Shared::get_or_try_init)), panics or (async)
+//! is cancelled leaves the slot empty and the lock usable: the next caller
+//! (a waiter, or a later call) runs its own initialiser. Nothing is
+//! poisoned. The value is installed before the flight ends, so a waiter
+//! woken by a successful initialiser finds it.
 //!
 //! # Why arc-swap, not crossbeam-epoch
 //!
@@ -135,8 +143,9 @@ use crate::sync::{Mutex, MutexGuard};
 ///
 /// Writers ([`store`](Self::store), [`swap`](Self::swap),
 /// [`rcu`](Self::rcu), [`take`](Self::take), [`reset`](Self::reset)) are
-/// lock-free with respect to each other and to readers; only initialisers
-/// take the init lock, which readers never touch.
+/// lock-free with respect to each other and to readers; only callers of
+/// `get_or_init` that find it empty take the init lock (briefly, never
+/// while an initialiser runs), which readers never touch.
 ///
 /// Unwind safety: a panicking initialiser propagates to its caller and
 /// changes nothing; a panic inside an [`rcu`](Self::rcu) closure changes
@@ -342,6 +351,15 @@ impl<T> Shared<T> {
     /// empty, and a waiting caller runs its own `init`. If a
     /// [`store`](Self::store) lands while `init` runs, the stored value is
     /// returned and `init`'s value is dropped.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside this `Shared`'s own running `init` (directly
+    /// or through other calls on this thread): it would wait for itself
+    /// forever, so it panics at once instead. The panic unwinds through the
+    /// outer `init`, which leaves the `Shared` empty and usable. (This
+    /// method has no error to return; `SessionRegistry` and `TtlCache`
+    /// return `Recursive` in the same case.)
     pub fn get_or_init(&self, init: impl FnOnce() -> T) -> SharedGuard<T> {
         match self.get_or_try_init(|| Ok::<T, std::convert::Infallible>(init())) {
             Ok(guard) => guard,
@@ -357,6 +375,10 @@ impl<T> Shared<T> {
     /// `init`'s error, returned to the caller whose `init` failed. Nothing is
     /// cached: the `Shared` stays empty, and a waiting caller runs its own
     /// `init` next.
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_init`](Self::get_or_init), on re-entry.
     ///
     /// ```
     /// use latchfree::shared::Shared;
