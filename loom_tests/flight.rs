@@ -20,8 +20,8 @@
 //! 2. [`an_error_reaches_every_waiter`]: the same with an error: both get
 //!    the error, downcast to its type.
 //! 3. [`an_unwinding_leader_releases_the_waiters`]: the leader's guard is
-//!    dropped without finishing (what an unwinding initialiser does): the
-//!    waiter gets `Panicked`.
+//!    dropped without finishing while the thread unwinds (what a panicking
+//!    initialiser does): the waiter gets `Panicked`.
 //! 4. [`one_init_per_key_with_publish_before_remove`]: two callers run the
 //!    map-level protocol of `TtlMap::get_or_init` on one key, with a loom
 //!    `Mutex<Option<Arc<Flight>>>` standing in for the key's bucket in the
@@ -30,6 +30,19 @@
 //!    init with no lock held, publish into the index, then remove the
 //!    flight, then complete it. Exactly one init runs and both callers get
 //!    its value.
+//! 5. [`an_async_waiter_is_woken_by_the_completion`]: two waiters are
+//!    futures run by `loom::future::block_on`, racing the leader's
+//!    `complete`: both get the value. A waker registered after the
+//!    completion took the list (no wake-up), or a check that misses `done`,
+//!    is a deadlock in `block_on`.
+//! 6. [`a_waiter_dropped_during_the_completion_leaks_nothing`]: a waiter
+//!    future is polled once and dropped while the leader completes: after
+//!    both, the flight's waker list is empty and the waker's last clone is
+//!    gone (no leak, no use after the drop), and the waker was woken at most
+//!    once.
+//! 7. [`a_cancelled_leader_tells_an_async_waiter_to_start_over`]: the
+//!    leader is dropped without unwinding (an async leader's future
+//!    dropped): the async waiter gets `Cancelled`.
 //!
 //! # Mutations
 //!
@@ -42,6 +55,10 @@
 //! | F1 | `complete` stores `done` without holding `lock`           | D | D | D | D |
 //! | F2 | `complete` stores `done` with `Relaxed`                   | C | C | C | C |
 //! | F3 | the leader removes its flight before publishing the value | - | - | - | A |
+//!
+//! Model 5 (async waiters) was run against one mutation of its own: F5,
+//! `Wait::poll` registers its waker without re-checking `done` under the
+//! lock: `D` (a deadlock in `block_on`).
 //!
 //! F1 and F2 were applied to `src/flight.rs` and every model run against
 //! them; F3 is a property of the map-level protocol, shown by model 4's
@@ -70,20 +87,23 @@ fn value(o: Outcome<u32>) -> Option<u32> {
 
 #[test]
 fn the_value_reaches_every_waiter() {
-    model(|| {
-        let flight = Arc::new(Flight::<u32>::new());
-        // SAFETY: a new flight, one leader.
-        let leader = unsafe { Leader::new(flight.clone()) };
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let flight = flight.clone();
-                thread::spawn(move || value(flight.wait()))
-            })
-            .collect();
-        leader.finish(Outcome::Ready(42));
-        let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
-        assert_eq!(got, vec![Some(42), Some(42)]);
-    });
+    model(|| the_value_reaches_two_waiters(|flight| flight.wait()));
+}
+
+/// A leader completes with 42 while two threads wait with `wait`.
+fn the_value_reaches_two_waiters(wait: fn(&Flight<u32>) -> Outcome<u32>) {
+    let flight = Arc::new(Flight::<u32>::new());
+    // SAFETY: a new flight, one leader.
+    let leader = unsafe { Leader::new(flight.clone()) };
+    let waiters: Vec<_> = (0..2)
+        .map(|_| {
+            let flight = flight.clone();
+            thread::spawn(move || value(wait(&flight)))
+        })
+        .collect();
+    leader.finish(Outcome::Ready(42));
+    let got: Vec<_> = waiters.into_iter().map(|w| w.join().unwrap()).collect();
+    assert_eq!(got, vec![Some(42), Some(42)]);
 }
 
 #[test]
@@ -117,7 +137,13 @@ fn an_unwinding_leader_releases_the_waiters() {
             let flight = flight.clone();
             thread::spawn(move || matches!(flight.wait(), Outcome::Panicked))
         };
-        drop(leader);
+        // Dropped while unwinding: `Panicked` (dropped otherwise, the
+        // flight is `Cancelled`: model 7).
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _leader = leader;
+            std::panic::resume_unwind(Box::new("init failed"));
+        }));
+        assert!(unwound.is_err());
         assert!(waiter.join().unwrap());
     });
 }
@@ -199,4 +225,75 @@ fn removing_the_flight_first_allows_a_second_init() {
         found.load(std::sync::atomic::Ordering::Relaxed),
         "the mutation must be caught: some interleaving runs two inits"
     );
+}
+
+#[test]
+fn an_async_waiter_is_woken_by_the_completion() {
+    model(|| the_value_reaches_two_waiters(|flight| loom::future::block_on(flight.wait_async())));
+}
+
+/// Counts its wakes (a std waker: loom need not see it, only the flight's
+/// list that holds it).
+struct CountWakes(std::sync::atomic::AtomicUsize);
+
+impl std::task::Wake for CountWakes {
+    fn wake(self: StdArc<Self>) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+#[test]
+fn a_waiter_dropped_during_the_completion_leaks_nothing() {
+    model(|| {
+        use std::future::Future;
+        use std::task::{Context, Waker};
+
+        let flight = Arc::new(Flight::<u32>::new());
+        // SAFETY: a new flight, one leader.
+        let leader = unsafe { Leader::new(flight.clone()) };
+        let woken = StdArc::new(CountWakes(Default::default()));
+        let waiter = {
+            let (flight, woken) = (flight.clone(), woken.clone());
+            thread::spawn(move || {
+                let waker = Waker::from(woken);
+                let mut wait = Box::pin(flight.wait_async());
+                let first = wait.as_mut().poll(&mut Context::from_waker(&waker));
+                drop(wait);
+                first.is_ready()
+            })
+        };
+        leader.finish(Outcome::Ready(1));
+        let ready_at_once = waiter.join().unwrap();
+        assert_eq!(flight.waiters(), 0, "a waker stayed in the list");
+        assert_eq!(
+            StdArc::strong_count(&woken),
+            1,
+            "a clone of the waker leaked"
+        );
+        let wakes = woken.0.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(wakes <= 1, "woken {wakes} times");
+        if ready_at_once {
+            assert_eq!(wakes, 0, "a waiter that never registered was woken");
+        }
+    });
+}
+
+#[test]
+fn a_cancelled_leader_tells_an_async_waiter_to_start_over() {
+    model(|| {
+        let flight = Arc::new(Flight::<u32>::new());
+        // SAFETY: a new flight, one leader.
+        let leader = unsafe { Leader::new(flight.clone()) };
+        let waiter = {
+            let flight = flight.clone();
+            thread::spawn(move || {
+                matches!(
+                    loom::future::block_on(flight.wait_async()),
+                    Outcome::Cancelled
+                )
+            })
+        };
+        drop(leader);
+        assert!(waiter.join().unwrap());
+    });
 }

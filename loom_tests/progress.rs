@@ -41,6 +41,13 @@
 //!    spins, the one for 2 polls.
 //! 3. [`a_stop_releases_the_waiters_above_the_level`]: the same with
 //!    `stopped`: `Ok` for 1, `Stopped` for 2.
+//! 4. [`async_waiters_are_woken_by_a_raise_or_an_error`]: the waiter for 2
+//!    is a future (`Progress::wait_async`, run by `loom::future::block_on`)
+//!    beside a blocking waiter for 1; the writer raises to 1, then to 2 (or
+//!    publishes an error). The future returns `Ok` having seen the cells
+//!    (or `Failed`); a waker registered after the writer took the list and
+//!    before its re-check, or a re-check that misses the raise, is a
+//!    deadlock in `block_on`.
 //!
 //! # Mutations of `src/audit/progress.rs`
 //!
@@ -58,6 +65,10 @@
 //! | P5  | `update` does not `notify_all`                        | -  | D² | D² |
 //! | P6  | `wake` notifies without taking the lock               | D² | -  | -  |
 //! | P7  | `wake` calls `notify_one`                             | D² | -  | -  |
+//!
+//! Model 4 (an async waiter) was run against one mutation: P8, no `SeqCst`
+//! fence in `LevelWait::poll` after it counts itself a sleeper: `D` (a
+//! deadlock in `block_on`).
 //! | P8  | a sleeper checks error and stop before the level      | -  | A² | A² |
 //! | P9  | a sleeper ignores `stopped`                           | -  | -  | D² |
 //! | P10 | `wait` does not count itself in `sleepers`            | D² | -  | -  |
@@ -135,34 +146,65 @@ unsafe impl Sync for State {}
 /// A waiter for `target`; it polls before it sleeps if `poll`.
 fn waiter(state: Arc<State>, target: u64, poll: bool) -> thread::JoinHandle<Outcome> {
     thread::spawn(move || {
-        match state.progress.wait(
+        let waited = state.progress.wait(
             &state.level,
             target,
             if poll { POLL } else { Duration::ZERO },
-        ) {
-            Ok(()) => {
-                let level = state.level.get();
-                let cells = (0..target as usize)
-                    // SAFETY: see `State`; loom checks it.
-                    .map(|k| state.cells[k].with(|v| unsafe { *v }))
-                    .collect();
-                Outcome::Reached { level, cells }
-            }
-            Err(Stalled::Failed(error)) => Outcome::Failed(error.to_string()),
-            Err(Stalled::Stopped) => Outcome::Stopped,
-        }
+        );
+        outcome(&state, target, waited)
     })
+}
+
+/// An async waiter for `target`: a future run by loom's `block_on`.
+fn async_waiter(state: Arc<State>, target: u64) -> thread::JoinHandle<Outcome> {
+    thread::spawn(move || {
+        let waited = loom::future::block_on(state.progress.wait_async(&state.level, target));
+        outcome(&state, target, waited)
+    })
+}
+
+/// What a wait for `target` that returned `waited` hands back.
+fn outcome(state: &State, target: u64, waited: Result<(), Stalled>) -> Outcome {
+    match waited {
+        Ok(()) => {
+            let level = state.level.get();
+            let cells = (0..target as usize)
+                // SAFETY: see `State`; loom checks it.
+                .map(|k| state.cells[k].with(|v| unsafe { *v }))
+                .collect();
+            Outcome::Reached { level, cells }
+        }
+        Err(Stalled::Failed(error)) => Outcome::Failed(error.to_string()),
+        Err(Stalled::Stopped) => Outcome::Stopped,
+    }
 }
 
 /// Runs one writer and waiters for 1 and 2 (polling as `polls` says);
 /// returns their outcomes.
 fn run(then: Then, polls: [bool; 2]) -> [Outcome; 2] {
+    run_with(then, |state, target| {
+        waiter(state, target, polls[target as usize - 1])
+    })
+}
+
+/// As [`run`], with the waiter for 2 a future.
+fn run_async(then: Then) -> [Outcome; 2] {
+    run_with(then, |state, target| match target {
+        1 => waiter(state, 1, false),
+        _ => async_waiter(state, target),
+    })
+}
+
+fn run_with(
+    then: Then,
+    spawn: impl Fn(Arc<State>, u64) -> thread::JoinHandle<Outcome>,
+) -> [Outcome; 2] {
     let state = Arc::new(State {
         progress: Progress::new(),
         level: Level::new(0),
         cells: [UnsafeCell::new(0), UnsafeCell::new(0)],
     });
-    let waiters = [1, 2].map(|target| waiter(state.clone(), target, polls[target as usize - 1]));
+    let waiters = [1, 2].map(|target| spawn(state.clone(), target));
 
     state.cells[0].with_mut(|v| unsafe { *v = 1 });
     state.progress.raise(&state.level, 1);
@@ -240,5 +282,27 @@ fn a_stop_releases_the_waiters_above_the_level() {
             }
         );
         assert_eq!(second, Outcome::Stopped);
+    });
+}
+
+/// Model 4: the waiter for 2 is a future; the writer raises to 2, or
+/// fails after raising to 1.
+#[test]
+fn async_waiters_are_woken_by_a_raise_or_an_error() {
+    model(|| {
+        let [first, second] = run_async(Then::Raise);
+        assert!(matches!(first, Outcome::Reached { .. }), "{first:?}");
+        match second {
+            Outcome::Reached { level, cells } => {
+                assert_eq!(level, 2);
+                assert_eq!(cells, [1, 2]);
+            }
+            other => panic!("the async waiter for 2 got {other:?}"),
+        }
+    });
+    model(|| {
+        let [first, second] = run_async(Then::Fail);
+        assert!(matches!(first, Outcome::Reached { .. }), "{first:?}");
+        assert_eq!(second, Outcome::Failed("disk full".into()));
     });
 }

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! What is modelled: the protocol `Shared` builds on its value slot (the
-//! init lock, the re-read under it, the compare-and-swap from empty). The
+//! init lock, the re-read under it, the flight a leader installs under it
+//! and its waiters wait on, the compare-and-swap from empty). The
 //! slot itself is `arc_swap::ArcSwapOption`, whose atomics loom cannot see;
 //! under `--cfg latchfree_loom` it is replaced by a loom `Mutex` with the
 //! same contract (each operation one atomic step), so these models check
@@ -42,6 +43,11 @@
 //! | S1 | no re-read under the init lock                                 | A | - | A | - |
 //! | S2 | install with `swap` instead of the compare-and-swap from empty | - | A | - | A |
 //! | S3 | the init lock is released before the initialiser runs          | A | - | A | - |
+//!
+//! Since the initialiser runs outside the init lock (waiters wait on the
+//! leader's flight, so that async waiters can await it), S3's place is taken
+//! by "the flight is removed before the value is installed"; the models
+//! were not re-run against that mutation.
 //!
 //! (S2 fails model 4 by a panic: the initialiser's caller can read back an
 //! empty slot after a racing `take`.) The four models take about 0.01 s

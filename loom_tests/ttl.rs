@@ -160,6 +160,7 @@ fn one_init_against_a_finishing_leader() {
                 &1,
                 || 1,
                 None,
+                None,
                 || {
                     inits.fetch_add(1, StdOrdering::Relaxed);
                     Ok::<u32, ()>(me)
@@ -185,7 +186,7 @@ fn occupancy_never_exceeds_the_bound() {
     model(|| {
         let (map, _) = map(1, false, None, None, &clock());
         let call = |map: StdArc<TtlMap<u32, u32>>, key: u32| {
-            let got = map.get_or_init(&key, || key, None, || Ok::<u32, ()>(key));
+            let got = map.get_or_init(&key, || key, None, None, || Ok::<u32, ()>(key));
             let occupancy = map.counts().1;
             (got.map_err(|e| matches!(e, InitError::Capacity)), occupancy)
         };

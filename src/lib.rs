@@ -32,6 +32,7 @@
 //! | `persist` | the cache's disk tier (`cache::persist`, `PersistentTtlCache`) |
 //! | `parallel-verify` | `audit::verify` checks a directory's files in parallel (rayon) |
 //! | `baseline` | the locked twins and `Engine::locked`, for comparisons |
+//! | `async` | async twins of every wait (`get_or_create_async`, `get_or_load_async`, `get_or_init_async`, `log_wait_async`, `call_async`, ...): waiters are futures, for any executor |
 //!
 //! # Conventions
 //!
@@ -45,7 +46,8 @@
 //! * **Errors** are typed enums (`#[non_exhaustive]`) with one vocabulary
 //!   across components: `Full { max }` at a capacity bound, `Failed(e)` for
 //!   an initialiser's or loader's own error, `FailedElsewhere` and
-//!   `Panicked` for one a caller waited on.
+//!   `Panicked` for one a caller waited on, `Recursive` for a call from
+//!   inside the initialiser it would wait on.
 //! * **Metrics** have the same names in every component that has them
 //!   (`hits`, `misses`, `inits`, `coalesced`, `init_errors`, `rejected`, and
 //!   one per [`ttl::EvictionCause`]).
@@ -76,6 +78,7 @@ pub mod shared;
 pub mod stats;
 mod sync;
 pub mod ttl;
+mod wakers;
 
 // Test code shared with the integration tests and the fuzz targets
 // (`tests/model/`) names the crate `latchfree`, from inside it too.

@@ -28,15 +28,24 @@
 //! [`crate::cache`]; its module docs (in `src/ttl/mod.rs`) describe the
 //! algorithm: an `scc::HashIndex` read under an epoch guard (no lock, no
 //! shared write), single-flight creation through a map of flights whose
-//! waiters park on a condition variable (`crate::flight`), a sharded
-//! deadline wheel swept in deadline order, S3-FIFO queues for the evicting
-//! policy, and an exact capacity count.
+//! waiters park on a condition variable, or, as futures (feature `async`),
+//! are woken through their wakers (`crate::flight`), a sharded deadline
+//! wheel swept in deadline order, S3-FIFO queues for the evicting policy,
+//! and an exact capacity count.
 //!
 //! # Guarantees
 //!
 //! * **Exactly once.** For a given id, `init` runs once per live session;
 //!   every concurrent caller gets the same `Arc`. A slow `init` blocks only
 //!   callers of the same id, who sleep until it ends.
+//! * **No self-deadlock.** An `init` that asks for its own id (directly,
+//!   or through another id's `init`) gets [`SessionError::Recursive`] at
+//!   once instead of waiting for itself.
+//! * **Async twins** (feature `async`):
+//!   [`get_or_create_async`](SessionRegistry::get_or_create_async) and
+//!   [`try_get_or_create_async`](SessionRegistry::try_get_or_create_async)
+//!   give the same guarantees to tasks, without parking a thread; each
+//!   documents its cancel safety.
 //! * **Failures are not cached.** An `init` that returns an error hands it
 //!   to every caller waiting on it ([`SessionError::Failed`]) and leaves
 //!   nothing behind; one that panics unwinds in its own caller, its waiters
@@ -116,7 +125,7 @@ pub enum InvalidId {
 /// `E` is the initialiser's error type ([`Infallible`] for
 /// `get_or_create`). The variants share their names with
 /// [`LoadError`](crate::cache::LoadError)'s: `Full`, `Failed`,
-/// `FailedElsewhere`, `Panicked`.
+/// `FailedElsewhere`, `Panicked`, `Recursive`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError<E = Infallible> {
@@ -142,6 +151,22 @@ pub enum SessionError<E = Infallible> {
     /// The initialiser this call waited on panicked. Nothing was stored.
     #[error("the session initialiser of a concurrent caller panicked")]
     Panicked,
+    /// The call came from inside the initialiser that is creating this id
+    /// (on the same thread, or polled by the same task's initialiser future):
+    /// it would wait for itself forever, so it returns at once instead.
+    /// The initialiser that is running is not affected.
+    #[error("get_or_create was called for an id from inside that id's own initialiser")]
+    Recursive,
+    /// Another caller's initialiser for this id did not finish within the
+    /// registry's [`wait_timeout`](SessionRegistryBuilder::wait_timeout);
+    /// it keeps running, and a later call gets its session.
+    #[error(
+        "the session initialiser of a concurrent caller did not finish within {after:?} (SessionRegistryBuilder::wait_timeout)"
+    )]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
 }
 
 impl<E> SessionError<E> {
@@ -151,6 +176,8 @@ impl<E> SessionError<E> {
             InitError::Failed(e) => SessionError::Failed(e),
             InitError::FailedElsewhere => SessionError::FailedElsewhere,
             InitError::Panicked => SessionError::Panicked,
+            InitError::Recursive => SessionError::Recursive,
+            InitError::TimedOut(after) => SessionError::TimedOut { after },
         }
     }
 }
@@ -207,6 +234,7 @@ pub struct SessionRegistryBuilder<S> {
     listener: Option<SessionListener<S>>,
     stats: Option<Stats>,
     prefix: String,
+    wait_timeout: Option<Duration>,
 }
 
 impl<S> fmt::Debug for SessionRegistryBuilder<S> {
@@ -237,6 +265,7 @@ impl<S: Send + Sync + 'static> Default for SessionRegistryBuilder<S> {
             listener: None,
             stats: None,
             prefix: "session".into(),
+            wait_timeout: None,
         }
     }
 }
@@ -316,6 +345,19 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
         self
     }
 
+    /// How long a blocking caller waits for another caller's initialiser
+    /// of the same id before it gives up with [`SessionError::TimedOut`]
+    /// (default: as long as it takes). The initialiser is not affected: it
+    /// keeps running and its session is stored. A stuck initialiser then
+    /// holds only its own caller. Async callers bound their wait with their
+    /// runtime's timeout instead (`tokio::time::timeout`): dropping a
+    /// waiting [`get_or_create_async`](SessionRegistry::get_or_create_async)
+    /// is cancel safe.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
     /// Builds the registry (and starts its sweeper thread, if configured).
     pub fn build(self) -> Result<SessionRegistry<S>, BuildError> {
         let stats = self.stats.unwrap_or_default();
@@ -342,6 +384,7 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
             map,
             _sweeper: sweeper,
             max_id_len: self.max_id_len,
+            wait_timeout: self.wait_timeout,
         })
     }
 }
@@ -354,6 +397,7 @@ pub struct SessionRegistry<S> {
     map: Arc<TtlMap<Arc<str>, Arc<S>>>,
     _sweeper: Option<SweeperHandle>,
     max_id_len: usize,
+    wait_timeout: Option<Duration>,
 }
 
 impl<S> fmt::Debug for SessionRegistry<S> {
@@ -432,7 +476,68 @@ impl<S: Send + Sync + 'static> SessionRegistry<S> {
     ) -> Result<Arc<S>, SessionError<E>> {
         validate_id(id, self.max_id_len)?;
         self.map
-            .get_or_init(id, || Arc::from(id), None, || init().map(Arc::new))
+            .get_or_init(
+                id,
+                || Arc::from(id),
+                None,
+                self.wait_timeout,
+                || init().map(Arc::new),
+            )
+            .map_err(|e| SessionError::from_init(e, self.map.max_entries()))
+    }
+
+    /// As [`get_or_create`](Self::get_or_create), for async callers: `init`
+    /// is a future, and a caller that joins another caller's creation
+    /// awaits it instead of parking its thread. The same flight serves
+    /// blocking and async callers of one id at once.
+    ///
+    /// A hit completes on the first poll, with no lock and no waker.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future (`select!`, a timeout, an aborted task) never
+    /// leaves a session half-created or a caller stranded:
+    ///
+    /// * while it **waits** for another caller's `init`: its waker is
+    ///   removed and nothing else changes;
+    /// * while it **leads** (its `init` is running): `init` is dropped, the
+    ///   id's capacity reservation is given back, and every caller waiting
+    ///   on it starts over: one of them runs its own `init` (the waiters
+    ///   never see an error for it), and a later call leads a new creation.
+    ///
+    /// So it is cancel safe in tokio's sense: dropping it and calling again
+    /// creates the session at most once, but an `init` dropped mid-way may
+    /// have done part of its work (its own side effects are its own).
+    ///
+    /// # Re-entry
+    ///
+    /// Called for `id` from inside `id`'s own `init` (its future, polled by
+    /// this call's leader) it returns [`SessionError::Recursive`] at once.
+    #[cfg(feature = "async")]
+    pub async fn get_or_create_async(
+        &self,
+        id: &str,
+        init: impl Future<Output = S>,
+    ) -> Result<Arc<S>, SessionError> {
+        self.try_get_or_create_async(id, async { Ok::<S, Infallible>(init.await) })
+            .await
+    }
+
+    /// As [`get_or_create_async`](Self::get_or_create_async) with a fallible
+    /// `init`, as [`try_get_or_create`](Self::try_get_or_create). Cancel
+    /// safe in the same way.
+    #[cfg(feature = "async")]
+    pub async fn try_get_or_create_async<E: Send + Sync + 'static>(
+        &self,
+        id: &str,
+        init: impl Future<Output = Result<S, E>>,
+    ) -> Result<Arc<S>, SessionError<E>> {
+        validate_id(id, self.max_id_len)?;
+        self.map
+            .get_or_init_async(id, || Arc::from(id), None, async {
+                init.await.map(Arc::new)
+            })
+            .await
             .map_err(|e| SessionError::from_init(e, self.map.max_entries()))
     }
 

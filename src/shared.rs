@@ -28,15 +28,23 @@
 //!
 //! Initialisation is single-flight. [`get_or_init`](Shared::get_or_init)
 //! first reads; only when the slot is empty does it take the *init lock*
-//! (a mutex that readers never touch), re-read, and run the initialiser
-//! while it holds the lock, so concurrent callers park on the lock instead of
-//! running their own initialiser. The result is installed with a
+//! (a mutex that readers never touch), re-read, and either join the
+//! initialiser that is running (a `crate::flight` slot kept under the
+//! lock) or install a flight of its own and run its initialiser with the
+//! lock released. Concurrent callers wait on that flight (a thread sleeps,
+//! a future of [`get_or_init_async`](Shared::get_or_init_async) awaits)
+//! instead of running their own initialiser, then look again. A call from
+//! inside the running initialiser itself finds its own flight (see
+//! `crate::flight`, "Leaders, re-entry and cancellation") and panics at
+//! once instead of waiting for itself. The result is installed with a
 //! compare-and-swap from empty: if a [`store`](Shared::store) raced in while
 //! the initialiser ran, the stored value wins and the initialised one is
 //! dropped, so `get_or_init` never replaces a value. An initialiser that
-//! fails ([`get_or_try_init`](Shared::get_or_try_init)) or panics leaves the
-//! slot empty and the lock usable: the next caller (a waiter, or a later
-//! call) runs its own initialiser. Nothing is poisoned.
+//! fails ([`get_or_try_init`](Shared::get_or_try_init)), panics or (async)
+//! is cancelled leaves the slot empty and the lock usable: the next caller
+//! (a waiter, or a later call) runs its own initialiser. Nothing is
+//! poisoned. The value is installed before the flight ends, so a waiter
+//! woken by a successful initialiser finds it.
 //!
 //! # Why arc-swap, not crossbeam-epoch
 //!
@@ -112,6 +120,7 @@ use std::marker::PhantomData;
 use std::ops::Deref;
 use std::sync::Arc;
 
+use crate::flight::{Flight, Leader, Outcome};
 use crate::stats::{Counter, Stats, StatsError};
 use crate::sync::{Mutex, MutexGuard};
 
@@ -134,16 +143,18 @@ use crate::sync::{Mutex, MutexGuard};
 ///
 /// Writers ([`store`](Self::store), [`swap`](Self::swap),
 /// [`rcu`](Self::rcu), [`take`](Self::take), [`reset`](Self::reset)) are
-/// lock-free with respect to each other and to readers; only initialisers
-/// take the init lock, which readers never touch.
+/// lock-free with respect to each other and to readers; only callers of
+/// `get_or_init` that find it empty take the init lock (briefly, never
+/// while an initialiser runs), which readers never touch.
 ///
 /// Unwind safety: a panicking initialiser propagates to its caller and
 /// changes nothing; a panic inside an [`rcu`](Self::rcu) closure changes
 /// nothing either.
 pub struct Shared<T> {
     slot: slot::Slot<T>,
-    /// Held while an initialiser runs; readers and writers never take it.
-    init: Mutex<()>,
+    /// The initialiser running now, if any (its waiters wait on the flight,
+    /// not on this lock); readers and writers never take it.
+    init: Mutex<Option<crate::sync::Arc<Flight<()>>>>,
     counts: Option<Counts>,
 }
 
@@ -229,7 +240,7 @@ impl<T> SharedBuilder<T> {
         };
         Ok(Shared {
             slot: slot::Slot::new(None),
-            init: Mutex::new(()),
+            init: Mutex::new(None),
             counts,
         })
     }
@@ -282,7 +293,7 @@ impl<T> Shared<T> {
     pub fn new() -> Self {
         Self {
             slot: slot::Slot::new(None),
-            init: Mutex::new(()),
+            init: Mutex::new(None),
             counts: None,
         }
     }
@@ -297,7 +308,7 @@ impl<T> Shared<T> {
     pub fn from_arc(value: Arc<T>) -> Self {
         Self {
             slot: slot::Slot::new(Some(value)),
-            init: Mutex::new(()),
+            init: Mutex::new(None),
             counts: None,
         }
     }
@@ -340,6 +351,15 @@ impl<T> Shared<T> {
     /// empty, and a waiting caller runs its own `init`. If a
     /// [`store`](Self::store) lands while `init` runs, the stored value is
     /// returned and `init`'s value is dropped.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside this `Shared`'s own running `init` (directly
+    /// or through other calls on this thread): it would wait for itself
+    /// forever, so it panics at once instead. The panic unwinds through the
+    /// outer `init`, which leaves the `Shared` empty and usable. (This
+    /// method has no error to return; `SessionRegistry` and `TtlCache`
+    /// return `Recursive` in the same case.)
     pub fn get_or_init(&self, init: impl FnOnce() -> T) -> SharedGuard<T> {
         match self.get_or_try_init(|| Ok::<T, std::convert::Infallible>(init())) {
             Ok(guard) => guard,
@@ -355,6 +375,10 @@ impl<T> Shared<T> {
     /// `init`'s error, returned to the caller whose `init` failed. Nothing is
     /// cached: the `Shared` stays empty, and a waiting caller runs its own
     /// `init` next.
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_init`](Self::get_or_init), on re-entry.
     ///
     /// ```
     /// use latchfree::shared::Shared;
@@ -376,37 +400,163 @@ impl<T> Shared<T> {
         self.init_slow(init)
     }
 
+    /// As [`get_or_init`](Self::get_or_init), for async callers: `init` is
+    /// a future (not polled when a value is set), and a caller that finds
+    /// another caller's initialiser running awaits it instead of parking
+    /// its thread. Blocking and async callers share one flight.
+    ///
+    /// # Cancel safety
+    ///
+    /// * Dropped while it **waits**: its waker is removed; nothing changes.
+    /// * Dropped while it **leads** (`init` is running): `init` is dropped,
+    ///   the `Shared` stays empty, and the callers waiting on it look again:
+    ///   one of them runs its own `init`. It counts as an initialiser
+    ///   failure in the metrics.
+    ///
+    /// # Panics
+    ///
+    /// As [`get_or_init`](Self::get_or_init): called from inside this
+    /// `Shared`'s own running initialiser (including from its future), it
+    /// panics at once instead of waiting for itself.
+    #[cfg(feature = "async")]
+    pub async fn get_or_init_async(&self, init: impl Future<Output = T>) -> SharedGuard<T> {
+        match self
+            .get_or_try_init_async(async { Ok::<T, std::convert::Infallible>(init.await) })
+            .await
+        {
+            Ok(guard) => guard,
+            Err(never) => match never {},
+        }
+    }
+
+    /// As [`get_or_init_async`](Self::get_or_init_async), with an
+    /// initialiser that may fail, as [`get_or_try_init`](Self::get_or_try_init).
+    /// Cancel safe in the same way.
+    ///
+    /// # Errors
+    ///
+    /// `init`'s error, returned to the caller whose `init` failed.
+    #[cfg(feature = "async")]
+    pub async fn get_or_try_init_async<E>(
+        &self,
+        init: impl Future<Output = Result<T, E>>,
+    ) -> Result<SharedGuard<T>, E> {
+        if let Some(guard) = self.load() {
+            return Ok(guard);
+        }
+        loop {
+            match self.claim() {
+                InitClaim::Found(guard) => return Ok(guard),
+                InitClaim::Join(flight) => {
+                    flight.wait_async().await;
+                }
+                InitClaim::Lead(leader) => {
+                    let (ending, failure) = self.begin_init(&leader);
+                    let result = leader.lead(init).await;
+                    return self.install(result, failure, ending, leader);
+                }
+            }
+        }
+    }
+
     #[cold]
     fn init_slow<E>(&self, init: impl FnOnce() -> Result<T, E>) -> Result<SharedGuard<T>, E> {
-        let _init_lock = self.lock_init();
+        loop {
+            match self.claim() {
+                InitClaim::Found(guard) => return Ok(guard),
+                InitClaim::Join(flight) => {
+                    flight.wait();
+                }
+                InitClaim::Lead(leader) => {
+                    let (ending, failure) = self.begin_init(&leader);
+                    let inside = leader.enter();
+                    let result = init();
+                    drop(inside);
+                    return self.install(result, failure, ending, leader);
+                }
+            }
+        }
+    }
+
+    /// A leader's guards, dropped (in this order) if its initialiser unwinds
+    /// or its future is dropped: the first counts a failure, the second
+    /// removes the flight; the leader, dropped after them, wakes the waiters.
+    fn begin_init(&self, leader: &Leader<()>) -> (EndFlight<'_>, FailureCount<'_>) {
+        let ending = EndFlight {
+            init: &self.init,
+            flight: leader.flight().clone(),
+        };
+        (
+            ending,
+            FailureCount(self.counts.as_ref().map(|c| &c.init_failures)),
+        )
+    }
+
+    /// After an empty read: finds a value installed meanwhile, a running
+    /// initialiser to wait for, or leads a new one.
+    ///
+    /// # Panics
+    ///
+    /// When called from inside the initialiser this `Shared` is running
+    /// (see [`get_or_init`](Self::get_or_init)).
+    fn claim(&self) -> InitClaim<T> {
+        let mut running = self.lock_init();
         // Re-read under the lock: a caller we waited for may have installed
         // its value (or a writer stored one) meanwhile.
         if let Some(guard) = self.load() {
             self.count(|c| &c.init_waits);
-            return Ok(guard);
+            return InitClaim::Found(guard);
         }
-        // Counts a failure if `init` unwinds; defused once it returns.
-        let mut failure = FailureCount(self.counts.as_ref().map(|c| &c.init_failures));
-        let result = init();
+        if let Some(flight) = running.as_ref() {
+            if flight.led_here() {
+                drop(running);
+                panic!(
+                    "Shared::get_or_init was called from inside its own initialiser \
+                     (it would wait for itself forever)"
+                );
+            }
+            return InitClaim::Join(flight.clone());
+        }
+        let flight = crate::sync::Arc::new(Flight::new());
+        *running = Some(flight.clone());
+        // SAFETY: the flight is new and only this caller installed it under
+        // the lock: the one leader.
+        InitClaim::Lead(unsafe { Leader::new(flight) })
+    }
+
+    /// A leader's last steps: installs the value (unless a store raced in),
+    /// then ends the flight, so that a waiter woken by it finds the value.
+    fn install<E>(
+        &self,
+        result: Result<T, E>,
+        mut failure: FailureCount<'_>,
+        ending: EndFlight<'_>,
+        leader: Leader<()>,
+    ) -> Result<SharedGuard<T>, E> {
         let value = match result {
             Ok(value) => {
                 failure.0 = None;
                 Arc::new(value)
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                drop(ending);
+                leader.finish(Outcome::Ready(()));
+                return Err(e);
+            }
         };
         let (installed, current) = self.slot.set_if_empty(value);
         if installed {
             self.count(|c| &c.inits);
         }
+        drop(ending);
+        leader.finish(Outcome::Ready(()));
         // `current` is our value, or the one a racing `store` installed.
         Ok(SharedGuard { inner: current })
     }
 
-    fn lock_init(&self) -> MutexGuard<'_, ()> {
-        // The lock guards no data: a panic in an initialiser (the only code
-        // that runs under it) cannot leave anything half-done, so poison is
-        // ignored.
+    fn lock_init(&self) -> MutexGuard<'_, Option<crate::sync::Arc<Flight<()>>>> {
+        // Every update under the lock is one assignment: a panic cannot leave
+        // it half-done, so poison is ignored.
         self.init
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -471,6 +621,37 @@ impl<T> Shared<T> {
     fn count(&self, which: impl FnOnce(&Counts) -> &Counter) {
         if let Some(counts) = &self.counts {
             which(counts).inc();
+        }
+    }
+}
+
+/// What a caller of `get_or_init` that found the `Shared` empty does next.
+enum InitClaim<T> {
+    /// A value was installed meanwhile.
+    Found(SharedGuard<T>),
+    /// Another caller's initialiser is running: wait for it, then look again.
+    Join(crate::sync::Arc<Flight<()>>),
+    /// This caller runs its initialiser.
+    Lead(Leader<()>),
+}
+
+/// Removes a leader's flight from `Shared::init` when dropped: after the
+/// value is installed, or when the initialiser fails, unwinds or (async) is
+/// cancelled. The [`Leader`], dropped after it, wakes the waiters, who look
+/// again and find the value or run their own initialiser.
+struct EndFlight<'a> {
+    init: &'a Mutex<Option<crate::sync::Arc<Flight<()>>>>,
+    flight: crate::sync::Arc<Flight<()>>,
+}
+
+impl Drop for EndFlight<'_> {
+    fn drop(&mut self) {
+        let mut running = self.init.lock().unwrap_or_else(|p| p.into_inner());
+        if running
+            .as_ref()
+            .is_some_and(|f| crate::sync::Arc::ptr_eq(f, &self.flight))
+        {
+            *running = None;
         }
     }
 }

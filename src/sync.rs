@@ -26,11 +26,17 @@
 pub(crate) use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(not(latchfree_loom))]
 pub(crate) use std::thread::yield_now;
+#[cfg(not(latchfree_loom))]
+pub(crate) use std::thread_local;
 
 #[cfg(latchfree_loom)]
 pub(crate) use loom::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 #[cfg(latchfree_loom)]
 pub(crate) use loom::thread::yield_now;
+// Loom runs every model thread on one OS thread: a per-thread marker (the
+// flights a thread leads) must be loom's thread-local to stay per model thread.
+#[cfg(latchfree_loom)]
+pub(crate) use loom::thread_local;
 
 /// Atomics: `std::sync::atomic` or loom's.
 pub(crate) mod atomic {

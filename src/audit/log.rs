@@ -71,6 +71,14 @@ impl fmt::Display for Guarantee {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Ticket(u64);
 
+impl Ticket {
+    /// The level that covers this ticket's record: one past its position.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async waits.
+    pub(super) fn covered_at(self) -> u64 {
+        self.0 + 1
+    }
+}
+
 /// Why an audit operation failed. Cheap to clone (I/O errors are shared).
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -642,16 +650,28 @@ impl AuditLog {
     /// head reached (export it to anchor the chain; `None` if the stream is
     /// empty).
     pub fn flush(&self) -> Result<Option<Head>, AuditError> {
+        let (target, guarantee) = self.flush_target();
+        self.wait_below(target, guarantee)?;
+        Ok(self.head_at(guarantee))
+    }
+
+    /// What [`flush`](Self::flush) waits for: every position claimed now,
+    /// with the durability's guarantee.
+    pub(super) fn flush_target(&self) -> (u64, Guarantee) {
         let guarantee = match self.inner.shared.durability {
             Durability::None => Guarantee::Os,
             _ => Guarantee::Disk,
         };
-        self.wait_below(self.inner.producer.claimed(), guarantee)?;
+        (self.inner.producer.claimed(), guarantee)
+    }
+
+    /// The head reached with `guarantee` (after a wait for it).
+    pub(super) fn head_at(&self, guarantee: Guarantee) -> Option<Head> {
         let heads = self.inner.shared.progress.lock().heads;
-        Ok(match guarantee {
+        match guarantee {
             Guarantee::Disk => heads.synced,
             _ => heads.written,
-        })
+        }
     }
 
     /// Closes the stream for every handle: later `log` calls fail with
@@ -712,32 +732,52 @@ impl AuditLog {
 
     /// Waits until every position below `target` has the `guarantee`.
     fn wait_below(&self, target: u64, guarantee: Guarantee) -> Result<(), AuditError> {
+        let Some((level, poll)) = self.want(target, guarantee) else {
+            return Ok(());
+        };
+        // Take the writer's turn while it is idle, rather than wake it.
+        while level.get() < target && self.inner.desk.assist() {}
+        let waited = self.inner.shared.progress.wait(level, target, poll);
+        waited.map_err(|e| self.stalled(e))
+    }
+
+    /// Asks the writer for `guarantee` on every position below `target`;
+    /// the level to wait on and how long to poll it first, or `None` if
+    /// there is nothing to wait for.
+    pub(super) fn want(&self, target: u64, guarantee: Guarantee) -> Option<(&Level, Duration)> {
         let shared = &*self.inner.shared;
-        let (level, poll) = match guarantee {
-            Guarantee::Async => return Ok(()),
-            Guarantee::Os => (&shared.written, progress::POLL),
+        match guarantee {
+            Guarantee::Async => None,
+            Guarantee::Os => Some((&shared.written, progress::POLL)),
             Guarantee::Disk => {
                 if shared.synced.get() >= target {
-                    return Ok(());
+                    return None;
                 }
                 // Relaxed: the writer re-reads it after the wake-up below,
                 // whose fences order this store before its check.
                 shared.sync_wanted.fetch_max(target, Ordering::Relaxed);
                 self.inner.producer.wake_consumer();
                 // An fsync takes hundreds of microseconds: sleep at once.
-                (&shared.synced, Duration::ZERO)
+                Some((&shared.synced, Duration::ZERO))
             }
-        };
-        // Take the writer's turn while it is idle, rather than wake it.
-        while level.get() < target && self.inner.desk.assist() {}
-        let waited = shared.progress.wait(level, target, poll);
-        waited.map_err(|e| match e {
+        }
+    }
+
+    /// The error for a wait the writer could not satisfy.
+    pub(super) fn stalled(&self, stalled: Stalled) -> AuditError {
+        match stalled {
             Stalled::Failed(error) => AuditError::Write(error),
             Stalled::Stopped => match self.inner.closed.get() {
                 Some(Err(e)) => e.clone(),
                 _ => AuditError::Closed,
             },
-        })
+        }
+    }
+
+    /// The levels and the sleepers waiting on them.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async waits.
+    pub(super) fn progress(&self) -> &Progress<Heads> {
+        &self.inner.shared.progress
     }
 }
 

@@ -39,6 +39,8 @@ pub mod ring;
 #[cfg(not(fuzzing))]
 pub(crate) mod ring;
 pub mod verify;
+#[cfg(feature = "async")]
+mod wait_async;
 mod writer;
 
 // The ring against its model on seeded op sequences (the fuzz target

@@ -23,14 +23,38 @@
 //! sleeper holds from its re-check until it waits), or the sleeper's re-check
 //! sees the new level. A failed write is published under the same lock, so
 //! sleepers wake and see it.
+//!
+//! # Async waiters
+//!
+//! A future ([`Progress::wait_async`]) sleeps the same way, with its waker
+//! for a condition variable: it counts itself among the sleepers once, then
+//! fences, then, under the lock, re-checks the level and the published state
+//! and, if it must still wait, registers its waker in the list the lock
+//! guards (`crate::wakers`). The writer, after its fence, takes that list
+//! under the lock (with the `notify_all`) and wakes it once the lock is
+//! released. The argument above carries over: a writer that saw no sleeper
+//! comes before the future's fence, so its re-check sees the level; one that
+//! saw it either takes the registered waker or released the lock before the
+//! future's re-check, which then sees what it published. A woken future
+//! re-checks and registers again if it must. It never polls or spins (an
+//! executor thread is not ours to spin on), and it never writes on the
+//! caller's behalf (as a blocking waiter may): an executor thread must not
+//! block on the file.
+//!
+//! A future dropped while it waits removes its waker and its count: nothing
+//! it leaves behind wakes anybody or is woken.
 
+use std::future::Future;
 use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 
 use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::{Condvar, Mutex, MutexGuard};
+use crate::wakers::WakerList;
 
 /// How long a waiter polls the level (spinning, then yielding) before it
 /// sleeps. A write to the OS takes the writer a few microseconds; polling
@@ -75,6 +99,8 @@ pub struct Published<H> {
     pub stopped: bool,
     /// Whatever the writer reports with each raise (the chain heads).
     pub heads: H,
+    /// The wakers of the futures waiting (see "Async waiters").
+    wakers: WakerList,
 }
 
 /// Levels, sleepers and the lock they sleep under.
@@ -122,8 +148,12 @@ impl<H> Progress<H> {
         // `sleepers`; pairs with the fence in `wait`.
         fence(Ordering::SeqCst);
         if self.sleepers.load(Ordering::Relaxed) != 0 {
-            let _guard = self.lock();
-            self.changed.notify_all();
+            let wakers = {
+                let mut shared = self.lock();
+                self.changed.notify_all();
+                shared.wakers.take()
+            };
+            wakers.wake();
         }
     }
 
@@ -135,9 +165,26 @@ impl<H> Progress<H> {
 
     /// Changes the shared state under the lock and wakes every sleeper.
     pub fn update(&self, f: impl FnOnce(&mut Published<H>)) {
-        let mut shared = self.lock();
-        f(&mut shared);
-        self.changed.notify_all();
+        let wakers = {
+            let mut shared = self.lock();
+            f(&mut shared);
+            self.changed.notify_all();
+            shared.wakers.take()
+        };
+        wakers.wake();
+    }
+
+    /// As [`wait`](Self::wait), as a future that sleeps at once (no polling
+    /// of the level); see "Async waiters" in the module docs.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
+    pub fn wait_async<'a>(&'a self, level: &'a Level, target: u64) -> LevelWait<'a, H> {
+        LevelWait {
+            progress: self,
+            level,
+            target,
+            counted: false,
+            registration: None,
+        }
     }
 
     /// Waits until `level` reaches `target`; fails if the writer reports an
@@ -172,6 +219,71 @@ impl<H> Progress<H> {
             return result;
         }
         Ok(())
+    }
+}
+
+/// The future of [`Progress::wait_async`].
+#[must_use = "futures do nothing unless polled"]
+pub struct LevelWait<'a, H> {
+    progress: &'a Progress<H>,
+    level: &'a Level,
+    target: u64,
+    /// Whether this future is counted in `sleepers`.
+    counted: bool,
+    /// Its waker's id in the list, once registered.
+    registration: Option<u64>,
+}
+
+impl<H> LevelWait<'_, H> {
+    /// Takes this future out of `sleepers` and its waker out of the list.
+    fn leave(&mut self, shared: Option<&mut Published<H>>) {
+        if let Some(id) = self.registration.take() {
+            match shared {
+                Some(shared) => shared.wakers.remove(id),
+                None => self.progress.lock().wakers.remove(id),
+            }
+        }
+        if std::mem::take(&mut self.counted) {
+            self.progress.sleepers.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<H> Future for LevelWait<'_, H> {
+    type Output = Result<(), Stalled>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if self.level.get() >= self.target {
+            self.leave(None);
+            return Poll::Ready(Ok(()));
+        }
+        if !self.counted {
+            self.progress.sleepers.fetch_add(1, Ordering::Relaxed);
+            self.counted = true;
+            // SeqCst fence: pairs with the fence in `wake`, as in `wait`.
+            fence(Ordering::SeqCst);
+        }
+        let progress = self.progress;
+        let mut shared = progress.lock();
+        let result = if self.level.get() >= self.target {
+            Ok(())
+        } else if let Some(error) = &shared.error {
+            Err(Stalled::Failed(error.clone()))
+        } else if shared.stopped {
+            Err(Stalled::Stopped)
+        } else {
+            let this = &mut *self;
+            shared.wakers.register(&mut this.registration, cx.waker());
+            return Poll::Pending;
+        };
+        self.leave(Some(&mut shared));
+        Poll::Ready(result)
+    }
+}
+
+impl<H> Drop for LevelWait<'_, H> {
+    fn drop(&mut self) {
+        self.leave(None);
     }
 }
 
@@ -215,5 +327,52 @@ mod tests {
             progress.wait(&level, 3, Duration::ZERO),
             Err(Stalled::Stopped)
         ));
+    }
+
+    struct CountWakes(AtomicUsize);
+
+    impl std::task::Wake for CountWakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn async_waiters_wake_on_raise_and_error_and_a_dropped_one_leaves_nothing() {
+        use std::task::Waker;
+
+        let progress = Progress::<()>::new();
+        let level = Level::new(0);
+        let woken = Arc::new(CountWakes(AtomicUsize::new(0)));
+        let waker = Waker::from(woken.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut first = Box::pin(progress.wait_async(&level, 1));
+        let mut second = Box::pin(progress.wait_async(&level, 2));
+        let mut dropped = Box::pin(progress.wait_async(&level, 2));
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        assert!(second.as_mut().poll(&mut cx).is_pending());
+        assert!(dropped.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(progress.sleepers.load(Ordering::Relaxed), 3);
+        drop(dropped);
+        assert_eq!(progress.sleepers.load(Ordering::Relaxed), 2);
+        assert_eq!(progress.lock().wakers.len(), 2);
+        progress.raise(&level, 1);
+        assert_eq!(
+            woken.0.load(Ordering::Relaxed),
+            2,
+            "each registered waker, once"
+        );
+        assert!(matches!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
+        assert!(
+            second.as_mut().poll(&mut cx).is_pending(),
+            "level 1 is below 2"
+        );
+        progress.update(|s| s.error = Some(Arc::new(io::Error::other("disk full"))));
+        assert!(matches!(
+            second.as_mut().poll(&mut cx),
+            Poll::Ready(Err(Stalled::Failed(_)))
+        ));
+        assert_eq!(progress.sleepers.load(Ordering::Relaxed), 0);
+        assert_eq!(progress.lock().wakers.len(), 0);
     }
 }

@@ -31,6 +31,13 @@
 //!   and get its value. A loader error reaches every waiter and is not
 //!   cached; a loader that panics unwinds in its own caller, its waiters get
 //!   [`LoadError::Panicked`], and the next call loads again.
+//! * **No self-deadlock.** A loader that asks for its own key (directly, or
+//!   through another key's loader) gets [`LoadError::Recursive`] at once.
+//! * **Async twins** (feature `async`):
+//!   [`get_or_load_async`](TtlCache::get_or_load_async) and
+//!   [`try_get_or_load_async`](TtlCache::try_get_or_load_async) take the
+//!   loader as a future; waiters await instead of sleeping, and each
+//!   documents its cancel safety.
 //! * **Never expired.** An entry is not returned at or after its deadline:
 //!   the earlier of insertion + TTL (the cache's or the entry's own) and
 //!   last access + idle TTL, measured by the cache's time (exactly the
@@ -87,7 +94,7 @@ pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 /// Why [`TtlCache::get_or_load`] / [`TtlCache::try_get_or_load`] returned no
 /// value. `E` is the loader's error type. The variants share their names
 /// with [`SessionError`](crate::session::SessionError)'s: `Full`, `Failed`,
-/// `FailedElsewhere`, `Panicked`.
+/// `FailedElsewhere`, `Panicked`, `Recursive`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoadError<E = Infallible> {
@@ -102,6 +109,22 @@ pub enum LoadError<E = Infallible> {
     /// The loader this call waited on panicked. Nothing was cached.
     #[error("the loader of a concurrent caller panicked")]
     Panicked,
+    /// The call came from inside the loader that is loading this key (on
+    /// the same thread, or polled by the same task's loader future): it
+    /// would wait for itself forever, so it returns at once instead. The
+    /// loader that is running is not affected.
+    #[error("get_or_load was called for a key from inside that key's own loader")]
+    Recursive,
+    /// Another caller's loader for this key did not finish within the
+    /// cache's [`wait_timeout`](TtlCacheBuilder::wait_timeout); it keeps
+    /// running, and a later call gets its value.
+    #[error(
+        "the loader of a concurrent caller did not finish within {after:?} (TtlCacheBuilder::wait_timeout)"
+    )]
+    TimedOut {
+        /// The timeout.
+        after: Duration,
+    },
     /// Nothing could be evicted to make room (every slot is a load in
     /// progress: `max_entries` is below the number of concurrent loads);
     /// the loader did not run.
@@ -110,6 +133,19 @@ pub enum LoadError<E = Infallible> {
         /// The bound.
         max: usize,
     },
+}
+
+impl<E> LoadError<E> {
+    pub(crate) fn from_init(error: InitError<E>, max: usize) -> Self {
+        match error {
+            InitError::Capacity => LoadError::Full { max },
+            InitError::Failed(e) => LoadError::Failed(e),
+            InitError::FailedElsewhere => LoadError::FailedElsewhere,
+            InitError::Panicked => LoadError::Panicked,
+            InitError::Recursive => LoadError::Recursive,
+            InitError::TimedOut(after) => LoadError::TimedOut { after },
+        }
+    }
 }
 
 /// An insert the cache refused: no room could be made (every slot was a load
@@ -189,6 +225,7 @@ pub struct TtlCacheBuilder<K, V> {
     listener: Option<CacheListener<K, V>>,
     stats: Option<Stats>,
     prefix: String,
+    wait_timeout: Option<Duration>,
 }
 
 impl<K, V> fmt::Debug for TtlCacheBuilder<K, V> {
@@ -215,6 +252,7 @@ impl<K, V> Default for TtlCacheBuilder<K, V> {
             listener: None,
             stats: None,
             prefix: "cache".into(),
+            wait_timeout: None,
         }
     }
 }
@@ -287,6 +325,17 @@ where
         self
     }
 
+    /// How long a blocking caller waits for another caller's load of the
+    /// same key before it gives up with [`LoadError::TimedOut`] (default: as
+    /// long as it takes). The loader is not affected: it keeps running and
+    /// its value is cached. Async callers bound their wait with their
+    /// runtime's timeout instead: dropping a waiting
+    /// [`get_or_load_async`](TtlCache::get_or_load_async) is cancel safe.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
     /// Builds the cache (and starts its sweeper thread, if configured).
     pub fn build(self) -> Result<TtlCache<K, V>, BuildError> {
         self.build_with(None)
@@ -316,6 +365,7 @@ where
         Ok(TtlCache {
             map,
             _sweeper: sweeper,
+            wait_timeout: self.wait_timeout,
         })
     }
 }
@@ -327,6 +377,7 @@ where
 pub struct TtlCache<K, V> {
     map: Arc<TtlMap<K, V>>,
     _sweeper: Option<SweeperHandle>,
+    wait_timeout: Option<Duration>,
 }
 
 impl<K, V> fmt::Debug for TtlCache<K, V> {
@@ -444,15 +495,57 @@ where
     ) -> Result<V, LoadError<E>> {
         let lookup = key.clone();
         self.map
-            .get_or_init(&lookup, || key, ttl, loader)
-            .map_err(|e| match e {
-                InitError::Capacity => LoadError::Full {
-                    max: self.map.max_entries(),
-                },
-                InitError::Failed(e) => LoadError::Failed(e),
-                InitError::FailedElsewhere => LoadError::FailedElsewhere,
-                InitError::Panicked => LoadError::Panicked,
-            })
+            .get_or_init(&lookup, || key, ttl, self.wait_timeout, loader)
+            .map_err(|e| LoadError::from_init(e, self.map.max_entries()))
+    }
+
+    /// As [`get_or_load`](Self::get_or_load), for async callers: `loader`
+    /// is a future (not polled on a hit), and a caller that joins another
+    /// caller's load awaits it instead of parking its thread. One flight
+    /// serves blocking and async callers of a key at once.
+    ///
+    /// A hit completes on the first poll, with no lock and no waker.
+    ///
+    /// # Cancel safety
+    ///
+    /// * Dropped while it **waits** for another caller's load: its waker is
+    ///   removed and nothing else changes.
+    /// * Dropped while it **leads** (its `loader` is running): the loader is
+    ///   dropped, the key's slot is given back, and every caller waiting on
+    ///   it starts over: one of them runs its own loader (no waiter sees an
+    ///   error for the cancelled one), and a later call loads anew.
+    ///
+    /// Nothing is cached half-way, and a key is never loaded twice at once;
+    /// a loader dropped mid-way may have done part of its own work.
+    ///
+    /// # Re-entry
+    ///
+    /// Called for `key` from inside `key`'s own loader future it returns
+    /// [`LoadError::Recursive`] at once.
+    #[cfg(feature = "async")]
+    pub async fn get_or_load_async(
+        &self,
+        key: K,
+        loader: impl Future<Output = V>,
+    ) -> Result<V, LoadError> {
+        self.try_get_or_load_async(key, async { Ok::<V, Infallible>(loader.await) })
+            .await
+    }
+
+    /// As [`get_or_load_async`](Self::get_or_load_async) with a fallible
+    /// loader, as [`try_get_or_load`](Self::try_get_or_load). Cancel safe
+    /// in the same way.
+    #[cfg(feature = "async")]
+    pub async fn try_get_or_load_async<E: Send + Sync + 'static>(
+        &self,
+        key: K,
+        loader: impl Future<Output = Result<V, E>>,
+    ) -> Result<V, LoadError<E>> {
+        let lookup = key.clone();
+        self.map
+            .get_or_init_async(&lookup, || key, None, loader)
+            .await
+            .map_err(|e| LoadError::from_init(e, self.map.max_entries()))
     }
 
     /// Removes the entry under `key`; returns its value if it was live.

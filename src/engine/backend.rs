@@ -53,6 +53,33 @@ pub(super) trait Components: Send + Sync + 'static {
         init: impl FnOnce() -> Session,
     ) -> Result<Arc<Session>, SessionError>;
 
+    /// As [`session`](Self::session), awaiting another caller's creation
+    /// of `id` instead of blocking.
+    #[cfg(feature = "async")]
+    fn session_async(
+        &self,
+        id: &str,
+        init: impl FnOnce() -> Session + Send,
+    ) -> impl Future<Output = Result<Arc<Session>, SessionError>> + Send;
+
+    /// As [`cache_load`](Self::cache_load), with `load` a future; awaits
+    /// another caller's load of `key` instead of blocking.
+    #[cfg(feature = "async")]
+    fn cache_load_async(
+        &self,
+        tool: &str,
+        key: String,
+        load: impl Future<Output = Result<Arc<str>, ToolError>> + Send,
+    ) -> impl Future<Output = Result<Arc<str>, LoadError<ToolError>>> + Send;
+
+    /// Queues one audit event now; the future waits for the configured
+    /// guarantee.
+    #[cfg(feature = "async")]
+    fn audit_async<E: Serialize + ?Sized>(
+        &self,
+        event: &E,
+    ) -> Result<impl Future<Output = Result<(), AuditError>> + Send, AuditError>;
+
     /// Whether a cache is named `tool`.
     fn has_cache(&self, tool: &str) -> bool;
 
@@ -345,6 +372,48 @@ impl Latchfree {
 
 impl Components for Latchfree {
     shared_components!();
+
+    #[cfg(feature = "async")]
+    async fn session_async(
+        &self,
+        id: &str,
+        init: impl FnOnce() -> Session + Send,
+    ) -> Result<Arc<Session>, SessionError> {
+        self.sessions
+            .get_or_create_async(id, async { init() })
+            .await
+    }
+
+    #[cfg(feature = "async")]
+    async fn cache_load_async(
+        &self,
+        tool: &str,
+        key: String,
+        load: impl Future<Output = Result<Arc<str>, ToolError>> + Send,
+    ) -> Result<Arc<str>, LoadError<ToolError>> {
+        match self.caches.get(tool) {
+            Some(cache) => cache.try_get_or_load_async(key, load).await,
+            None => load.await.map_err(|e| LoadError::Failed(Arc::new(e))),
+        }
+    }
+
+    #[cfg(feature = "async")]
+    fn audit_async<E: Serialize + ?Sized>(
+        &self,
+        event: &E,
+    ) -> Result<impl Future<Output = Result<(), AuditError>> + Send, AuditError> {
+        let ticket = self.audit.log(event)?;
+        let wait = match self.guarantee {
+            Guarantee::Async => None,
+            guarantee => Some(self.audit.wait_async(ticket, guarantee)),
+        };
+        Ok(async move {
+            if let Some(wait) = wait {
+                wait.await?;
+            }
+            Ok(())
+        })
+    }
 
     fn record(&self, call: &CallStats) {
         self.stats.apply([

@@ -66,6 +66,12 @@ impl From<LoadError<ToolError>> for EngineError {
                 EngineError::Tool(ToolError::new("a concurrent run of the tool failed"))
             }
             LoadError::Panicked => EngineError::ToolPanicked,
+            LoadError::Recursive => EngineError::Tool(ToolError::new(
+                "the tool's run called the same tool with the same input",
+            )),
+            LoadError::TimedOut { after } => EngineError::Tool(ToolError::new(format!(
+                "a concurrent run of the tool did not finish within {after:?}"
+            ))),
             LoadError::Full { max } => EngineError::CacheFull { max },
         }
     }

@@ -386,38 +386,113 @@ impl Engine {
         let start = Instant::now();
         let result = self.session_and_result(c, call, tool);
         let latency = start.elapsed();
-        let latency_ns = u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX);
-        let (ok, cached, bytes_out) = match &result {
-            Ok((_, _, output, cached)) => (true, *cached, output.len() as u64),
-            Err(_) => (false, false, 0),
+        let message = record_call(c, call, &result, latency);
+        c.audit(&call_event(call, &result, latency, message.as_deref()))?;
+        reply(result, latency)
+    }
+
+    /// As [`call`](Self::call), for async callers (feature `async`): `tool`
+    /// returns a future, and every wait on the way is awaited instead of
+    /// parking the thread: joining another call's session creation, joining
+    /// another call's cache load of the same key (which runs `tool` once),
+    /// and the audit event's guarantee (group commit with the other calls).
+    /// A cache hit and a call without an audit wait complete without
+    /// suspending. With the locked twins (`Engine::locked`) the locks are
+    /// taken as in `call`, and a cache miss runs `tool` without single
+    /// flight (the twin has no async flight).
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future before it completes:
+    ///
+    /// * while it runs `tool` for a cached tool, as the leader of that key's
+    ///   load: `tool` is dropped, and a call waiting for the same key runs
+    ///   its own `tool` instead (see
+    ///   [`TtlCache::get_or_load_async`](crate::cache::TtlCache::get_or_load_async));
+    /// * while it waits for another call's load, or before its audit event
+    ///   is queued: nothing of this call is counted or audited;
+    /// * while it waits for the audit guarantee: the call is counted and its
+    ///   event is queued, exactly once, and will be written.
+    ///
+    /// A session it created stays (it is the id's session, as for `call`).
+    #[cfg(feature = "async")]
+    pub async fn call_async<Fut>(
+        &self,
+        call: &Call<'_>,
+        tool: impl FnOnce(&str) -> Fut + Send,
+    ) -> Result<Reply, EngineError>
+    where
+        Fut: Future<Output = Result<String, ToolError>> + Send,
+    {
+        // Relaxed: see `Inner::shutdown`.
+        if self.inner.closed.load(Ordering::Relaxed) {
+            return Err(EngineError::ShutDown);
+        }
+        match &*self.inner.parts {
+            Kind::Latchfree(c) => self.request_path_async(c, call, tool).await,
+            #[cfg(feature = "baseline")]
+            Kind::Locked(c) => self.request_path_async(c, call, tool).await,
+        }
+    }
+
+    #[cfg(feature = "async")]
+    async fn request_path_async<C: Components, Fut>(
+        &self,
+        c: &C,
+        call: &Call<'_>,
+        tool: impl FnOnce(&str) -> Fut + Send,
+    ) -> Result<Reply, EngineError>
+    where
+        Fut: Future<Output = Result<String, ToolError>> + Send,
+    {
+        let start = Instant::now();
+        let result = self.session_and_result_async(c, call, tool).await;
+        let latency = start.elapsed();
+        let message = record_call(c, call, &result, latency);
+        let event = call_event(call, &result, latency, message.as_deref());
+        c.audit_async(&event)?.await?;
+        reply(result, latency)
+    }
+
+    #[cfg(feature = "async")]
+    #[allow(clippy::type_complexity)]
+    async fn session_and_result_async<C: Components, Fut>(
+        &self,
+        c: &C,
+        call: &Call<'_>,
+        tool: impl FnOnce(&str) -> Fut + Send,
+    ) -> Result<(Arc<Session>, bool, Arc<str>, bool), EngineError>
+    where
+        Fut: Future<Output = Result<String, ToolError>> + Send,
+    {
+        let created = AtomicBool::new(false);
+        let session = c
+            .session_async(call.session_id, || {
+                // Relaxed: read below by this same call.
+                created.store(true, Ordering::Relaxed);
+                Session::new(call.session_id, self.inner.clock.now())
+            })
+            .await?;
+        // Relaxed: written above by this same call.
+        let created = created.load(Ordering::Relaxed);
+        if created {
+            c.session_created();
+        }
+        // Relaxed: a statistic; it orders nothing else.
+        session.calls.fetch_add(1, Ordering::Relaxed);
+        let ran = AtomicBool::new(false);
+        let run = async {
+            // Relaxed: read below by this same call.
+            ran.store(true, Ordering::Relaxed);
+            tool(call.args_json).await.map(Arc::<str>::from)
         };
-        c.record(&CallStats {
-            error: !ok,
-            cached,
-            bytes_in: call.args_json.len() as u64,
-            bytes_out,
-            latency_ns,
-        });
-        let message = result.as_ref().err().map(ToString::to_string);
-        c.audit(&CallEvent {
-            event: "tool_call",
-            session: echo(call.session_id),
-            tool: echo(call.tool),
-            ok,
-            cached,
-            bytes_in: call.args_json.len() as u64,
-            bytes_out,
-            latency_ns,
-            error: message.as_deref(),
-        })?;
-        let (session, session_created, output, cached) = result?;
-        Ok(Reply {
-            output,
-            cached,
-            session,
-            session_created,
-            latency,
-        })
+        let output = if c.has_cache(call.tool) {
+            c.cache_load_async(call.tool, cache_key(call), run).await?
+        } else {
+            run.await.map_err(EngineError::Tool)?
+        };
+        // Relaxed: written above by this same call.
+        Ok((session, created, output, !ran.load(Ordering::Relaxed)))
     }
 
     #[allow(clippy::type_complexity)]
@@ -443,11 +518,7 @@ impl Engine {
             tool(call.args_json).map(Arc::<str>::from)
         };
         let output = if c.has_cache(call.tool) {
-            let mut key = String::with_capacity(call.tool.len() + 1 + call.args_json.len());
-            key.push_str(call.tool);
-            key.push('\0');
-            key.push_str(call.args_json);
-            c.cache_load(call.tool, key, run)?
+            c.cache_load(call.tool, cache_key(call), run)?
         } else {
             run().map_err(EngineError::Tool)?
         };
@@ -630,3 +701,75 @@ const _: () = {
     send_sync::<EngineError>();
     send_sync::<Reply>();
 };
+
+/// A call's key in its tool's cache: the tool, a NUL, the arguments.
+fn cache_key(call: &Call<'_>) -> String {
+    let mut key = String::with_capacity(call.tool.len() + 1 + call.args_json.len());
+    key.push_str(call.tool);
+    key.push('\0');
+    key.push_str(call.args_json);
+    key
+}
+
+type CallResult = Result<(Arc<Session>, bool, Arc<str>, bool), EngineError>;
+
+/// Applies a finished call's stats batch; returns its error message.
+fn record_call<C: Components>(
+    c: &C,
+    call: &Call<'_>,
+    result: &CallResult,
+    latency: std::time::Duration,
+) -> Option<String> {
+    let (ok, cached, bytes_out) = match result {
+        Ok((_, _, output, cached)) => (true, *cached, output.len() as u64),
+        Err(_) => (false, false, 0),
+    };
+    c.record(&CallStats {
+        error: !ok,
+        cached,
+        bytes_in: call.args_json.len() as u64,
+        bytes_out,
+        latency_ns: nanos(latency),
+    });
+    result.as_ref().err().map(ToString::to_string)
+}
+
+/// A finished call's audit event.
+fn call_event<'a>(
+    call: &'a Call<'_>,
+    result: &CallResult,
+    latency: std::time::Duration,
+    error: Option<&'a str>,
+) -> CallEvent<'a> {
+    let (ok, cached, bytes_out) = match result {
+        Ok((_, _, output, cached)) => (true, *cached, output.len() as u64),
+        Err(_) => (false, false, 0),
+    };
+    CallEvent {
+        event: "tool_call",
+        session: echo(call.session_id),
+        tool: echo(call.tool),
+        ok,
+        cached,
+        bytes_in: call.args_json.len() as u64,
+        bytes_out,
+        latency_ns: nanos(latency),
+        error,
+    }
+}
+
+fn nanos(latency: std::time::Duration) -> u64 {
+    u64::try_from(latency.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// A finished, audited call's reply.
+fn reply(result: CallResult, latency: std::time::Duration) -> Result<Reply, EngineError> {
+    let (session, session_created, output, cached) = result?;
+    Ok(Reply {
+        output,
+        cached,
+        session,
+        session_created,
+        latency,
+    })
+}

@@ -2,6 +2,7 @@
 //! map of flights ("Creation" in the module docs).
 
 use std::borrow::Borrow;
+use std::future::Future;
 use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +22,21 @@ pub(crate) enum InitError<E> {
     FailedElsewhere,
     /// The initialiser (this call's or the one waited on) panicked.
     Panicked,
+    /// The call came from inside the initialiser of the flight it would
+    /// wait on (on this thread or in this task): waiting would never end.
+    Recursive,
+    /// The initialiser waited on had not finished within the wait timeout.
+    TimedOut(Duration),
+}
+
+/// What a caller that missed does next.
+enum Claim<V> {
+    /// The value is there after all.
+    Found(V),
+    /// Another caller is creating it: wait for that flight.
+    Join(crate::sync::Arc<Flight<V>>),
+    /// This caller creates it.
+    Lead(Leader<V>),
 }
 
 impl<K, V> TtlMap<K, V>
@@ -30,12 +46,15 @@ where
 {
     /// The live value under `key`, or the one `init` makes, exactly once per
     /// live key however many callers race; `ttl` overrides the lifetime of
-    /// the entry it creates.
+    /// the entry it creates. A caller that waits for another's initialiser
+    /// gives up after `wait` ([`InitError::TimedOut`]) when it is `Some`,
+    /// leaving that initialiser running.
     pub(crate) fn get_or_init<Q, E>(
         &self,
         key: &Q,
         make_key: impl FnOnce() -> K,
         ttl: Option<Duration>,
+        wait: Option<Duration>,
         init: impl FnOnce() -> Result<V, E>,
     ) -> Result<V, InitError<E>>
     where
@@ -49,27 +68,100 @@ where
         #[cfg(all(test, not(latchfree_loom)))]
         pause::after_miss();
         let key = make_key();
-        let leader = loop {
+        loop {
+            match self.claim(&key)? {
+                Claim::Found(v) => return Ok(v),
+                Claim::Join(flight) => {
+                    let outcome = match wait {
+                        None => flight.wait(),
+                        Some(timeout) => flight
+                            .wait_timeout(timeout)
+                            .ok_or(InitError::TimedOut(timeout))?,
+                    };
+                    if let Some(result) = joined(outcome) {
+                        return result;
+                    }
+                    // The leader was cancelled: start over.
+                }
+                Claim::Lead(leader) => {
+                    let guard = self.begin_flight(&key, &leader);
+                    let inside = leader.enter();
+                    let result = init();
+                    drop(inside);
+                    return self.end_flight(guard, leader, ttl, result);
+                }
+            }
+        }
+    }
+
+    /// As [`get_or_init`](Self::get_or_init), with an initialiser that is a
+    /// future; a caller that waits for another's initialiser awaits it.
+    ///
+    /// A hit completes on the first poll without registering a waker. If
+    /// this future is dropped while it leads, the reservation is given back,
+    /// the flight leaves the map and is completed as cancelled: its waiters
+    /// start over and one of them leads. Dropped while it waits, it removes
+    /// its waker and nothing else changes.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))] // The async twins.
+    pub(crate) async fn get_or_init_async<Q, E, F>(
+        &self,
+        key: &Q,
+        make_key: impl FnOnce() -> K,
+        ttl: Option<Duration>,
+        init: F,
+    ) -> Result<V, InitError<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+        E: Send + Sync + 'static,
+        F: Future<Output = Result<V, E>>,
+    {
+        if let Some(v) = self.get(key) {
+            return Ok(v);
+        }
+        let key = make_key();
+        loop {
+            match self.claim(&key)? {
+                Claim::Found(v) => return Ok(v),
+                Claim::Join(flight) => {
+                    if let Some(result) = joined(flight.wait_async().await) {
+                        return result;
+                    }
+                }
+                Claim::Lead(leader) => {
+                    // Dropped in reverse order if this future is cancelled
+                    // mid-load: `guard` removes the flight and gives the
+                    // reservation back, then `leader` completes the flight
+                    // as cancelled.
+                    let guard = self.begin_flight(&key, &leader);
+                    let result = leader.lead(init).await;
+                    return self.end_flight(guard, leader, ttl, result);
+                }
+            }
+        }
+    }
+
+    /// After a miss: finds the value, a flight to join, or leads a new one
+    /// (with a slot reserved for its value).
+    fn claim<E>(&self, key: &K) -> Result<Claim<V>, InitError<E>> {
+        loop {
             let slot = self.flights.entry_sync(key.clone());
             match slot {
                 FlightEntry::Occupied(occupied) => {
                     let flight = occupied.get().clone();
                     drop(occupied);
+                    if flight.led_here() {
+                        return Err(InitError::Recursive);
+                    }
                     self.counters.coalesced.inc();
-                    return match flight.wait() {
-                        Outcome::Ready(v) => Ok(v),
-                        Outcome::Failed(error) => Err(error
-                            .downcast::<E>()
-                            .map_or(InitError::FailedElsewhere, InitError::Failed)),
-                        Outcome::Panicked => Err(InitError::Panicked),
-                    };
+                    return Ok(Claim::Join(flight));
                 }
                 FlightEntry::Vacant(vacant) => {
                     // A leader publishes before it removes its flight, so
                     // with the flight slot locked and empty, the index holds
                     // the value or no one is creating it.
-                    match self.peek::<K, V>(&key, V::clone) {
-                        Some(Peeked::Live(v)) => return Ok(v),
+                    match self.peek::<K, V>(key, V::clone) {
+                        Some(Peeked::Live(v)) => return Ok(Claim::Found(v)),
                         Some(Peeked::Expired(stale)) => {
                             drop(vacant);
                             self.evict(&stale, EvictionCause::Expired);
@@ -81,7 +173,7 @@ where
                         // Make room with no lock held (evictions call the
                         // listener), then take the slot again.
                         drop(vacant);
-                        if !self.make_room(&key) {
+                        if !self.make_room(key) {
                             self.counters.rejected.inc();
                             return Err(InitError::Capacity);
                         }
@@ -91,16 +183,22 @@ where
                     vacant.insert_entry(flight.clone());
                     // SAFETY: the flight is new and only this caller inserted
                     // it into `flights`: the one leader.
-                    break unsafe { Leader::new(flight) };
+                    return Ok(Claim::Lead(unsafe { Leader::new(flight) }));
                 }
             }
-        };
-        // From here on an unwinding `init` drops `guard`, which gives back
-        // the reservation and removes the flight, then `leader`, which
-        // completes the flight as panicked.
+        }
+    }
+
+    /// A leader's first steps before its initialiser runs.
+    ///
+    /// From here on an initialiser that unwinds (or a future dropped
+    /// mid-load) drops the returned guard, which gives back the reservation
+    /// and removes the flight, then `leader`, which completes the flight as
+    /// panicked (or cancelled).
+    fn begin_flight<'a>(&'a self, key: &'a K, leader: &Leader<V>) -> FlightGuard<'a, K, V> {
         let guard = FlightGuard {
             map: self,
-            key: &key,
+            key,
             flight: leader.flight().clone(),
             keep_reservation: false,
         };
@@ -108,9 +206,21 @@ where
             self.sweep_expired(AMORTISED_SWEEP);
         }
         self.counters.inits.inc();
-        match init() {
+        guard
+    }
+
+    /// A leader's last steps: publishes the value (then removes the flight)
+    /// or gives the slot back, and completes the flight.
+    fn end_flight<E: Send + Sync + 'static>(
+        &self,
+        guard: FlightGuard<'_, K, V>,
+        leader: Leader<V>,
+        ttl: Option<Duration>,
+        result: Result<V, E>,
+    ) -> Result<V, InitError<E>> {
+        match result {
             Ok(value) => {
-                self.publish(key.clone(), value.clone(), ttl.into());
+                self.publish(guard.key.clone(), value.clone(), ttl.into());
                 // Published before the flight leaves `flights` (see above).
                 guard.disarm();
                 leader.finish(Outcome::Ready(value.clone()));
@@ -125,6 +235,19 @@ where
             }
         }
     }
+}
+
+/// What a waiter returns for the outcome of the flight it joined; `None`
+/// when the leader was cancelled and the waiter must start over.
+fn joined<V, E: Send + Sync + 'static>(outcome: Outcome<V>) -> Option<Result<V, InitError<E>>> {
+    Some(match outcome {
+        Outcome::Ready(v) => Ok(v),
+        Outcome::Failed(error) => Err(error
+            .downcast::<E>()
+            .map_or(InitError::FailedElsewhere, InitError::Failed)),
+        Outcome::Panicked => Err(InitError::Panicked),
+        Outcome::Cancelled => return None,
+    })
 }
 
 /// Ends a leader's flight in the map: removes it from `flights` and, unless
@@ -229,14 +352,14 @@ mod tests {
                     missed_tx.send(()).unwrap();
                     go_rx.recv().unwrap();
                 });
-                map.get_or_init(&1, || 1, None, init).ok()
+                map.get_or_init(&1, || 1, None, None, init).ok()
             })
         };
         // The late caller has missed; this one now leads the whole flight:
         // it publishes, removes its flight and finishes.
         missed_rx.recv().unwrap();
         assert_eq!(
-            map.get_or_init(&1, || 1, None, init(&inits, 1)).ok(),
+            map.get_or_init(&1, || 1, None, None, init(&inits, 1)).ok(),
             Some(1)
         );
         go_tx.send(()).unwrap();

@@ -129,6 +129,47 @@ fn add(map: &mut HashMap<String, u64>, name: &str, n: u64) {
 impl Components for Locked {
     shared_components!();
 
+    // The locked twins have no async waits: they take their locks as the
+    // blocking calls do (the baseline a comparison runs against).
+    #[cfg(feature = "async")]
+    async fn session_async(
+        &self,
+        id: &str,
+        init: impl FnOnce() -> Session + Send,
+    ) -> Result<Arc<Session>, SessionError> {
+        self.session(id, init)
+    }
+
+    #[cfg(feature = "async")]
+    async fn cache_load_async(
+        &self,
+        tool: &str,
+        key: String,
+        load: impl Future<Output = Result<Arc<str>, ToolError>> + Send,
+    ) -> Result<Arc<str>, LoadError<ToolError>> {
+        // No async single flight in the twin: a miss runs `load`, then
+        // inserts (a full cache keeps the value out, as a lossy insert).
+        if let Some(cache) = self.caches.get(tool)
+            && let Some(hit) = cache.get(&key)
+        {
+            return Ok(hit);
+        }
+        let value = load.await.map_err(|e| LoadError::Failed(Arc::new(e)))?;
+        if let Some(cache) = self.caches.get(tool) {
+            let _ = cache.insert(key, value.clone());
+        }
+        Ok(value)
+    }
+
+    #[cfg(feature = "async")]
+    fn audit_async<E: Serialize + ?Sized>(
+        &self,
+        event: &E,
+    ) -> Result<impl Future<Output = Result<(), AuditError>> + Send, AuditError> {
+        self.audit(event)?;
+        Ok(std::future::ready(Ok(())))
+    }
+
     fn record(&self, call: &CallStats) {
         let bucket = (u64::BITS - call.latency_ns.leading_zeros()) as usize;
         self.stats.batch(|m| {
