@@ -401,7 +401,7 @@ impl AuditBuilder {
         };
         let ring_config = RingConfig::default()
             .capacity(self.capacity)
-            .slot_bytes(self.slot_bytes)
+            .slot_bytes(self.slot_bytes + super::record::DIGEST_LEN)
             .max_record(self.max_event_bytes)
             .on_full(self.on_full);
         let (producer, consumer) = ring::channel(ring_config);
@@ -701,8 +701,13 @@ impl AuditLog {
         Ok(())
     }
 
+    /// Queues one serialised event behind its digest: the SHA-256 of the
+    /// event is computed here, on the caller's thread and in parallel with
+    /// every other caller, so the writer only links digests (see
+    /// [`record`](super::record)).
     fn push(&self, json: &[u8]) -> Result<Ticket, AuditError> {
-        match self.inner.producer.push_pos(json) {
+        let digest = super::record::event_digest(json);
+        match self.inner.producer.push_pos_after(&digest, json) {
             Ok(pos) => Ok(Ticket(pos)),
             Err(PushError::Closed) => Err(AuditError::Closed),
             Err(PushError::Full) => Err(AuditError::Full),

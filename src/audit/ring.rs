@@ -359,10 +359,19 @@ impl Producer {
         self.push_pos(record).map(drop)
     }
 
+    #[cfg(any(test, fuzzing))] // The models and the fuzz target drive it.
     /// [`push`](Self::push), returning the record's position: records are
     /// numbered from 0 in the order the consumer receives them, so
     /// "position `p` was consumed" means every record before it was too.
     pub fn push_pos(&self, record: &[u8]) -> Result<u64, PushError> {
+        self.push_pos_after(&[], record)
+    }
+
+    /// [`push_pos`](Self::push_pos) of `header` followed by `record`, copied
+    /// into the slot as one record (the consumer sees them concatenated);
+    /// only `record` counts against [`RingConfig::max_record`]. The audit
+    /// log puts each event's digest in front of it this way.
+    pub fn push_pos_after(&self, header: &[u8], record: &[u8]) -> Result<u64, PushError> {
         let ring = &*self.ring;
         if record.len() > ring.config.max_record {
             return Err(PushError::TooLarge {
@@ -389,6 +398,7 @@ impl Producer {
             // Acquire) until the publishing store below.
             let buffer = unsafe { &mut *buffer };
             buffer.clear();
+            buffer.extend_from_slice(header);
             buffer.extend_from_slice(record);
         });
         // Release: pairs with the consumer's Acquire load of the stamp, which
