@@ -579,6 +579,17 @@ impl AuditLog {
     /// Logs one event: serialises it (serde_json, compact) and queues it.
     /// Returns once it is in the ring ([`Guarantee::Async`]).
     pub fn log<E: Serialize + ?Sized>(&self, event: &E) -> Result<Ticket, AuditError> {
+        self.log_event(event, true)
+    }
+
+    /// [`log`](Self::log); with `wake` false the writer thread is not woken
+    /// (the caller waits for a guarantee and takes the writer's turn itself,
+    /// waking the thread only if it cannot).
+    fn log_event<E: Serialize + ?Sized>(
+        &self,
+        event: &E,
+        wake: bool,
+    ) -> Result<Ticket, AuditError> {
         self.check_writer()?;
         let max = self.inner.max_event_bytes;
         with_buffer(|buffer| {
@@ -591,9 +602,9 @@ impl AuditLog {
                 Ok(()) if memchr::memchr2(b'\n', b'\r', limited.buffer).is_some() => {
                     let value: serde_json::Value = serde_json::from_slice(limited.buffer)
                         .map_err(|e| AuditError::Serialize(Arc::new(e)))?;
-                    self.log(&value)
+                    self.log_event(&value, wake)
                 }
-                Ok(()) => self.push(limited.buffer),
+                Ok(()) => self.push(limited.buffer, wake),
                 Err(e) if e.is_io() => Err(AuditError::TooLarge { max }),
                 Err(e) => Err(AuditError::Serialize(Arc::new(e))),
             }
@@ -616,7 +627,7 @@ impl AuditLog {
                 max: self.inner.max_event_bytes,
             });
         }
-        self.push(json.as_bytes())
+        self.push(json.as_bytes(), true)
     }
 
     /// Logs one event and waits until it has the `guarantee`.
@@ -625,7 +636,7 @@ impl AuditLog {
         event: &E,
         guarantee: Guarantee,
     ) -> Result<Ticket, AuditError> {
-        let ticket = self.log(event)?;
+        let ticket = self.log_event(event, guarantee == Guarantee::Async)?;
         self.wait(ticket, guarantee)?;
         Ok(ticket)
     }
@@ -705,9 +716,9 @@ impl AuditLog {
     /// event is computed here, on the caller's thread and in parallel with
     /// every other caller, so the writer only links digests (see
     /// [`record`](super::record)).
-    fn push(&self, json: &[u8]) -> Result<Ticket, AuditError> {
+    fn push(&self, json: &[u8], wake: bool) -> Result<Ticket, AuditError> {
         let digest = super::record::event_digest(json);
-        match self.inner.producer.push_pos_after(&digest, json) {
+        match self.inner.producer.push_pos_after(&digest, json, wake) {
             Ok(pos) => Ok(Ticket(pos)),
             Err(PushError::Closed) => Err(AuditError::Closed),
             Err(PushError::Full) => Err(AuditError::Full),
@@ -733,9 +744,28 @@ impl AuditLog {
                 (&shared.synced, Duration::ZERO)
             }
         };
-        // Take the writer's turn while it is idle, rather than wake it.
-        while level.get() < target && self.inner.desk.assist() {}
-        let waited = shared.progress.wait(level, target, poll);
+        // Take the writer's turn while it is idle, rather than wake it. A
+        // caller that finds a turn in flight (its record logged too late for
+        // that batch) polls, spinning and then yielding its core (so that
+        // other callers can log meanwhile and share the next write), and
+        // takes the next turn itself as soon as the lock is free: whoever
+        // gets it writes every record published by then. Callers do not
+        // queue on the lock: releasing them one by one would cost a wake-up
+        // each, where a raised level releases them all at once.
+        let mut polling = crate::sync::Poll::new(poll);
+        while level.get() < target {
+            if self.inner.desk.assist() {
+                continue;
+            }
+            // Relaxed: a hint; the wait below reads the error under its lock.
+            if shared.failed.load(Ordering::Relaxed) || !polling.next() {
+                break;
+            }
+        }
+        // The writer thread takes it from here (a record logged by
+        // `log_wait` did not wake it).
+        self.inner.producer.wake_consumer();
+        let waited = shared.progress.wait(level, target, Duration::ZERO);
         waited.map_err(|e| match e {
             Stalled::Failed(error) => AuditError::Write(error),
             Stalled::Stopped => match self.inner.closed.get() {
@@ -808,7 +838,6 @@ impl io::Write for Limited<'_> {
         self.buffer.extend_from_slice(data);
         Ok(())
     }
-
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
