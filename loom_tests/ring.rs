@@ -60,6 +60,10 @@
 //!    for a real notification: a lost wake-up, which the `std` build turns
 //!    into a delay of one timeout, is a deadlock here. It used to end with
 //!    `close()`, whose own wake-up hid a push that woke nobody (M30).
+//!    [`a_quiet_push_woken_later_is_not_lost`] runs the same with each
+//!    push made without its wake-up and the producer's
+//!    `Producer::wake_consumer` after it (what `log_wait` does), each
+//!    record behind a one-byte header.
 //! 6. [`dropping_the_consumer_releases_waiting_producers`]: two producers
 //!    push two records each and nobody drains; the main thread drops the
 //!    consumer and then pushes once more, which returns `Closed`. Each
@@ -425,6 +429,42 @@ fn consumer_wait_is_woken() {
 
         assert!(results.iter().all(Result::is_ok), "{results:?}");
         assert_eq!(received, [[0, 0], [0, 1]]);
+    });
+}
+
+/// Model 5b: as model 5, but each record is pushed without its wake-up
+/// (`push_pos_after(.., wake: false)`, as `log_wait` does, with a header
+/// in front) and the producer wakes the consumer afterwards
+/// (`Producer::wake_consumer`, as a waiting caller does before it sleeps):
+/// the later fence-and-check must still never lose the wake-up, and the
+/// consumer receives header and record as one.
+#[test]
+fn a_quiet_push_woken_later_is_not_lost() {
+    model(|| {
+        let (producer, mut consumer) = channel(two_slots(OnFull::Block));
+        let writer = thread::spawn(move || {
+            let results: Results = (0..2u8)
+                .map(|i| {
+                    let pos = producer.push_pos_after(&[9], &[0, i], false);
+                    producer.wake_consumer();
+                    pos.map(drop)
+                })
+                .collect();
+            (results, producer)
+        });
+
+        let mut received = Vec::new();
+        while received.len() < 2 {
+            if drain_into(&mut consumer, &mut received) == 0 {
+                consumer.wait(Duration::from_secs(3600));
+            }
+        }
+        let (results, producer) = writer.join().unwrap();
+        drop(consumer);
+        drop(producer);
+
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(received, [[9, 0, 0], [9, 0, 1]]);
     });
 }
 

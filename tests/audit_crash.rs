@@ -47,7 +47,7 @@ const THREADS: u64 = 3;
 const MAX_FILE_BYTES: u64 = 64 << 10;
 /// A record cut short: no newline, as a crash mid-write leaves it.
 const TORN: &[u8] =
-    br#"{"seq":999999,"ts":"2026-11-18T00:00:00.000000Z","event":{"run":9,"t":0,"i":"#;
+    br#"{"v":2,"seq":999999,"ts":"2026-11-18T00:00:00.000000Z","event":{"run":9,"t":0,"i":"#;
 /// How long the parent waits for one line from the child before it gives up.
 const WATCHDOG: Duration = Duration::from_secs(60);
 
@@ -397,4 +397,47 @@ fn sigkill_loses_no_acknowledged_event() {
             "the resumed events follow the recovered ones"
         );
     }
+}
+
+/// A stream written by a release before record format 2, with a torn last
+/// line, is recovered and continued in format 2: the torn line is cut, the
+/// new records link to the last format 1 hash, and the verifier checks every
+/// record of both formats.
+#[test]
+fn a_format_1_stream_is_recovered_and_continued_in_format_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let day = latchfree::audit::file_name("audit", 20261118, 0);
+    let mut old = Vec::new();
+    let mut prev = ChainHash::GENESIS;
+    for seq in 0..3u64 {
+        let event = format!("{{\"old\":{seq}}}");
+        let body = record::Body::Event(event.as_bytes());
+        prev = record::encode_v1(&mut old, seq, SystemTime::UNIX_EPOCH, body, &prev);
+    }
+    old.extend_from_slice(br#"{"seq":3,"ts":"1970-01-01T00:00:00.000000Z","event":{"#);
+    std::fs::write(dir.path().join(&day), &old).unwrap();
+
+    let log = builder(dir.path()).open().unwrap();
+    assert!(log.truncated_on_open() > 0);
+    for i in 0..2 {
+        log.log(&serde_json::json!({ "new": i })).unwrap();
+    }
+    let head = log.close().unwrap().unwrap();
+    assert_eq!(head.seq, 4);
+
+    let records = whole_records(dir.path());
+    assert_eq!(records.len(), 5);
+    assert_eq!(
+        records[3].prev, prev,
+        "the first new record links to the old chain"
+    );
+    let text: String = stream_files(dir.path(), "audit")
+        .unwrap()
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let versions: Vec<bool> = text.lines().map(|l| l.starts_with("{\"v\":2,")).collect();
+    assert_eq!(versions, [false, false, false, true, true]);
+    let report = verify(dir.path()).unwrap();
+    assert_eq!((report.records, report.head), (5, Some(head)));
 }

@@ -126,7 +126,7 @@ fn stream_bytes(dir: &Path, prefix: &str) -> u64 {
         .sum()
 }
 
-/// `(seq, p, i)` of a line `{"seq":S,"ts":"<27 bytes>","event":{"p":P,"i":I},"prev":…`:
+/// `(seq, p, i)` of a line `{"v":2,"seq":S,"ts":"<27 bytes>","event":{"p":P,"i":I},"prev":…`:
 /// the shape the writer gives an [`Event`]. Panics on any other line.
 fn parse_event_line(line: &[u8]) -> (u64, u64, u64) {
     let bad = || -> ! { panic!("not an event line: {}", String::from_utf8_lossy(line)) };
@@ -135,7 +135,7 @@ fn parse_event_line(line: &[u8]) -> (u64, u64, u64) {
         Some(tail) => *rest = tail,
         None => bad(),
     };
-    skip(&mut rest, b"{\"seq\":");
+    skip(&mut rest, b"{\"v\":2,\"seq\":");
     let seq = number(&mut rest);
     skip(&mut rest, b",\"ts\":\"");
     rest = rest.get(27..).unwrap_or_else(|| bad());

@@ -3,7 +3,7 @@
 //!
 //! | op | guarantee | implementations |
 //! |---|---|---|
-//! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`Guarantee::Async`]), `mutex-bufwriter`, `crossbeam-channel`, `tracing-appender` |
+//! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`Guarantee::Async`]), `mutex-bufwriter`, `crossbeam-channel`, `tracing-appender`, `tracing-appender-bufwriter` |
 //! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`Guarantee::Os`]), `mutex-file` |
 //! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`Guarantee::Disk`]), `mutex-file-sync` |
 //!
@@ -24,13 +24,15 @@
 //!   hashes them into the same chained [`record`] lines and writes them
 //!   through a `BufWriter`, flushed whenever the channel is empty. Same work
 //!   as latchfree, so its files verify too.
-//! * `tracing-appender`: its non-blocking writer (`NonBlockingBuilder`
-//!   defaults, `lossy(false)`: 128 000 lines, backpressure instead of drops)
-//!   over `rolling::never`; each thread writes one line per call through its
-//!   own clone of `NonBlocking` (`io::Write`). It does **less** work than the
-//!   others: a `Write` sink cannot number or chain lines without a lock of
-//!   its own, so its lines are the bare events (no `seq`, `ts` or hash). It
-//!   shows what a generic non-blocking file writer costs.
+//! * `tracing-appender` / `tracing-appender-bufwriter`: its non-blocking
+//!   writer (`NonBlockingBuilder` defaults, `lossy(false)`: 128 000 lines,
+//!   backpressure instead of drops) over `rolling::never`, bare or wrapped
+//!   in a `BufWriter` (its worker flushes whenever its queue runs dry); each
+//!   thread writes one line per call through its own clone of `NonBlocking`
+//!   (`io::Write`). It does **less** work than latchfree: a `Write` sink
+//!   cannot number or chain lines without a lock of its own, so its lines
+//!   are the bare events (no `seq`, `ts` or hash; its guarantee names it
+//!   `no-chain`). It shows what a generic non-blocking file writer costs.
 //!
 //! After each case the runner checks that nothing was lost: latchfree is
 //! closed and must report `total` records written and none dropped, and
@@ -121,9 +123,15 @@ pub fn cases() -> Vec<Case> {
         case("log_async", "crossbeam-channel", "async", |t| {
             Box::new(Channel::new(t))
         }),
-        case("log_async", "tracing-appender", "async", |t| {
-            Box::new(Appender::new(t))
+        case("log_async", "tracing-appender", "async, no-chain", |t| {
+            Box::new(Appender::new(t, false))
         }),
+        case(
+            "log_async",
+            "tracing-appender-bufwriter",
+            "async, no-chain",
+            |t| Box::new(Appender::new(t, true)),
+        ),
         case("log_os", "latchfree", "os", |t| {
             Box::new(Latchfree::new(t, Guarantee::Os))
         }),
@@ -620,7 +628,8 @@ impl Drop for Channel {
     }
 }
 
-/// tracing-appender's `NonBlocking` over `rolling::never`.
+/// tracing-appender's `NonBlocking` over `rolling::never`, or over a
+/// `BufWriter` of it (its worker flushes whenever its queue is empty).
 struct Appender {
     /// Each worker's clone of the writer and its line buffer.
     writers: Vec<CachePadded<Mutex<AppenderSlot>>>,
@@ -643,10 +652,15 @@ struct AppenderSlot {
 const APPENDER_FILE: &str = "x.log";
 
 impl Appender {
-    fn new(threads: usize) -> Self {
+    fn new(threads: usize, buffered: bool) -> Self {
         let dir = scratch_dir();
         let file = tracing_appender::rolling::never(dir.path(), APPENDER_FILE);
-        let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(file);
+        let builder = NonBlockingBuilder::default().lossy(false);
+        let (writer, guard) = if buffered {
+            builder.finish(BufWriter::new(file))
+        } else {
+            builder.finish(file)
+        };
         Self {
             writers: (0..threads.max(1))
                 .map(|_| {

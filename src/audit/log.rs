@@ -409,7 +409,7 @@ impl AuditBuilder {
         };
         let ring_config = RingConfig::default()
             .capacity(self.capacity)
-            .slot_bytes(self.slot_bytes)
+            .slot_bytes(self.slot_bytes + super::record::DIGEST_LEN)
             .max_record(self.max_event_bytes)
             .on_full(self.on_full);
         let (producer, consumer) = ring::channel(ring_config);
@@ -587,6 +587,17 @@ impl AuditLog {
     /// Logs one event: serialises it (serde_json, compact) and queues it.
     /// Returns once it is in the ring ([`Guarantee::Async`]).
     pub fn log<E: Serialize + ?Sized>(&self, event: &E) -> Result<Ticket, AuditError> {
+        self.log_event(event, true)
+    }
+
+    /// [`log`](Self::log); with `wake` false the writer thread is not woken
+    /// (the caller waits for a guarantee and takes the writer's turn itself,
+    /// waking the thread only if it cannot).
+    fn log_event<E: Serialize + ?Sized>(
+        &self,
+        event: &E,
+        wake: bool,
+    ) -> Result<Ticket, AuditError> {
         self.check_writer()?;
         let max = self.inner.max_event_bytes;
         with_buffer(|buffer| {
@@ -596,12 +607,12 @@ impl AuditLog {
                 // only come from a `RawValue` inside the event, and a record
                 // must be one line. Re-serialised compactly, as `log_json`
                 // does.
-                Ok(()) if limited.buffer.contains(&b'\n') || limited.buffer.contains(&b'\r') => {
+                Ok(()) if memchr::memchr2(b'\n', b'\r', limited.buffer).is_some() => {
                     let value: serde_json::Value = serde_json::from_slice(limited.buffer)
                         .map_err(|e| AuditError::Serialize(Arc::new(e)))?;
-                    self.log(&value)
+                    self.log_event(&value, wake)
                 }
-                Ok(()) => self.push(limited.buffer),
+                Ok(()) => self.push(limited.buffer, wake),
                 Err(e) if e.is_io() => Err(AuditError::TooLarge { max }),
                 Err(e) => Err(AuditError::Serialize(Arc::new(e))),
             }
@@ -624,7 +635,7 @@ impl AuditLog {
                 max: self.inner.max_event_bytes,
             });
         }
-        self.push(json.as_bytes())
+        self.push(json.as_bytes(), true)
     }
 
     /// Logs one event and waits until it has the `guarantee`.
@@ -633,7 +644,7 @@ impl AuditLog {
         event: &E,
         guarantee: Guarantee,
     ) -> Result<Ticket, AuditError> {
-        let ticket = self.log(event)?;
+        let ticket = self.log_event(event, guarantee == Guarantee::Async)?;
         self.wait(ticket, guarantee)?;
         Ok(ticket)
     }
@@ -721,8 +732,13 @@ impl AuditLog {
         Ok(())
     }
 
-    fn push(&self, json: &[u8]) -> Result<Ticket, AuditError> {
-        match self.inner.producer.push_pos(json) {
+    /// Queues one serialised event behind its digest: the SHA-256 of the
+    /// event is computed here, on the caller's thread and in parallel with
+    /// every other caller, so the writer only links digests (see
+    /// [`record`](super::record)).
+    fn push(&self, json: &[u8], wake: bool) -> Result<Ticket, AuditError> {
+        let digest = super::record::event_digest(json);
+        match self.inner.producer.push_pos_after(&digest, json, wake) {
             Ok(pos) => Ok(Ticket(pos)),
             Err(PushError::Closed) => Err(AuditError::Closed),
             Err(PushError::Full) => Err(AuditError::Full),
@@ -735,9 +751,32 @@ impl AuditLog {
         let Some((level, poll)) = self.want(target, guarantee) else {
             return Ok(());
         };
-        // Take the writer's turn while it is idle, rather than wake it.
-        while level.get() < target && self.inner.desk.assist() {}
-        let waited = self.inner.shared.progress.wait(level, target, poll);
+        // Take the writer's turn while it is idle, rather than wake it. A
+        // caller that finds a turn in flight (its record logged too late for
+        // that batch) polls, spinning and then yielding its core (so that
+        // other callers can log meanwhile and share the next write), and
+        // takes the next turn itself as soon as the lock is free: whoever
+        // gets it writes every record published by then. Callers do not
+        // queue on the lock: releasing them one by one would cost a wake-up
+        // each, where a raised level releases them all at once.
+        let mut polling = crate::sync::Poll::new(poll);
+        while level.get() < target {
+            if self.inner.desk.assist() {
+                continue;
+            }
+            // Relaxed: a hint; the wait below reads the error under its lock.
+            if self.inner.shared.failed.load(Ordering::Relaxed) || !polling.next() {
+                break;
+            }
+        }
+        // The writer thread takes it from here (a record logged by
+        // `log_wait` did not wake it).
+        self.inner.producer.wake_consumer();
+        let waited = self
+            .inner
+            .shared
+            .progress
+            .wait(level, target, Duration::ZERO);
         waited.map_err(|e| self.stalled(e))
     }
 
@@ -828,12 +867,20 @@ struct Limited<'a> {
 }
 
 impl io::Write for Limited<'_> {
+    // serde_json writes an event in many small pieces: inlined, each is a
+    // bound check and a copy, as with a bare `Vec`.
+    #[inline]
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.write_all(data).map(|()| data.len())
+    }
+
+    #[inline]
+    fn write_all(&mut self, data: &[u8]) -> io::Result<()> {
         if self.buffer.len() + data.len() > self.max {
             return Err(io::ErrorKind::FileTooLarge.into());
         }
         self.buffer.extend_from_slice(data);
-        Ok(data.len())
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {

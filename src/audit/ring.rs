@@ -359,10 +359,30 @@ impl Producer {
         self.push_pos(record).map(drop)
     }
 
+    #[cfg(any(test, fuzzing))] // The models and the fuzz target drive it.
     /// [`push`](Self::push), returning the record's position: records are
     /// numbered from 0 in the order the consumer receives them, so
     /// "position `p` was consumed" means every record before it was too.
     pub fn push_pos(&self, record: &[u8]) -> Result<u64, PushError> {
+        self.push_pos_after(&[], record, true)
+    }
+
+    /// [`push_pos`](Self::push_pos) of `header` followed by `record`, copied
+    /// into the slot as one record (the consumer sees them concatenated);
+    /// only `record` counts against [`RingConfig::max_record`]. The audit
+    /// log puts each event's digest in front of it this way.
+    ///
+    /// With `wake` false a sleeping consumer is not woken: the caller means
+    /// to take the record itself (a waiting caller's turn at the writer) and
+    /// must call [`wake_consumer`](Self::wake_consumer) before it relies on
+    /// the consumer for it. The wake-up is the same fence and check, only
+    /// later, so the argument in the module docs is unchanged.
+    pub fn push_pos_after(
+        &self,
+        header: &[u8],
+        record: &[u8],
+        wake: bool,
+    ) -> Result<u64, PushError> {
         let ring = &*self.ring;
         if record.len() > ring.config.max_record {
             return Err(PushError::TooLarge {
@@ -389,12 +409,15 @@ impl Producer {
             // Acquire) until the publishing store below.
             let buffer = unsafe { &mut *buffer };
             buffer.clear();
+            buffer.extend_from_slice(header);
             buffer.extend_from_slice(record);
         });
         // Release: pairs with the consumer's Acquire load of the stamp, which
         // then sees the record written above.
         slot.stamp.store(pos + 1, Ordering::Release);
-        ring.wake_consumer();
+        if wake {
+            ring.wake_consumer();
+        }
         Ok(pos)
     }
 

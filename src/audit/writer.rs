@@ -2,7 +2,9 @@
 //!
 //! Each turn of its loop takes one timestamp, marks any drops with a gap
 //! record, drains what the ring holds (up to [`BATCH_BYTES`] of encoded
-//! lines), gives the whole batch to the OS in one `write` (more only if the
+//! lines; each record arrives behind its event's digest, computed by the
+//! thread that logged it, so the writer hashes only the 2-block link, see
+//! [`record`](super::record)), gives the whole batch to the OS in one `write` (more only if the
 //! OS takes part of it), then fsyncs if the durability mode or a waiting
 //! caller asks, and raises the levels that callers wait on. When the ring is
 //! empty it sleeps in [`Consumer::wait_or`] until a record arrives, a caller
@@ -146,6 +148,8 @@ pub(crate) struct Writer {
     /// Ring positions fsynced.
     synced: u64,
     last_sync: Instant,
+    /// The current batch's timestamp, reformatted in place for each batch.
+    ts: Timestamp,
     /// Counters already reported to `stats` (`full_waits` is cumulative in
     /// the ring).
     full_waits_seen: u64,
@@ -294,6 +298,7 @@ impl Writer {
             written: 0,
             synced: 0,
             last_sync: Instant::now(),
+            ts: Timestamp::new(std::time::SystemTime::UNIX_EPOCH),
             full_waits_seen: 0,
             lock: Some(lock),
             stopped: false,
@@ -326,9 +331,9 @@ impl Writer {
         if self.unwritten() > 0 {
             self.write_pending()?;
         }
-        let ts = Timestamp::new(self.shared.clock.now());
-        self.rotate_if_due(recover::day_of(&ts))?;
-        let took = self.take_batch(&ts);
+        self.ts.set(self.shared.clock.now());
+        self.rotate_if_due(recover::day_of(&self.ts))?;
+        let took = self.take_batch();
         self.finish_batch()?;
         if !took && self.consumer.is_drained() {
             let final_sync = self.shared.durability != Durability::None;
@@ -345,12 +350,12 @@ impl Writer {
 
     /// Encodes what the ring holds (and a gap marker for drops) into
     /// `pending`; returns whether there was anything.
-    fn take_batch(&mut self, ts: &Timestamp) -> bool {
+    fn take_batch(&mut self) -> bool {
         let mut took = false;
         let dropped = self.consumer.take_dropped();
         self.gap_end = 0;
         if dropped > 0 {
-            self.append(ts, Body::Gap(dropped));
+            self.append_gap(dropped);
             self.gap_end = self.pending.len();
             self.shared.counts.dropped.add(dropped);
             self.shared.counts.gap_records.inc();
@@ -360,12 +365,20 @@ impl Writer {
             consumer,
             pending,
             head,
+            ts,
             ..
         } = self;
         let mut batch = 0;
         while pending.len() < BATCH_BYTES {
-            let n = consumer.drain(256, |event| {
-                *head = Some(append(pending, head, ts, Body::Event(event)));
+            let n = consumer.drain(256, |record| {
+                // The producer put the event's digest first (see
+                // `AuditLog::push`); a record without one (none is pushed)
+                // would be hashed here.
+                let (digest, event) = match record.split_first_chunk::<{ record::DIGEST_LEN }>() {
+                    Some((digest, event)) => (*digest, event),
+                    None => (record::event_digest(record), record),
+                };
+                *head = Some(append(pending, head, ts, Body::Event(event), &digest));
             });
             batch += n;
             if n == 0 {
@@ -376,8 +389,16 @@ impl Writer {
         took || batch > 0
     }
 
-    fn append(&mut self, ts: &Timestamp, body: Body<'_>) {
-        self.head = Some(append(&mut self.pending, &self.head, ts, body));
+    fn append_gap(&mut self, dropped: u64) {
+        let body = Body::Gap(dropped);
+        let digest = record::body_digest(body);
+        self.head = Some(append(
+            &mut self.pending,
+            &self.head,
+            &self.ts,
+            body,
+            &digest,
+        ));
     }
 
     /// Writes `pending`, fsyncs if due, and raises the levels.
@@ -537,12 +558,18 @@ pub(crate) fn create(path: &std::path::Path) -> io::Result<File> {
     OpenOptions::new().append(true).create_new(true).open(path)
 }
 
-fn append(out: &mut Vec<u8>, head: &Option<Head>, ts: &Timestamp, body: Body<'_>) -> Head {
+fn append(
+    out: &mut Vec<u8>,
+    head: &Option<Head>,
+    ts: &Timestamp,
+    body: Body<'_>,
+    digest: &[u8; 32],
+) -> Head {
     let (seq, prev) = match head {
         Some(h) => (h.seq + 1, h.hash),
         None => (0, ChainHash::GENESIS),
     };
-    let hash = record::encode_at(out, seq, ts, body, &prev);
+    let hash = record::encode_digested(out, seq, ts, body, digest, &prev);
     Head { seq, hash }
 }
 
