@@ -72,7 +72,7 @@
 //! | -- | ----------------------------------------------------------------- | - | - | - | - | - | --------------- |
 //! | T1 | `get_or_init`: no re-check of `index` under the empty flight slot | A | . | . | . | . | caught, 1.6 s   |
 //! | T2 | the leader removes its flight before publishing                   | . | . | . | . | . |                 |
-//! | T3 | `admit` admits a dead entry too (no `New` → `Admitted` CAS)        | . | . | . | . | . |                 |
+//! | T3 | `admit` admits a dead entry too (no `New` → `Admitted` CAS)        | . | . | . | . | . | caught, 0.2 s   |
 //! | T4 | `try_reserve` loads and stores instead of one CAS                 | . | . | . | . | . |                 |
 //! | T5 | `evicted` does not give the capacity back                         | . | . | . | . | . |                 |
 //! | T6 | `evict`'s `remove_if` ignores which entry it removes              | . | . | . | . | . |                 |
@@ -80,8 +80,9 @@
 //! T1 fails model 1 in 0.4 s ("init ran twice"): the schedule needs one
 //! preemption of the second caller between its miss and the flight slot.
 //! T3 (since the order admits and kills entries by state, not by a
-//! lock-guarded slot) has not been run against model 5; its unit test is
-//! `ttl::entry::tests::an_entry_killed_before_admission_is_never_admitted`.
+//! lock-guarded slot) has not been run against model 5; its unit test,
+//! `ttl::entry::tests::an_entry_killed_before_admission_is_never_admitted`,
+//! catches it.
 //! T1 survived every layer before; its unit test is
 //! `ttl::single_flight::tests` (the pause hook).
 //! T2 and T4 to T6 are listed for `.ci/mutants` to run; model 1 is built
