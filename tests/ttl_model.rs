@@ -17,6 +17,8 @@ fn ops(rng: &mut xorshift::XorShift, n: usize) -> Vec<Op> {
             let v = rng.below(1000) as u16;
             match rng.below(10) {
                 0 | 1 => Op::Get(k),
+                2 if rng.below(2) == 0 => Op::GetOrInitAsync(k, v),
+                2 if rng.below(2) == 0 => Op::CancelledInit(k, v),
                 2 | 3 => Op::GetOrInit(k, v),
                 4 => Op::GetOrFail(k),
                 5 => Op::Insert(k, v),

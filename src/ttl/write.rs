@@ -41,6 +41,7 @@ where
 
     /// Takes one unit of capacity for a write, making room if needed;
     /// `false` (counted as rejected) if none could be made.
+    #[cfg(feature = "persist")] // The disk tier's `insert_if_vacant`.
     pub(super) fn reserve_for_write(&self, key: &K) -> bool {
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);

@@ -66,6 +66,36 @@ pub enum Op {
     Advance(u16),
     /// `sweep`.
     Sweep,
+    /// `get_or_create_async` / `get_or_load_async` with this value, driven
+    /// to the end (with feature `async`; else as `GetOrInit`).
+    GetOrInitAsync(u8, u16),
+    /// `get_or_create_async` / `get_or_load_async` whose init is still
+    /// pending when the future is dropped: a cancelled leader (with
+    /// feature `async`; else as `Get`). A hit completes at once instead.
+    #[cfg_attr(not(feature = "async"), allow(dead_code))]
+    CancelledInit(u8, u16),
+}
+
+/// Polls `future` once with a waker that does nothing.
+#[cfg(feature = "async")]
+fn poll_once<F: std::future::Future>(future: std::pin::Pin<&mut F>) -> std::task::Poll<F::Output> {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    future.poll(&mut cx)
+}
+
+/// A future that is pending on its first poll and ready with `v` after.
+#[cfg(feature = "async")]
+async fn pending_once(v: u16) -> u16 {
+    let mut first = true;
+    std::future::poll_fn(|_| {
+        if std::mem::take(&mut first) {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    v
 }
 
 struct ModelEntry {
@@ -202,6 +232,12 @@ pub fn run(config: &Config, ops: &[Op]) {
     };
 
     for op in ops {
+        #[cfg(not(feature = "async"))]
+        let op = &match *op {
+            Op::GetOrInitAsync(k, v) => Op::GetOrInit(k, v),
+            Op::CancelledInit(k, _) => Op::Get(k),
+            ref other => other.clone(),
+        };
         match *op {
             Op::Get(k) => {
                 let k = k % 32;
@@ -216,8 +252,11 @@ pub fn run(config: &Config, ops: &[Op]) {
                     model.touch(k);
                 }
             }
-            Op::GetOrInit(k, v) | Op::Insert(k, v) | Op::InsertTtl(k, v, _)
-                if config.session || matches!(op, Op::GetOrInit(..)) =>
+            Op::GetOrInit(k, v)
+            | Op::GetOrInitAsync(k, v)
+            | Op::Insert(k, v)
+            | Op::InsertTtl(k, v, _)
+                if config.session || matches!(op, Op::GetOrInit(..) | Op::GetOrInitAsync(..)) =>
             {
                 let k = k % 32;
                 let live = model.live_value(k);
@@ -226,25 +265,52 @@ pub fn run(config: &Config, ops: &[Op]) {
                     >= cap;
                 let reject = live.is_none() && full && !evicts && !model.any_expired();
                 let mut ran = false;
-                let got = match &real {
-                    Real::Session(r) => match r.get_or_create(&id(k), || {
-                        ran = true;
-                        v
-                    }) {
-                        Ok(s) => Some(*s),
-                        Err(SessionError::Full { max }) => {
-                            assert_eq!(max, cap);
-                            None
-                        }
-                        Err(e) => panic!("{e}"),
-                    },
-                    Real::Cache(c) => Some(
-                        c.get_or_load(k, || {
+                let created = match (&real, matches!(op, Op::GetOrInitAsync(..))) {
+                    (Real::Session(r), false) => r
+                        .get_or_create(&id(k), || {
                             ran = true;
                             v
                         })
-                        .unwrap(),
-                    ),
+                        .map(|s| *s),
+                    (Real::Cache(c), false) => Ok(c
+                        .get_or_load(k, || {
+                            ran = true;
+                            v
+                        })
+                        .unwrap()),
+                    #[cfg(feature = "async")]
+                    (Real::Session(r), true) => {
+                        let name = id(k);
+                        let future = std::pin::pin!(r.get_or_create_async(&name, async {
+                            ran = true;
+                            v
+                        }));
+                        match poll_once(future) {
+                            std::task::Poll::Ready(result) => result.map(|s| *s),
+                            std::task::Poll::Pending => panic!("a ready init left {k} pending"),
+                        }
+                    }
+                    #[cfg(feature = "async")]
+                    (Real::Cache(c), true) => {
+                        let future = std::pin::pin!(c.get_or_load_async(k, async {
+                            ran = true;
+                            v
+                        }));
+                        match poll_once(future) {
+                            std::task::Poll::Ready(result) => Ok(result.unwrap()),
+                            std::task::Poll::Pending => panic!("a ready load left {k} pending"),
+                        }
+                    }
+                    #[cfg(not(feature = "async"))]
+                    (_, true) => unreachable!("mapped to GetOrInit above"),
+                };
+                let got = match created {
+                    Ok(s) => Some(s),
+                    Err(SessionError::Full { max }) => {
+                        assert_eq!(max, cap);
+                        None
+                    }
+                    Err(e) => panic!("{e}"),
                 };
                 drain(&mut model, &[EvictionCause::Capacity]);
                 match live {
@@ -293,7 +359,47 @@ pub fn run(config: &Config, ops: &[Op]) {
                     None => assert!(got.is_err(), "a failed init stored nothing"),
                 }
             }
-            Op::GetOrInit(..) => unreachable!("matched above"),
+            Op::GetOrInit(..) | Op::GetOrInitAsync(..) => unreachable!("matched above"),
+            #[cfg(not(feature = "async"))]
+            Op::CancelledInit(..) => unreachable!("mapped to Get above"),
+            #[cfg(feature = "async")]
+            Op::CancelledInit(k, v) => {
+                let k = k % 32;
+                let live = model.live_value(k);
+                let polled = match &real {
+                    Real::Session(r) => {
+                        let name = id(k);
+                        let future = std::pin::pin!(r.get_or_create_async(&name, pending_once(v)));
+                        match poll_once(future) {
+                            std::task::Poll::Ready(Ok(s)) => Some(Some(*s)),
+                            std::task::Poll::Ready(Err(SessionError::Full { .. })) => Some(None),
+                            std::task::Poll::Ready(Err(e)) => panic!("{e}"),
+                            // Dropped here, while its init is pending.
+                            std::task::Poll::Pending => None,
+                        }
+                    }
+                    Real::Cache(c) => {
+                        let future = std::pin::pin!(c.get_or_load_async(k, pending_once(v)));
+                        match poll_once(future) {
+                            std::task::Poll::Ready(result) => Some(Some(result.unwrap())),
+                            std::task::Poll::Pending => None,
+                        }
+                    }
+                };
+                // Room may have been made for the load before it was dropped.
+                drain(&mut model, &[EvictionCause::Capacity]);
+                match (live, polled) {
+                    (Some(old), got) => {
+                        assert_eq!(got, Some(Some(old)), "a hit on {k} completes at once");
+                        model.touch(k);
+                    }
+                    // Refused for capacity, as a blocking call would be.
+                    (None, Some(None)) => {}
+                    (None, Some(Some(got))) => panic!("{k} loaded {got} with its init pending"),
+                    // Cancelled: nothing stored, the room given back.
+                    (None, None) => assert!(model.live_value(k).is_none()),
+                }
+            }
             Op::Insert(k, v) | Op::InsertTtl(k, v, _) => {
                 let Real::Cache(c) = &real else {
                     unreachable!("matched above")
