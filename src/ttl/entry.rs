@@ -266,7 +266,8 @@ impl Freq {
 
     /// Counts one access: raises the cell's count unless it is at
     /// [`MAX_FREQ`], so a hot entry's word is written at most three times
-    /// per round of the policy. One attempt: an increment lost to a
+    /// per round of the policy. One attempt (a strong one: it fails only
+    /// when another access changed the word): an increment lost to a
     /// concurrent one is a lost hint, not an error.
     #[inline]
     pub(crate) fn hit(&self, cell: usize) {
@@ -274,7 +275,7 @@ impl Freq {
             // Relaxed (all): a hint; no data is published with it.
             let current = word.load(Ordering::Relaxed);
             if (current >> shift) & MAX_FREQ < MAX_FREQ {
-                let _ = word.compare_exchange_weak(
+                let _ = word.compare_exchange(
                     current,
                     current + (1 << shift),
                     Ordering::Relaxed,
