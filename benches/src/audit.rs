@@ -6,6 +6,7 @@
 //! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`Guarantee::Async`]), `mutex-bufwriter`, `crossbeam-channel`, `tracing-appender`, `tracing-appender-bufwriter` |
 //! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`Guarantee::Os`]), `mutex-file` |
 //! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`Guarantee::Disk`]), `mutex-file-sync` |
+//! | `log_disk_async` | `disk`, awaited | `latchfree` ([`AuditLog::log_wait_async`]): each bench thread's calls are a task on a 2-worker tokio runtime ([`OnRuntime`](super::OnRuntime)), so at `--threads 64` 64 tasks share 2 threads where `log_disk` blocks 64 |
 //!
 //! Every implementation serialises the same [`AuditEvent`] with serde_json on
 //! the calling thread. The peers:
@@ -70,7 +71,7 @@
 //!
 //! ```text
 //! latchfree bench audit --threads 1,2,4,8
-//! latchfree bench audit --ops log_os,log_disk --threads 64
+//! latchfree bench audit --ops log_os,log_disk,log_disk_async --threads 64
 //! ```
 
 use std::fs::File;
@@ -88,7 +89,7 @@ use serde::Serialize;
 use tempfile::TempDir;
 use tracing_appender::non_blocking::{NonBlocking, NonBlockingBuilder, WorkerGuard};
 
-use super::{Case, Target, expect_eq};
+use super::{AsyncTarget, Case, OnRuntime, Target, expect_eq};
 use latchfree::audit::record::{self, Body, ChainHash, Timestamp};
 use latchfree::audit::{self, AuditLog, Guarantee, Head};
 use latchfree::baseline::LockedAuditLog;
@@ -149,6 +150,9 @@ pub fn cases() -> Vec<Case> {
         }),
         case("log_disk", "mutex-file-sync", "disk, no-chain", |t| {
             Box::new(PlainMutex::new(t, Guarantee::Disk))
+        }),
+        case("log_disk_async", "latchfree", "disk", |t| {
+            Box::new(OnRuntime::new(Latchfree::new(t, Guarantee::Disk)))
         }),
     ]
 }
@@ -232,23 +236,34 @@ impl Events {
 
     /// Calls `f` with worker `thread`'s next `n` events.
     fn each(&self, thread: usize, n: u64, mut f: impl FnMut(&AuditEvent<'_>)) {
+        for request in self.claim(thread, n) {
+            f(&self.event(thread, request));
+        }
+    }
+
+    /// The request numbers of worker `thread`'s next `n` events.
+    fn claim(&self, thread: usize, n: u64) -> std::ops::Range<u64> {
         let t = thread % self.calls.len();
         // Relaxed: the slot is this worker's own; it only needs distinct
         // numbers for consecutive calls.
         let first = self.calls[t].fetch_add(n, Ordering::Relaxed);
-        for request in first..first + n {
-            let i = request as usize;
-            f(&AuditEvent {
-                user: &self.users[t],
-                action: ACTIONS[i % ACTIONS.len()],
-                resource: RESOURCES[(i / 3) % RESOURCES.len()],
-                session: &self.sessions[t],
-                request,
-                amount_cents: request.wrapping_mul(7919) % 1_000_000,
-                currency: CURRENCIES[i % CURRENCIES.len()],
-                ok: request % 16 != 15,
-                client: &self.clients[t],
-            });
+        first..first + n
+    }
+
+    /// Worker `thread`'s event number `request`.
+    fn event(&self, thread: usize, request: u64) -> AuditEvent<'_> {
+        let t = thread % self.calls.len();
+        let i = request as usize;
+        AuditEvent {
+            user: &self.users[t],
+            action: ACTIONS[i % ACTIONS.len()],
+            resource: RESOURCES[(i / 3) % RESOURCES.len()],
+            session: &self.sessions[t],
+            request,
+            amount_cents: request.wrapping_mul(7919) % 1_000_000,
+            currency: CURRENCIES[i % CURRENCIES.len()],
+            ok: request % 16 != 15,
+            client: &self.clients[t],
         }
     }
 }
@@ -349,6 +364,18 @@ impl Target for Latchfree {
             verify_stream(self.dir.path(), total_ops)
         };
         Some(check())
+    }
+}
+
+impl AsyncTarget for Latchfree {
+    /// [`AuditLog::log_wait_async`]: each call queues its event, then its
+    /// task awaits the guarantee, yielding its worker meanwhile.
+    async fn run_async(&self, thread: usize, n: u64) {
+        for request in self.events.claim(thread, n) {
+            let event = self.events.event(thread, request);
+            let result = self.log.log_wait_async(&event, self.guarantee).await;
+            self.failures.note(result);
+        }
     }
 }
 

@@ -28,6 +28,26 @@
 //! `hit_u64` and `mix_90_10_u64` ops run the same implementations holding
 //! bare `u64` values (a copy per hit, nothing shared written), the setting
 //! of the reference figures in the crate's design notes.
+//!
+//! # Async rows
+//!
+//! `hit_async` and `create_storm_async` are `hit` and `create_storm` through
+//! each cache's async get-or-load, the loader a future: latchfree's
+//! [`TtlCache::get_or_load_async`], moka's `future::Cache::get_with` (with a
+//! time to live) and quick_cache's `sync::Cache::get_or_insert_async` (the
+//! async form its docs give for the same cache). A `hit_async` is a
+//! get-or-load of a present key (its loader must never run); a
+//! `create_storm_async` walks the fresh keys as `create_storm` does, with
+//! the same exactly-once check.
+//!
+//! Each case owns a tokio multi-thread runtime of
+//! [`ASYNC_WORKERS`](super::ASYNC_WORKERS) workers ([`OnRuntime`](super::OnRuntime)):
+//! each bench thread spawns its batch of operations as one task on it and
+//! blocks until the task completes, so the operations run on the runtime's
+//! two workers and `threads` is the number of tasks at once. A task that
+//! joins another's load awaits it, and its worker runs other tasks
+//! meanwhile. Each batch (grown by the runner to at least 20 µs) pays one
+//! spawn and one cross-thread wake-up, the same for every implementation.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,8 +56,8 @@ use dashmap::DashMap;
 
 use super::Case;
 use super::map::{
-    Floor, MapOp, MapOps, NewMap, Payload, Value, by_op, capacity, cases_of, floor_case,
-    read_cases_of,
+    AsyncMapOps, Floor, MapOp, MapOps, NewMap, Payload, Value, async_cases_of, by_op, capacity,
+    cases_of, floor_case, read_cases_of,
 };
 use latchfree::baseline::LockedTtlCache;
 use latchfree::cache::TtlCache;
@@ -62,6 +82,9 @@ pub fn cases() -> Vec<Case> {
         read_cases_of::<Quick<u64>>("cache", "quick_cache", "no-ttl"),
         read_cases_of::<Dash<u64>>("cache", "dashmap", "no-ttl"),
         vec![floor_case::<Floor<u64>>("cache")],
+        async_cases_of::<Latchfree<ArcValue>>("cache", "latchfree", "ttl").to_vec(),
+        async_cases_of::<MokaFuture<ArcValue>>("cache", "moka", "ttl").to_vec(),
+        async_cases_of::<Quick<ArcValue>>("cache", "quick_cache", "no-ttl").to_vec(),
     ])
 }
 
@@ -106,6 +129,16 @@ impl<V: Value> MapOps for Latchfree<V> {
 
     fn entries(&self) -> Option<usize> {
         Some(self.0.len())
+    }
+}
+
+impl<V: Value> AsyncMapOps for Latchfree<V> {
+    async fn get_or_create_async(&self, i: u64, init: impl FnOnce() -> Payload + Send) -> u64 {
+        self.0
+            .get_or_load_async(i, async { V::from_payload(init()) })
+            .await
+            .expect("loads do not fail below the bound")
+            .tag()
     }
 }
 
@@ -234,6 +267,61 @@ impl<V: Value> MapOps for Moka<V> {
     }
 }
 
+/// moka's `future::Cache` with a time to live: the async rows. Its
+/// maintenance calls (population, removal between slices) block on their
+/// futures, outside the timed region.
+struct MokaFuture<V>(moka::future::Cache<u64, V>);
+
+impl<V: Value> NewMap for MokaFuture<V> {
+    fn new_map(op: MapOp) -> Self {
+        Self(
+            moka::future::Cache::builder()
+                .max_capacity(capacity(op))
+                .time_to_live(TTL)
+                .build(),
+        )
+    }
+}
+
+impl<V: Value> MapOps for MokaFuture<V> {
+    const WRITE_IS_ATOMIC: bool = true;
+
+    fn get(&self, i: u64) -> Option<u64> {
+        futures::executor::block_on(self.0.get(&i)).map(|v| v.tag())
+    }
+
+    fn get_or_create(&self, i: u64, init: impl FnOnce() -> Payload) -> u64 {
+        let load = async { V::from_payload(init()) };
+        futures::executor::block_on(self.0.get_with(i, load)).tag()
+    }
+
+    fn write(&self, i: u64, init: impl FnOnce() -> Payload) {
+        futures::executor::block_on(self.0.insert(i, V::from_payload(init())));
+    }
+
+    fn remove(&self, i: u64) {
+        futures::executor::block_on(self.0.invalidate(&i));
+    }
+
+    fn entries(&self) -> Option<usize> {
+        // Exact once pending tasks have run (`sync`).
+        usize::try_from(self.0.entry_count()).ok()
+    }
+
+    fn sync(&self) {
+        futures::executor::block_on(self.0.run_pending_tasks());
+    }
+}
+
+impl<V: Value> AsyncMapOps for MokaFuture<V> {
+    async fn get_or_create_async(&self, i: u64, init: impl FnOnce() -> Payload + Send) -> u64 {
+        self.0
+            .get_with(i, async { V::from_payload(init()) })
+            .await
+            .tag()
+    }
+}
+
 /// quick_cache's `sync::Cache` (S3-FIFO, no TTL).
 struct Quick<V>(quick_cache::sync::Cache<u64, V>);
 
@@ -271,6 +359,16 @@ impl<V: Value> MapOps for Quick<V> {
 
     fn entries(&self) -> Option<usize> {
         Some(self.0.len())
+    }
+}
+
+impl<V: Value> AsyncMapOps for Quick<V> {
+    async fn get_or_create_async(&self, i: u64, init: impl FnOnce() -> Payload + Send) -> u64 {
+        let load = async { Ok::<_, std::convert::Infallible>(V::from_payload(init())) };
+        match self.0.get_or_insert_async(&i, load).await {
+            Ok(v) => v.tag(),
+            Err(never) => match never {},
+        }
     }
 }
 

@@ -204,6 +204,68 @@ fn run_sampled(
     ops
 }
 
+/// Worker threads of the tokio runtime of each async case ([`OnRuntime`]).
+pub const ASYNC_WORKERS: usize = 2;
+
+/// A [`Target`] whose operations are futures (the `*_async` ops).
+pub trait AsyncTarget: Target + 'static {
+    /// Performs `n` operations as task `thread`, awaiting each.
+    fn run_async(&self, thread: usize, n: u64) -> impl Future<Output = ()> + Send;
+}
+
+/// Runs an [`AsyncTarget`] on its own tokio multi-thread runtime of
+/// [`ASYNC_WORKERS`] workers: each bench thread spawns its batch of `n`
+/// operations as one task and blocks until the task completes. The
+/// operations run on the runtime's workers, and `threads` is the number of
+/// tasks in flight at once. Each batch pays one spawn and one cross-thread
+/// wake-up, alike for every implementation; the chunked runner grows a
+/// batch to at least 20 µs.
+pub struct OnRuntime<T> {
+    target: Arc<T>,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl<T: AsyncTarget> OnRuntime<T> {
+    /// `target` on a fresh runtime.
+    ///
+    /// # Panics
+    ///
+    /// If the runtime cannot start its threads.
+    pub fn new(target: T) -> Self {
+        Self {
+            target: Arc::new(target),
+            runtime: tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(ASYNC_WORKERS)
+                .build()
+                .expect("cannot start a tokio runtime"),
+        }
+    }
+}
+
+impl<T: AsyncTarget> Target for OnRuntime<T> {
+    fn run(&self, thread: usize, n: u64) {
+        let target = Arc::clone(&self.target);
+        let task = self
+            .runtime
+            .spawn(async move { target.run_async(thread, n).await });
+        if let Err(e) = self.runtime.block_on(task) {
+            std::panic::resume_unwind(e.into_panic());
+        }
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        self.target.verify(total_ops)
+    }
+
+    fn report(&self) -> Option<String> {
+        self.target.report()
+    }
+
+    fn settle(&self) {
+        self.target.settle();
+    }
+}
+
 /// One line of results, as printed by `latchfree bench --json`.
 #[derive(Clone, Debug, Serialize)]
 pub struct Row {

@@ -25,6 +25,12 @@
 //! `mix_90_10_u64`, `create_storm_u64`. The `ideal-vec` row of `hit` is the
 //! floor ([`Floor`]): the same values in a `Vec`, no map at all.
 //!
+//! `hit_async` and `create_storm_async` ([`async_cases_of`]) are `hit` and
+//! `create_storm` as tasks on a tokio runtime ([`OnRuntime`]), through the
+//! implementation's async get-or-create ([`AsyncMapOps`]); a `hit_async` is
+//! a get-or-create of a present key, so its initialiser must never run.
+//! Their checks are those of `hit` and `create_storm`.
+//!
 //! In `create_storm` each worker keeps a cursor into the sequence of fresh
 //! keys. Between timed slices the target settles (untimed): it removes the
 //! keys created in that slice (so memory stays bounded by one slice's
@@ -36,7 +42,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-use super::{Case, Target, expect_eq};
+use super::{AsyncTarget, Case, OnRuntime, Target, expect_eq};
 
 /// Keys in the map before each case starts.
 pub const ENTRIES: u64 = 100_000;
@@ -161,15 +167,69 @@ impl Value for u64 {
     }
 }
 
-/// Every op name, in bench order (each `_u64` variant after its op).
-pub const OP_ORDER: [&str; 6] = [
+/// Every op name, in bench order (each `_u64` variant after its op, the
+/// async ops last).
+pub const OP_ORDER: [&str; 8] = [
     MapOp::NAMES[0],
     <u64 as Value>::OPS[0],
     MapOp::NAMES[1],
     <u64 as Value>::OPS[1],
     MapOp::NAMES[2],
     <u64 as Value>::OPS[2],
+    ASYNC_OPS[0],
+    ASYNC_OPS[1],
 ];
+
+/// The async ops ([`async_cases_of`]): `hit` and `create_storm` through
+/// the implementation's async get-or-create.
+pub const ASYNC_OPS: [&str; 2] = ["hit_async", "create_storm_async"];
+
+/// A [`MapOps`] implementation with an async get-or-create (its loader a
+/// future, its waiters tasks that yield their worker).
+pub trait AsyncMapOps: NewMap {
+    /// As [`MapOps::get_or_create`], awaited.
+    fn get_or_create_async(
+        &self,
+        i: u64,
+        init: impl FnOnce() -> Payload + Send,
+    ) -> impl Future<Output = u64> + Send;
+}
+
+/// A case of a map workload (no latency sampled: operations of tens of ns).
+fn map_case(
+    workload: &'static str,
+    op: &'static str,
+    imp: &'static str,
+    guarantee: &'static str,
+    make: fn(usize) -> Box<dyn Target>,
+) -> Case {
+    Case {
+        workload,
+        op,
+        imp,
+        guarantee,
+        latency: false,
+        make,
+    }
+}
+
+fn make_async_target<M: AsyncMapOps, const OP: usize>(threads: usize) -> Box<dyn Target> {
+    let op = [MapOp::Hit, MapOp::CreateStorm][OP];
+    Box::new(OnRuntime::new(MapTarget::new(M::new_map(op), op, threads)))
+}
+
+/// The async cases of implementation `M` (named by [`ASYNC_OPS`]).
+pub fn async_cases_of<M: AsyncMapOps>(
+    workload: &'static str,
+    imp: &'static str,
+    guarantee: &'static str,
+) -> [Case; 2] {
+    let case = |op, make| map_case(workload, op, imp, guarantee, make);
+    [
+        case(ASYNC_OPS[0], make_async_target::<M, 0>),
+        case(ASYNC_OPS[1], make_async_target::<M, 1>),
+    ]
+}
 
 fn make_target<M: NewMap, const OP: usize>(threads: usize) -> Box<dyn Target> {
     Box::new(MapTarget::new(
@@ -186,14 +246,7 @@ pub fn cases_of<M: NewMap>(
     imp: &'static str,
     guarantee: &'static str,
 ) -> [Case; 3] {
-    let case = |op, make| Case {
-        workload,
-        op,
-        imp,
-        guarantee,
-        latency: false,
-        make,
-    };
+    let case = |op, make| map_case(workload, op, imp, guarantee, make);
     [
         case(M::OPS[0], make_target::<M, 0>),
         case(M::OPS[1], make_target::<M, 1>),
@@ -409,11 +462,78 @@ impl<M: MapOps> MapTarget<M> {
     }
 }
 
+impl<M: MapOps> MapTarget<M> {
+    /// Worker `thread`'s slot, generator and an empty tally.
+    fn begin(&self, thread: usize) -> (&Worker, Rng, Tally) {
+        let worker = &self.workers[thread];
+        (
+            worker,
+            Rng(worker.rng.load(Ordering::Relaxed)),
+            Tally::default(),
+        )
+    }
+
+    /// The fresh keys of `worker`'s next `n` `create_storm` operations,
+    /// moving its cursor past them.
+    fn storm_keys(worker: &Worker, n: u64, tally: &mut Tally) -> std::ops::Range<u64> {
+        let start = worker.cursor.load(Ordering::Relaxed);
+        worker.cursor.store(start + n, Ordering::Relaxed);
+        tally.creates += n;
+        FRESH_BASE + start..FRESH_BASE + start + n
+    }
+
+    /// Adds one batch's `tally` to `worker`'s slot.
+    fn end(worker: &Worker, rng: Rng, tally: &Tally) {
+        worker.rng.store(rng.0, Ordering::Relaxed);
+        let add = |slot: &AtomicU64, v: u64| {
+            if v != 0 {
+                slot.store(slot.load(Ordering::Relaxed) + v, Ordering::Relaxed);
+            }
+        };
+        add(&worker.lookups, tally.lookups);
+        add(&worker.misses, tally.misses);
+        add(&worker.writes, tally.writes);
+        add(&worker.creates, tally.creates);
+        add(&worker.inits, tally.inits);
+        add(&worker.wrong, tally.wrong);
+    }
+}
+
+impl<M: AsyncMapOps> AsyncTarget for MapTarget<M> {
+    /// As [`Target::run`], through [`AsyncMapOps::get_or_create_async`]:
+    /// `hit` gets-or-creates present keys (the initialiser must never run),
+    /// `create_storm` walks the fresh keys as the blocking op does.
+    async fn run_async(&self, thread: usize, n: u64) {
+        let (worker, mut rng, mut tally) = self.begin(thread);
+        let keys = match self.op {
+            MapOp::CreateStorm => Self::storm_keys(worker, n, &mut tally),
+            MapOp::Hit | MapOp::Mix => 0..n,
+        };
+        for k in keys {
+            let i = match self.op {
+                MapOp::CreateStorm => k,
+                MapOp::Hit | MapOp::Mix => {
+                    tally.lookups += 1;
+                    rng.below(ENTRIES)
+                }
+            };
+            let inits = &mut tally.inits;
+            let tag = self
+                .map
+                .get_or_create_async(i, move || {
+                    *inits += 1;
+                    Payload::new(i)
+                })
+                .await;
+            tally.wrong += u64::from(black_box(tag) != i);
+        }
+        Self::end(worker, rng, &tally);
+    }
+}
+
 impl<M: MapOps> Target for MapTarget<M> {
     fn run(&self, thread: usize, n: u64) {
-        let worker = &self.workers[thread];
-        let mut rng = Rng(worker.rng.load(Ordering::Relaxed));
-        let mut tally = Tally::default();
+        let (worker, mut rng, mut tally) = self.begin(thread);
         match self.op {
             MapOp::Hit => {
                 for _ in 0..n {
@@ -436,31 +556,16 @@ impl<M: MapOps> Target for MapTarget<M> {
                 }
             }
             MapOp::CreateStorm => {
-                let start = worker.cursor.load(Ordering::Relaxed);
-                for c in start..start + n {
-                    let i = FRESH_BASE + c;
+                for i in Self::storm_keys(worker, n, &mut tally) {
                     let tag = self.map.get_or_create(i, || {
                         tally.inits += 1;
                         Payload::new(i)
                     });
                     tally.wrong += u64::from(black_box(tag) != i);
                 }
-                tally.creates += n;
-                worker.cursor.store(start + n, Ordering::Relaxed);
             }
         }
-        worker.rng.store(rng.0, Ordering::Relaxed);
-        let add = |slot: &AtomicU64, v: u64| {
-            if v != 0 {
-                slot.store(slot.load(Ordering::Relaxed) + v, Ordering::Relaxed);
-            }
-        };
-        add(&worker.lookups, tally.lookups);
-        add(&worker.misses, tally.misses);
-        add(&worker.writes, tally.writes);
-        add(&worker.creates, tally.creates);
-        add(&worker.inits, tally.inits);
-        add(&worker.wrong, tally.wrong);
+        Self::end(worker, rng, &tally);
     }
 
     fn settle(&self) {
@@ -622,6 +727,20 @@ mod tests {
         let ops: Vec<&str> = cases.iter().map(|c| c.op).collect();
         assert_eq!(ops, ["hit", "mix_90_10", "create_storm"]);
         assert_eq!(checks(cases), [Ok(()), Ok(()), Ok(())]);
+    }
+
+    impl AsyncMapOps for Plain {
+        async fn get_or_create_async(&self, i: u64, init: impl FnOnce() -> Payload + Send) -> u64 {
+            self.get_or_create(i, init)
+        }
+    }
+
+    #[test]
+    fn async_ops_run_on_the_runtime_and_are_exact() {
+        let cases = by_op([async_cases_of::<Plain>("t", "plain", "-")]);
+        let ops: Vec<&str> = cases.iter().map(|c| c.op).collect();
+        assert_eq!(ops, ASYNC_OPS);
+        assert_eq!(checks(cases), [Ok(()), Ok(())]);
     }
 
     #[test]

@@ -80,7 +80,8 @@ enum Workload {
     /// `create_storm`).
     Sessions,
     /// TTL caches: 100k u64 keys (`hit`, `mix_90_10`, `create_storm` with
-    /// `Arc` values; `hit_u64`, `mix_90_10_u64` with `u64` values).
+    /// `Arc` values; `hit_u64`, `mix_90_10_u64` with `u64` values;
+    /// `hit_async`, `create_storm_async` as tasks on a 2-worker tokio runtime).
     Cache,
     /// The cache's disk tier: 100k entries on disk (`read_through` with 64
     /// in memory; `warm_up_100k`: a restart, best with `--threads 1`).
