@@ -11,7 +11,7 @@ mod serve_util;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serve_util::{Server, metric};
+use serve_util::{Server, call, json_of, metric};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader, Lines};
 use tokio::process::{ChildStdin, ChildStdout};
 
@@ -196,6 +196,54 @@ async fn no_progress_without_a_progress_token() {
         "{text}"
     );
     drop(raw);
+    let (ok, stderr) = server.wait().await;
+    assert!(ok, "{stderr}");
+}
+
+/// Over Streamable HTTP with the rmcp client: dropping a call's future
+/// sends `notifications/cancelled` (rmcp's client does), and the server
+/// drops the work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_cancelled_call_is_counted_as_cancelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--query-cost-ms", "3000", "--no-stdio"]).await;
+    let client = server.http_client().await;
+    let args = json!({ "q": "slow over http" });
+    let abandoned = tokio::time::timeout(
+        Duration::from_millis(500),
+        call(&client, "query", args.clone()),
+    )
+    .await;
+    assert!(abandoned.is_err(), "the call is still running at 500 ms");
+    // The notification is sent as the future drops; the server counts the
+    // call as it drops the work.
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = server.metrics().await;
+        if metric(&text, "serve_calls_cancelled_total") == Some(1.0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        metric(&text, "serve_calls_cancelled_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(metric(&text, "engine_calls_total"), Some(0.0), "{text}");
+    let result = call(&client, "query", args)
+        .await
+        .expect("a later call works");
+    assert_eq!(json_of(&result)["q"], "slow over http");
+    let text = server.metrics().await;
+    assert_eq!(metric(&text, "engine_calls_total"), Some(1.0), "{text}");
+    assert_eq!(
+        metric(&text, "engine_cache_hits_total"),
+        Some(0.0),
+        "{text}"
+    );
+    let _ = client.cancel().await;
+    server.terminate();
     let (ok, stderr) = server.wait().await;
     assert!(ok, "{stderr}");
 }
