@@ -5,7 +5,7 @@
 //!
 //! ```text
 //!   stdin/stdout ──► rmcp stdio service ──┐
-//!                                          ├─► McpServer (one per MCP session) ──► Engine::call
+//!                                          ├─► McpServer (one per MCP session) ──► Engine::call_async
 //!   HTTP /mcp ──► StreamableHttpService ──┘        (request path: session → cache → stats → audit)
 //!   HTTP /metrics ──► Engine stats, Prometheus text
 //! ```
@@ -61,10 +61,13 @@ use crate::serve_tools::{self, BuildFailure, Tool};
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{
-    CallToolResult, ContentBlock, Implementation, ProtocolVersion, ServerCapabilities, ServerConfig,
+    CallToolResult, ContentBlock, Implementation, ProgressNotificationParam, ProgressToken,
+    ProtocolVersion, ServerCapabilities, ServerConfig,
 };
+use rmcp::service::RequestContext;
 use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use rmcp::{ErrorData, ServerHandler, ServiceExt as _, schemars, tool, tool_handler, tool_router};
+use rmcp::{Peer, RoleServer};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -200,6 +203,7 @@ async fn run(args: ServeArgs) -> Result<(), String> {
         gate: gate.clone(),
         query_cost: Duration::from_millis(args.query_cost_ms),
         next_session: AtomicU64::new(0),
+        cancelled: AtomicU64::new(0),
     });
     // `shutdown`: a signal or stdin EOF. `accepting`: the listener takes new
     // connections. `transport`: the MCP sessions and streams live; cancelled
@@ -299,8 +303,11 @@ async fn run(args: ServeArgs) -> Result<(), String> {
     {
         eprintln!("latchfree serve: HTTP task failed: {err}");
     }
-    // Calls past the timeout still hold the gate; the engine's shutdown
-    // waits for them inside `Engine::call` (nothing is half-recorded).
+    // Calls past the timeout were cancelled with their sessions above
+    // (`transport`: rmcp cancels each request's token), so they are dropped
+    // with `Engine::call_async`'s cancel safety; one already queued its
+    // audit event, which the engine's shutdown writes (nothing is
+    // half-recorded).
     let result = tokio::task::spawn_blocking(move || engine.shutdown())
         .await
         .map_err(|err| format!("engine shutdown task failed: {err}"))?;
@@ -471,20 +478,20 @@ fn http_router(
         max_body_bytes: args.max_body_bytes,
         sessions: sessions.clone(),
     });
-    let metrics_engine = shared.engine.clone();
+    let metrics_shared = shared.clone();
     axum::Router::new()
         .nest_service("/mcp", mcp)
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let engine = metrics_engine.clone();
+                let shared = metrics_shared.clone();
                 async move {
                     (
                         [(
                             axum::http::header::CONTENT_TYPE,
                             "text/plain; version=0.0.4; charset=utf-8",
                         )],
-                        engine.prometheus(),
+                        metrics_text(&shared),
                     )
                 }
             }),
@@ -494,6 +501,22 @@ fn http_router(
             policy,
             serve_http::guard,
         ))
+}
+
+/// The engine's Prometheus text and the server's own counter.
+fn metrics_text(shared: &ServerState) -> String {
+    let mut text = shared.engine.prometheus();
+    if !text.is_empty() && !text.ends_with('\n') {
+        text.push('\n');
+    }
+    // Relaxed: a statistic; it orders nothing else.
+    let cancelled = shared.cancelled.load(Ordering::Relaxed);
+    text.push_str(&format!(
+        "# HELP serve_calls_cancelled_total Tool calls dropped because their MCP request was cancelled.\n\
+         # TYPE serve_calls_cancelled_total counter\n\
+         serve_calls_cancelled_total {cancelled}\n"
+    ));
+    text
 }
 
 #[cfg(unix)]
@@ -561,6 +584,9 @@ struct ServerState {
     query_cost: Duration,
     /// Numbers the MCP sessions, across both transports.
     next_session: AtomicU64,
+    /// Tool calls dropped because their MCP request was cancelled
+    /// (`serve_calls_cancelled_total` in `/metrics`).
+    cancelled: AtomicU64,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -629,27 +655,68 @@ impl McpServer {
         })
     }
 
-    /// Runs one tool call through the engine's request path on a blocking
-    /// thread (the simulated cost sleeps there, not on the runtime).
+    /// Runs one tool call through the engine's async request path
+    /// ([`Engine::call_async`], no blocking thread: the simulated cost is a
+    /// timer).
     ///
     /// A tool's own failure is a tool result with `isError` (the MCP way:
     /// the model sees it); the engine refusing the call (a capacity reached,
     /// shut down, the audit log failing) is a JSON-RPC internal error.
-    async fn call(&self, tool: Tool, args_json: String) -> Result<CallToolResult, ErrorData> {
+    ///
+    /// # Cancellation
+    ///
+    /// rmcp cancels the request's token on `notifications/cancelled` for it
+    /// (and when its MCP session ends, e.g. stdin EOF); rmcp then sends no
+    /// reply. The call's future is dropped at its next suspension point, and
+    /// it is counted in `serve_calls_cancelled_total`, never as a completed
+    /// call. What it leaves behind follows `Engine::call_async`'s cancel
+    /// safety:
+    ///
+    /// * cancelled while it leads a `query` load (the simulated cost): the
+    ///   load is abandoned, nothing is cached, and a call waiting for the
+    ///   same text runs its own load; so does the next call;
+    /// * cancelled while it waits for another call's load: nothing of it;
+    /// * in either case the call is neither counted in the engine's
+    ///   counters nor audited; the registry session it created (its first
+    ///   call) stays, with this call in its `calls`;
+    /// * cancelled while it waits for its audit line's guarantee
+    ///   (`--durability os|disk`): it is already counted and its audit event
+    ///   queued, and the line will be written; it is still counted as
+    ///   cancelled (its reply is not sent).
+    ///
+    /// A call whose future had already completed when the cancellation came
+    /// is a normal call (rmcp drops its reply).
+    async fn call(
+        &self,
+        tool: Tool,
+        args_json: String,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
         let _admitted = self.shared.gate.enter().await?;
-        let shared = self.shared.clone();
         let session = self.session_id().to_owned();
-        let reply = tokio::task::spawn_blocking(move || {
-            serve_tools::run(
-                &shared.engine,
-                &session,
-                tool,
-                &args_json,
-                shared.query_cost,
-            )
-        })
-        .await
-        .map_err(|err| ErrorData::internal_error(format!("tool task failed: {err}"), None))?;
+        let progress = Progress {
+            token: context.meta.get_progress_token(),
+            peer: context.peer,
+        };
+        let work = serve_tools::run(
+            &self.shared.engine,
+            &session,
+            tool,
+            &args_json,
+            self.shared.query_cost,
+            progress,
+        );
+        let reply = tokio::select! {
+            // Cancellation first: a call cancelled and ready at once is
+            // dropped, not half-counted.
+            biased;
+            () = context.ct.cancelled() => {
+                // Relaxed: a statistic; it orders nothing else.
+                self.shared.cancelled.fetch_add(1, Ordering::Relaxed);
+                return Err(ErrorData::internal_error("the request was cancelled", None));
+            }
+            reply = work => reply,
+        };
         match reply {
             // Structured content (per the tool's `outputSchema`) and the
             // same JSON as text, for clients before 2025-06-18.
@@ -672,6 +739,7 @@ impl McpServer {
     async fn query(
         &self,
         Parameters(args): Parameters<QueryArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
         // Checked before the request path, like the schema check rmcp does
         // first: a rejected call reaches neither the engine nor the audit log.
@@ -687,7 +755,7 @@ impl McpServer {
             )));
         }
         let args_json = serde_json::json!({ "q": args.q, "limit": limit }).to_string();
-        self.call(Tool::Query, args_json).await
+        self.call(Tool::Query, args_json, context).await
     }
 
     /// The registry session of this MCP session.
@@ -699,8 +767,9 @@ impl McpServer {
     async fn session_info(
         &self,
         Parameters(_): Parameters<NoArgs>,
+        context: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        self.call(Tool::SessionInfo, "{}".to_owned()).await
+        self.call(Tool::SessionInfo, "{}".to_owned(), context).await
     }
 
     /// Server-wide counters.
@@ -709,8 +778,42 @@ impl McpServer {
         annotations(read_only_hint = true, idempotent_hint = true, destructive_hint = false, open_world_hint = false),
         description = "Server-wide statistics: tool calls, errors, bytes, sessions, cache hits and misses."
     )]
-    async fn stats(&self, Parameters(_): Parameters<NoArgs>) -> Result<CallToolResult, ErrorData> {
-        self.call(Tool::Stats, "{}".to_owned()).await
+    async fn stats(
+        &self,
+        Parameters(_): Parameters<NoArgs>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        self.call(Tool::Stats, "{}".to_owned(), context).await
+    }
+}
+
+/// `notifications/progress` for a `query` load, when the request carried a
+/// `progressToken` in `_meta`: progress 0 of 1 when the load starts, 1 of 1
+/// when it ends. Only the call that runs the load reports it; a cache hit,
+/// or a call that joins another call's load, sends none (it runs no load).
+/// A notification that cannot be sent is dropped (the call goes on).
+struct Progress {
+    token: Option<ProgressToken>,
+    peer: Peer<RoleServer>,
+}
+
+impl Progress {
+    async fn notify(&self, progress: f64, message: &str) {
+        if let Some(token) = &self.token {
+            let param = ProgressNotificationParam::new(token.clone(), progress)
+                .with_total(1.0)
+                .with_message(message);
+            let _ = self.peer.notify_progress(param).await;
+        }
+    }
+}
+
+impl serve_tools::LoadProgress for Progress {
+    async fn started(&self) {
+        self.notify(0.0, "query load started").await;
+    }
+    async fn finished(&self) {
+        self.notify(1.0, "query load done").await;
     }
 }
 

@@ -1,7 +1,7 @@
 //! The server's tools and its engine: how `latchfree serve` builds its
 //! [`Engine`] and what each tool computes inside the request path.
 //!
-//! Each tool is one [`Engine::call`]: the session step, then (for `query`)
+//! Each tool is one [`Engine::call_async`]: the session step, then (for `query`)
 //! the cache step, then the tool closure below, then the stats batch and the
 //! audit event. The closures only compute; everything shared goes through
 //! the engine.
@@ -104,56 +104,107 @@ impl From<String> for BuildFailure {
     }
 }
 
-/// Runs one tool call through the engine's request path. Blocking: the
-/// simulated cost of a `query` miss sleeps on the calling thread.
-pub fn run(
+/// Runs one tool call through the engine's request path
+/// ([`Engine::call_async`]): nothing here blocks a runtime thread; the
+/// simulated cost of a `query` miss is a timer.
+///
+/// `load` is told when this call starts and ends a `query` load (it runs
+/// only for the call that leads the load: a hit, or a call that joins
+/// another call's load, runs no tool).
+///
+/// Cancel safety: that of [`Engine::call_async`]; dropping the future
+/// while it leads a load abandons the load, and the next caller of the key
+/// (waiting already, or later) runs its own.
+pub async fn run<P>(
     engine: &Engine,
     session_id: &str,
     tool: Tool,
     args_json: &str,
     query_cost: Duration,
-) -> Result<String, EngineError> {
+    load: P,
+) -> Result<String, EngineError>
+where
+    P: LoadProgress,
+{
     let call = Call::new(session_id, tool.name(), args_json);
     let reply = match tool {
-        Tool::Query => engine.call(&call, |args| {
-            if !query_cost.is_zero() {
-                std::thread::sleep(query_cost);
-            }
-            query_result(args)
-        })?,
+        Tool::Query => {
+            engine
+                .call_async(&call, move |args| {
+                    // Computed up front: the future may not borrow `args`.
+                    let result = query_result(args);
+                    async move {
+                        load.started().await;
+                        if !query_cost.is_zero() {
+                            tokio::time::sleep(query_cost).await;
+                        }
+                        load.finished().await;
+                        result
+                    }
+                })
+                .await?
+        }
         // The session step has run when the closure does: the session is
         // live and its count includes this call.
-        Tool::SessionInfo => engine.call(&call, |_| {
-            let session = engine
-                .session(session_id)
-                .ok_or_else(|| ToolError::new("the session expired during the call"))?;
-            let created = session
-                .created()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            let info = SessionOutput {
-                session: session.id().to_owned(),
-                calls: session.calls(),
-                created_unix_ms: created.as_millis() as u64,
-            };
-            serde_json::to_string(&info).map_err(|err| ToolError::new(err.to_string()))
-        })?,
+        Tool::SessionInfo => {
+            engine
+                .call_async(&call, |_| {
+                    std::future::ready(session_info(engine, session_id))
+                })
+                .await?
+        }
         // Counters as of before this call's own stats batch.
-        Tool::Stats => engine.call(&call, |_| {
-            let stats = StatsOutput {
-                counters: engine.counters(),
-                sessions_live: engine.session_count() as u64,
-                engine: if engine.is_locked() {
-                    "locked"
-                } else {
-                    "latchfree"
-                }
-                .to_owned(),
-            };
-            serde_json::to_string(&stats).map_err(|err| ToolError::new(err.to_string()))
-        })?,
+        Tool::Stats => {
+            engine
+                .call_async(&call, |_| std::future::ready(stats(engine)))
+                .await?
+        }
     };
     Ok(reply.output.to_string())
+}
+
+/// What [`run`] reports about a `query` load it leads.
+pub trait LoadProgress: Send {
+    /// The load starts (before the simulated cost).
+    fn started(&self) -> impl std::future::Future<Output = ()> + Send;
+    /// The load is done (its result follows).
+    fn finished(&self) -> impl std::future::Future<Output = ()> + Send;
+}
+
+/// No progress reports.
+impl LoadProgress for () {
+    async fn started(&self) {}
+    async fn finished(&self) {}
+}
+
+fn session_info(engine: &Engine, session_id: &str) -> Result<String, ToolError> {
+    let session = engine
+        .session(session_id)
+        .ok_or_else(|| ToolError::new("the session expired during the call"))?;
+    let created = session
+        .created()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let info = SessionOutput {
+        session: session.id().to_owned(),
+        calls: session.calls(),
+        created_unix_ms: created.as_millis() as u64,
+    };
+    serde_json::to_string(&info).map_err(|err| ToolError::new(err.to_string()))
+}
+
+fn stats(engine: &Engine) -> Result<String, ToolError> {
+    let stats = StatsOutput {
+        counters: engine.counters(),
+        sessions_live: engine.session_count() as u64,
+        engine: if engine.is_locked() {
+            "locked"
+        } else {
+            "latchfree"
+        }
+        .to_owned(),
+    };
+    serde_json::to_string(&stats).map_err(|err| ToolError::new(err.to_string()))
 }
 
 /// The `query` tool's structured result (its `outputSchema`).
