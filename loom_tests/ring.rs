@@ -223,6 +223,18 @@ fn drain_into(consumer: &mut Consumer, out: &mut Vec<Vec<u8>>) -> usize {
     consumer.drain(usize::MAX, |record| out.push(record.to_vec()))
 }
 
+/// Drains `consumer` until it has received `n` records, sleeping in its
+/// `wait` whenever the ring is empty: only wake-ups can end those sleeps.
+fn receive(consumer: &mut Consumer, n: usize) -> Vec<Vec<u8>> {
+    let mut received = Vec::new();
+    while received.len() < n {
+        if drain_into(consumer, &mut received) == 0 {
+            consumer.wait(Duration::from_secs(3600));
+        }
+    }
+    received
+}
+
 /// `received` holds exactly the records of `accepted` (one list per
 /// producer, in push order), each once, and each producer's in its order.
 fn assert_exactly_once_in_order(received: &[Vec<u8>], accepted: &[Vec<Vec<u8>>]) {
@@ -417,12 +429,7 @@ fn consumer_wait_is_woken() {
             (results, producer)
         });
 
-        let mut received = Vec::new();
-        while received.len() < 2 {
-            if drain_into(&mut consumer, &mut received) == 0 {
-                consumer.wait(Duration::from_secs(3600));
-            }
-        }
+        let received = receive(&mut consumer, 2);
         let (results, producer) = writer.join().unwrap();
         drop(consumer);
         drop(producer);
@@ -453,12 +460,7 @@ fn a_quiet_push_woken_later_is_not_lost() {
             (results, producer)
         });
 
-        let mut received = Vec::new();
-        while received.len() < 2 {
-            if drain_into(&mut consumer, &mut received) == 0 {
-                consumer.wait(Duration::from_secs(3600));
-            }
-        }
+        let received = receive(&mut consumer, 2);
         let (results, producer) = writer.join().unwrap();
         drop(consumer);
         drop(producer);
