@@ -230,7 +230,7 @@ impl<K> Entry<K> {
     }
 
     /// Whether the order keeps it in its main queue.
-    #[cfg(test)]
+    #[cfg(all(test, not(latchfree_loom)))]
     pub(crate) fn in_main(&self) -> bool {
         self.place() == Place::Main
     }
