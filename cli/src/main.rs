@@ -11,6 +11,7 @@ use latchfree::audit::Guarantee;
 use latchfree_bench::{self as bench, Plan, Row};
 
 mod memory;
+mod plot;
 mod serve;
 mod serve_http;
 mod serve_sessions;
@@ -120,6 +121,10 @@ struct BenchArgs {
     /// One JSON object per line on stdout instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also draw the rows into this SVG file: throughput and latency
+    /// percentiles by thread count, one line per implementation.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
     /// `mixed`: distinct session ids.
     #[arg(long, default_value_t = 10_000)]
     ids: u64,
@@ -225,6 +230,10 @@ fn print_rows<R: serde::Serialize>(json: bool, rows: &[R], table: impl Fn(&[R]) 
 
 /// `latchfree bench hit-ratio`: replays the traces, prints the table.
 fn hit_ratio_command(args: &BenchArgs) -> ExitCode {
+    if args.plot.is_some() {
+        eprintln!("error: --plot draws throughput by thread count; hit-ratio rows have none");
+        return ExitCode::from(2);
+    }
     let threads = args.threads.iter().copied().max().unwrap_or(1);
     let bar = ProgressBar::new_spinner();
     let rows = bench::hit_ratio::run(
@@ -338,6 +347,15 @@ fn bench_command(args: &BenchArgs) -> ExitCode {
     memory.push(memory::Sample::now());
 
     print_rows(args.json, &rows, table);
+    if let Some(path) = &args.plot {
+        match plot::write_svg(&rows, path) {
+            Ok(()) => eprintln!("plot: {}", path.display()),
+            Err(e) => {
+                eprintln!("error: --plot {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     for r in rows.iter().filter(|r| r.exact == Some(true)) {
         if let Some(detail) = &r.exact_detail {
             eprintln!(
