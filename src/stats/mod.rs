@@ -26,6 +26,11 @@
 //!   histogram's count, sum and buckets always agree. The protocol and its
 //!   memory orderings are argued in the `shard` module (and model-checked
 //!   with loom in `loom_tests/stats.rs`).
+//! * **Labels.** A series is a name plus a label set; each label set of a
+//!   name is a metric of its own (its own slots), found by name and labels
+//!   at registration (`registry` explains the lookup) and rendered under one
+//!   `# HELP`/`# TYPE` block per name in the Prometheus and OpenMetrics
+//!   text.
 //! * **Gauges** are last values ("last query time", "connections"), which
 //!   cannot be summed from shards: each is one shared, cache-padded `AtomicI64`.
 //! * **Histograms** use log-linear buckets (32 per power of two, exact below
@@ -84,7 +89,7 @@ use shard::Shard;
 pub use buckets::MAX_RELATIVE_ERROR;
 pub use registry::{MAX_NAME_LEN, MetricKind};
 pub use snapshot::LocalHistogram;
-pub use snapshot::{HistogramSnapshot, MetricValue, Snapshot};
+pub use snapshot::{HistogramSnapshot, MetricValue, Series, Snapshot};
 
 /// Why a metric could not be registered or described.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -97,6 +102,28 @@ pub enum StatsError {
     InvalidName {
         /// The rejected name.
         name: String,
+    },
+    /// A label name is not valid for series `name`: label names match
+    /// `[a-zA-Z_][a-zA-Z0-9_]*`, are 1 to [`MAX_NAME_LEN`] bytes, do not
+    /// start with `__` (reserved), and a histogram's labels do not include
+    /// `le` (its bucket label).
+    #[error(
+        "invalid label name {label:?} on metric {name:?}: label names match \
+         [a-zA-Z_][a-zA-Z0-9_]*, do not start with \"__\", and are not \"le\" on a histogram"
+    )]
+    InvalidLabelName {
+        /// The metric's name.
+        name: String,
+        /// The rejected label name.
+        label: String,
+    },
+    /// A label name appears twice in one label set.
+    #[error("label {label:?} appears twice on metric {name:?}")]
+    DuplicateLabel {
+        /// The metric's name.
+        name: String,
+        /// The repeated label name.
+        label: String,
     },
     /// The name is already registered as another kind of metric.
     #[error("metric {name:?} is already registered as a {existing}, not a {requested}")]
@@ -227,15 +254,22 @@ impl Core {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    fn register(&self, name: &str, kind: MetricKind) -> Result<Storage, StatsError> {
-        if let Some(found) = self.registry().lookup(name, kind) {
+    fn register(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        kind: MetricKind,
+    ) -> Result<Storage, StatsError> {
+        if let Some(found) = self.registry().lookup(name, labels, kind) {
             return found;
         }
-        let mut registry = self
-            .registry
+        self.registry_mut().register(name, labels, kind)
+    }
+
+    fn registry_mut(&self) -> impl std::ops::DerefMut<Target = Registry> + '_ {
+        self.registry
             .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        registry.register(name, kind)
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -279,12 +313,36 @@ impl Stats {
         }
     }
 
-    /// The counter named `name`, registering it on first use.
+    /// The counter named `name` (no labels), registering it on first use.
     ///
     /// Names follow the Prometheus grammar. The same name always returns a
     /// handle to the same counter; asking for it as another kind is an error.
     pub fn counter(&self, name: &str) -> Result<Counter, StatsError> {
-        match self.core.register(name, MetricKind::Counter)? {
+        self.counter_with(name, &[])
+    }
+
+    /// The counter series `name{labels}`, registering it on first use.
+    ///
+    /// The same name and label set, in any order, always returns a handle to
+    /// the same series. Label names follow the Prometheus grammar (see
+    /// [`StatsError::InvalidLabelName`]); values may be any string. Every
+    /// series of one name has one kind: asking for another is
+    /// [`StatsError::KindMismatch`].
+    ///
+    /// ```
+    /// # use latchfree::stats::Stats;
+    /// let stats = Stats::new();
+    /// let a = stats.counter_with("hits_total", &[("cache", "query"), ("tier", "memory")])?;
+    /// let b = stats.counter_with("hits_total", &[("tier", "memory"), ("cache", "query")])?;
+    /// a.inc();
+    /// b.inc();
+    /// let snap = stats.snapshot();
+    /// assert_eq!(snap.counter_with("hits_total", &[("tier", "memory"), ("cache", "query")]), Some(2));
+    /// assert!(stats.gauge_with("hits_total", &[("cache", "other")]).is_err());
+    /// # Ok::<(), latchfree::stats::StatsError>(())
+    /// ```
+    pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Counter, StatsError> {
+        match self.core.register(name, labels, MetricKind::Counter)? {
             Storage::Counter { slot } => Ok(Counter {
                 core: self.core.clone(),
                 slot,
@@ -293,17 +351,34 @@ impl Stats {
         }
     }
 
-    /// The gauge named `name`, registering it on first use.
+    /// The gauge named `name` (no labels), registering it on first use.
     pub fn gauge(&self, name: &str) -> Result<Gauge, StatsError> {
-        match self.core.register(name, MetricKind::Gauge)? {
+        self.gauge_with(name, &[])
+    }
+
+    /// The gauge series `name{labels}`, registering it on first use (labels
+    /// as in [`counter_with`](Self::counter_with)).
+    pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Gauge, StatsError> {
+        match self.core.register(name, labels, MetricKind::Gauge)? {
             Storage::Gauge { cell } => Ok(Gauge { cell }),
             _ => unreachable!("register returns the requested kind"),
         }
     }
 
-    /// The histogram named `name`, registering it on first use.
+    /// The histogram named `name` (no labels), registering it on first use.
     pub fn histogram(&self, name: &str) -> Result<Histogram, StatsError> {
-        match self.core.register(name, MetricKind::Histogram)? {
+        self.histogram_with(name, &[])
+    }
+
+    /// The histogram series `name{labels}`, registering it on first use
+    /// (labels as in [`counter_with`](Self::counter_with); `le` is refused,
+    /// being the bucket label).
+    pub fn histogram_with(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Histogram, StatsError> {
+        match self.core.register(name, labels, MetricKind::Histogram)? {
             Storage::Histogram { base } => Ok(Histogram {
                 core: self.core.clone(),
                 base,
@@ -312,15 +387,20 @@ impl Stats {
         }
     }
 
-    /// Sets the help text of a registered metric (shown as `# HELP` in
-    /// Prometheus output).
+    /// Sets the help text of a registered metric name, for all its series
+    /// (shown as `# HELP` in Prometheus and OpenMetrics output).
     pub fn describe(&self, name: &str, help: &str) -> Result<(), StatsError> {
-        let mut registry = self
-            .core
-            .registry
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        registry.describe(name, help)
+        self.core.registry_mut().describe(name, help)
+    }
+
+    /// Sets the unit of metric name `name` (registered or not yet), for all
+    /// its series: OpenMetrics output shows it as `# UNIT` when the name ends
+    /// in `_` and the unit, as that format requires. Units are lower-case
+    /// words such as `seconds` or `bytes`.
+    pub fn describe_unit(&self, name: &str, unit: &str) -> Result<(), StatsError> {
+        self.core
+            .registry_mut()
+            .describe_family(name, None, Some(unit))
     }
 
     /// Applies every update `f` makes to the [`Batch`] as one unit: each

@@ -1,5 +1,5 @@
-//! Point-in-time values: [`Snapshot`], [`HistogramSnapshot`], JSON (serde) and
-//! the Prometheus text exposition format.
+//! Point-in-time values: [`Snapshot`], [`HistogramSnapshot`], JSON (serde),
+//! and the Prometheus and OpenMetrics text formats.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -230,7 +230,8 @@ impl MetricValue {
     }
 }
 
-/// Every metric of a [`Stats`](super::Stats) at one moment, sorted by name.
+/// Every series of a [`Stats`](super::Stats) at one moment, sorted by name,
+/// then by label set.
 ///
 /// Each thread's batches appear entirely or not at all. Different threads'
 /// shards are read one after another, so the snapshot is not one instant
@@ -238,16 +239,63 @@ impl MetricValue {
 /// earlier snapshot taken by the same thread.
 ///
 /// Serialises (serde) as
-/// `{"counters": {name: n}, "gauges": {name: n}, "histograms": {name: {...}}}`,
-/// and renders the Prometheus text format with [`to_prometheus`](Self::to_prometheus).
+/// `{"counters": {series: n}, "gauges": {series: n}, "histograms": {series: {...}}}`
+/// where a series is its name, followed by `{label="value",...}` when it has
+/// labels (written as in the Prometheus format); renders the Prometheus text
+/// format with [`to_prometheus`](Self::to_prometheus) and OpenMetrics with
+/// [`to_openmetrics`](Self::to_openmetrics).
 #[derive(Clone, Debug)]
 pub struct Snapshot {
     pub(crate) entries: Arc<[Entry]>,
     pub(crate) values: Vec<MetricValue>,
 }
 
+/// One series of a [`Snapshot`]: a name, a label set and a value.
+#[derive(Clone, Copy, Debug)]
+pub struct Series<'a> {
+    entry: &'a Entry,
+    value: &'a MetricValue,
+}
+
+impl<'a> Series<'a> {
+    /// The metric's name.
+    pub fn name(&self) -> &'a str {
+        &self.entry.name
+    }
+
+    /// The labels, sorted by label name.
+    pub fn labels(&self) -> impl ExactSizeIterator<Item = (&'a str, &'a str)> + 'a {
+        self.entry.labels.iter().map(|(k, v)| (&**k, &**v))
+    }
+
+    /// The value.
+    pub fn value(&self) -> &'a MetricValue {
+        self.value
+    }
+
+    /// The help text of the metric's name, if described.
+    pub fn help(&self) -> Option<&'a str> {
+        self.entry.help.as_deref()
+    }
+
+    /// The unit of the metric's name, if described.
+    pub fn unit(&self) -> Option<&'a str> {
+        self.entry.unit.as_deref()
+    }
+}
+
+/// Runs `f` on a copy of `labels` sorted by label name, for a lookup by
+/// label set in any order.
+fn with_sorted<R>(labels: &[(&str, &str)], f: impl FnOnce(&[(&str, &str)]) -> R) -> R {
+    let mut sorted: Vec<(&str, &str)> = labels.to_vec();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    f(&sorted)
+}
+
 impl Snapshot {
-    /// All metrics, sorted by name.
+    /// All series as `(name, value)`, sorted by name then labels. A name
+    /// with several label sets appears once per series; see
+    /// [`series`](Self::series) for the labels.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &MetricValue)> + '_ {
         self.entries
             .iter()
@@ -255,7 +303,15 @@ impl Snapshot {
             .zip(self.values.iter())
     }
 
-    /// Number of metrics.
+    /// All series with their labels, sorted by name, then label set.
+    pub fn series(&self) -> impl ExactSizeIterator<Item = Series<'_>> + '_ {
+        self.entries
+            .iter()
+            .zip(self.values.iter())
+            .map(|(entry, value)| Series { entry, value })
+    }
+
+    /// Number of series.
     pub fn len(&self) -> usize {
         self.values.len()
     }
@@ -265,71 +321,227 @@ impl Snapshot {
         self.values.is_empty()
     }
 
-    /// The value of metric `name`, if registered.
+    /// The value of metric `name` without labels, if registered.
     pub fn get(&self, name: &str) -> Option<&MetricValue> {
-        let i = self
-            .entries
-            .binary_search_by(|e| (*e.name).cmp(name))
-            .ok()?;
+        self.get_with(name, &[])
+    }
+
+    /// The value of series `name{labels}` (labels in any order), if
+    /// registered.
+    pub fn get_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<&MetricValue> {
+        let i = with_sorted(labels, |sorted| {
+            self.entries
+                .binary_search_by(|e| e.cmp_key(name, sorted))
+                .ok()
+        })?;
         self.values.get(i)
     }
 
-    /// The total of counter `name` (`None` if it is not a registered counter).
+    /// The total of counter `name` without labels (`None` if it is not a
+    /// registered counter).
     pub fn counter(&self, name: &str) -> Option<u64> {
-        match self.get(name)? {
+        self.counter_with(name, &[])
+    }
+
+    /// The total of counter series `name{labels}`.
+    pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        match self.get_with(name, labels)? {
             MetricValue::Counter(n) => Some(*n),
             _ => None,
         }
     }
 
-    /// The value of gauge `name` (`None` if it is not a registered gauge).
+    /// The value of gauge `name` without labels (`None` if it is not a
+    /// registered gauge).
     pub fn gauge(&self, name: &str) -> Option<i64> {
-        match self.get(name)? {
+        self.gauge_with(name, &[])
+    }
+
+    /// The value of gauge series `name{labels}`.
+    pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
+        match self.get_with(name, labels)? {
             MetricValue::Gauge(n) => Some(*n),
             _ => None,
         }
     }
 
-    /// The distribution of histogram `name` (`None` if not a registered histogram).
+    /// The distribution of histogram `name` without labels (`None` if not a
+    /// registered histogram).
     pub fn histogram(&self, name: &str) -> Option<&HistogramSnapshot> {
-        match self.get(name)? {
+        self.histogram_with(name, &[])
+    }
+
+    /// The distribution of histogram series `name{labels}`.
+    pub fn histogram_with(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<&HistogramSnapshot> {
+        match self.get_with(name, labels)? {
             MetricValue::Histogram(h) => Some(h),
             _ => None,
         }
     }
 
-    /// Renders the Prometheus text exposition format (version 0.0.4):
-    /// `# HELP` (when described) and `# TYPE` lines, then the samples;
-    /// histograms as cumulative `_bucket{le="…"}` lines ending in `+Inf`,
-    /// then `_sum` and `_count`.
+    /// Renders the Prometheus text exposition format (version 0.0.4).
+    ///
+    /// The series of one name form one block under one `# HELP` (when
+    /// described) and `# TYPE` line. Labels are written sorted by label
+    /// name, values escaped (`\\`, `\"`, `\n`). Histograms are cumulative
+    /// `_bucket{…,le="…"}` lines ending in `+Inf`, then `_sum` and `_count`,
+    /// each with the series' labels.
     pub fn to_prometheus(&self) -> String {
-        let mut out = String::with_capacity(64 * self.len());
+        self.render(Format::Prometheus)
+    }
+
+    /// Renders the OpenMetrics text format (1.0.0).
+    ///
+    /// As [`to_prometheus`](Self::to_prometheus), with the differences that
+    /// format makes: a counter's family is named without `_total` and its
+    /// sample with it (`# TYPE requests counter`, `requests_total 3`); a
+    /// described unit is written as `# UNIT` when the name ends in `_` and
+    /// the unit (OpenMetrics requires that suffix; otherwise the unit is
+    /// left out); counters and histograms carry `_created` (when the series
+    /// was registered, in seconds since the Unix epoch); the text ends with
+    /// `# EOF`.
+    pub fn to_openmetrics(&self) -> String {
+        self.render(Format::OpenMetrics)
+    }
+
+    fn render(&self, format: Format) -> String {
+        let om = format == Format::OpenMetrics;
+        let mut out = String::with_capacity(64 * self.len() + 8);
+        let mut labels = String::new();
+        let mut previous: Option<&str> = None;
         for (entry, value) in self.entries.iter().zip(&self.values) {
             let name = &*entry.name;
-            if let Some(help) = &entry.help {
-                let help = help.replace('\\', "\\\\").replace('\n', "\\n");
-                let _ = writeln!(out, "# HELP {name} {help}");
+            let counter_base = match (om, value) {
+                (true, MetricValue::Counter(_)) => name.strip_suffix("_total").unwrap_or(name),
+                _ => name,
+            };
+            if previous != Some(name) {
+                previous = Some(name);
+                if let Some(help) = &entry.help {
+                    let _ = writeln!(out, "# HELP {counter_base} {}", escape_help(help, om));
+                }
+                let _ = writeln!(out, "# TYPE {counter_base} {}", value.kind());
+                if let Some(unit) = entry.unit.as_deref().filter(|u| {
+                    om && counter_base
+                        .strip_suffix(*u)
+                        .is_some_and(|rest| rest.ends_with('_'))
+                }) {
+                    let _ = writeln!(out, "# UNIT {counter_base} {unit}");
+                }
             }
-            let _ = writeln!(out, "# TYPE {name} {}", value.kind());
+            labels.clear();
+            for (i, (k, v)) in entry.labels.iter().enumerate() {
+                if i > 0 {
+                    labels.push(',');
+                }
+                let _ = write!(labels, "{k}=\"");
+                escape_label_value(&mut labels, v);
+                labels.push('"');
+            }
+            let braced = |extra: &str| -> String {
+                match (labels.is_empty(), extra.is_empty()) {
+                    (true, true) => String::new(),
+                    (true, false) => format!("{{{extra}}}"),
+                    (false, true) => format!("{{{labels}}}"),
+                    (false, false) => format!("{{{labels},{extra}}}"),
+                }
+            };
+            let plain = braced("");
             match value {
                 MetricValue::Counter(n) => {
-                    let _ = writeln!(out, "{name} {n}");
+                    let _ = writeln!(
+                        out,
+                        "{counter_base}{}{plain} {n}",
+                        if om { "_total" } else { "" }
+                    );
+                    if om {
+                        let _ = writeln!(out, "{counter_base}_created{plain} {}", entry.created);
+                    }
                 }
                 MetricValue::Gauge(n) => {
-                    let _ = writeln!(out, "{name} {n}");
+                    let _ = writeln!(out, "{name}{plain} {n}");
                 }
                 MetricValue::Histogram(h) => {
                     for (le, n) in h.cumulative_le() {
-                        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {n}");
+                        let le = if om {
+                            format!("{le}.0")
+                        } else {
+                            le.to_string()
+                        };
+                        let _ =
+                            writeln!(out, "{name}_bucket{} {n}", braced(&format!("le=\"{le}\"")));
                     }
-                    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
-                    let _ = writeln!(out, "{name}_sum {}", h.sum);
-                    let _ = writeln!(out, "{name}_count {}", h.count);
+                    let _ = writeln!(out, "{name}_bucket{} {}", braced("le=\"+Inf\""), h.count);
+                    let _ = writeln!(out, "{name}_sum{plain} {}", h.sum);
+                    let _ = writeln!(out, "{name}_count{plain} {}", h.count);
+                    if om {
+                        let _ = writeln!(out, "{name}_created{plain} {}", entry.created);
+                    }
                 }
             }
         }
+        if om {
+            out.push_str("# EOF\n");
+        }
         out
     }
+}
+
+/// The text formats [`Snapshot`] renders.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Prometheus,
+    OpenMetrics,
+}
+
+/// Escapes a `# HELP` text: `\\` and `\n`, and in OpenMetrics also `\"`.
+fn escape_help(help: &str, openmetrics: bool) -> String {
+    let mut out = String::with_capacity(help.len());
+    for c in help.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if openmetrics => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Appends a label value, escaped: `\\`, `\"` and `\n`.
+pub(crate) fn escape_label_value(out: &mut String, value: &str) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+}
+
+/// A series written as in the Prometheus format: `name` or
+/// `name{k="v",...}` (the serde key of a series).
+fn series_key(entry: &Entry) -> String {
+    let mut key = entry.name.to_string();
+    if !entry.labels.is_empty() {
+        key.push('{');
+        for (i, (k, v)) in entry.labels.iter().enumerate() {
+            if i > 0 {
+                key.push(',');
+            }
+            key.push_str(k);
+            key.push_str("=\"");
+            escape_label_value(&mut key, v);
+            key.push('"');
+        }
+        key.push('}');
+    }
+    key
 }
 
 impl Serialize for Snapshot {
@@ -338,11 +550,12 @@ impl Serialize for Snapshot {
         impl<F: Fn(&MetricValue) -> bool> Serialize for Only<'_, F> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 let mut map = s.serialize_map(None)?;
-                for (name, value) in self.0.iter().filter(|(_, v)| (self.1)(v)) {
-                    match value {
-                        MetricValue::Counter(n) => map.serialize_entry(name, n)?,
-                        MetricValue::Gauge(n) => map.serialize_entry(name, n)?,
-                        MetricValue::Histogram(h) => map.serialize_entry(name, h)?,
+                for series in self.0.series().filter(|s| (self.1)(s.value())) {
+                    let key = series_key(series.entry);
+                    match series.value() {
+                        MetricValue::Counter(n) => map.serialize_entry(&key, n)?,
+                        MetricValue::Gauge(n) => map.serialize_entry(&key, n)?,
+                        MetricValue::Histogram(h) => map.serialize_entry(&key, h)?,
                     }
                 }
                 map.end()
