@@ -316,7 +316,7 @@ fn labelled_series_parse_back_with_prometheus_parse() {
         stats
             .gauge_with("cache_entries", &[("cache", cache)])
             .unwrap()
-            .set(-(hits as i64));
+            .set(-(hits as f64));
         let h = stats
             .histogram_with("cache_load_ns", &[("cache", cache), ("tier", "disk")])
             .unwrap();
@@ -354,7 +354,7 @@ fn labelled_series_parse_back_with_prometheus_parse() {
             .unwrap_or_else(|| panic!("{sample:?}"));
         match (&sample.value, want.value()) {
             (Value::Counter(got), MetricValue::Counter(n)) => assert_eq!(*got, *n as f64),
-            (Value::Gauge(got), MetricValue::Gauge(n)) => assert_eq!(*got, *n as f64),
+            (Value::Gauge(got), MetricValue::Gauge(n)) => assert_eq!(*got, *n),
             (Value::Histogram(buckets), MetricValue::Histogram(h)) => {
                 assert_eq!(sample.labels.get("tier"), Some("disk"));
                 let inf = buckets.iter().find(|b| b.less_than.is_infinite()).unwrap();
@@ -378,7 +378,7 @@ fn openmetrics_names_counters_units_created_and_ends_with_eof() {
         .unwrap()
         .add(4);
     stats.counter("jobs").unwrap().add(2);
-    stats.gauge("queue_bytes").unwrap().set(512);
+    stats.gauge("queue_bytes").unwrap().set(512.0);
     stats.histogram("latency_seconds").unwrap().record(3);
     stats.describe_unit("queue_bytes", "bytes").unwrap();
     stats.describe_unit("latency_seconds", "seconds").unwrap();

@@ -31,11 +31,79 @@
 //!   at registration (`registry` explains the lookup) and rendered under one
 //!   `# HELP`/`# TYPE` block per name in the Prometheus and OpenMetrics
 //!   text.
-//! * **Gauges** are last values ("last query time", "connections"), which
-//!   cannot be summed from shards: each is one shared, cache-padded `AtomicI64`.
+//! * **Gauges** are last values (`f64`, as in Prometheus and the `metrics`
+//!   facade) that any thread sets or adds to, and that join batches; see
+//!   "Gauges" below.
 //! * **Histograms** use log-linear buckets (32 per power of two, exact below
 //!   64) and report percentiles within [`MAX_RELATIVE_ERROR`] (1/64 ≈ 1.6 %)
 //!   of the exact nearest-rank value; count, sum and max are exact.
+//!
+//! # Gauges
+//!
+//! A last value cannot be summed from shards, and a gauge that lived in one
+//! shared word (as it did) could not join a batch: a snapshot reads the
+//! shards under their sequence locks, and a shared word is outside all of
+//! them, so a batch's counters could be seen without its gauge change or
+//! the other way round. So a gauge lives in the shards too, four slots in
+//! each, plus one shared word, its *order* (`GaugeCell`):
+//!
+//! * A **set** takes an order number (`fetch_add` on the order), then
+//!   writes `(order, value)` into its own shard's `SET_ORDER`/`SET_VALUE`
+//!   inside the shard's bracket. In a batch, the number is taken when the
+//!   batch is applied, and the write is in the batch's bracket with its
+//!   other updates.
+//! * An **add** reads the order: the set it applies to, its *epoch*. Its
+//!   shard keeps `ADD_EPOCH` and `ADD_SUM`, the sum of this shard's adds to
+//!   that set; an add to a newer set restarts the sum, an add to an older
+//!   one (which a newer set has replaced) is dropped. In a batch, an add
+//!   after a set of the same gauge applies to that set.
+//! * A **read** (snapshot or `Gauge::get`) takes the set with the largest
+//!   order number over all shards and adds the sums whose epoch is that
+//!   number. A gauge never set has order 0, and its adds epoch 0.
+//!
+//! Why this is the gauge's meaning. Sets are ordered by their numbers, so
+//! of two sets the one that began later wins, whichever shard applies it
+//! last: an unbatched `set` another thread makes after a batch was applied
+//! wins over the batch's set; one made while the batch's closure still ran
+//! loses to it (the batch takes effect when it is applied). An add is
+//! ordered after the set whose number it read and before any newer one
+//! (which began after the add read the order, so the two overlap and either
+//! order is a correct history). Concurrent adds are never lost to one
+//! another, since each thread sums only its own. `set(5)` in one thread,
+//! then `add(1)` in another reads 6. A thread that *saw* a set (through a
+//! snapshot or `get`) and then adds applies its add to that set or a newer
+//! one: its validated read synchronised with the setter's bracket, which
+//! comes after the set took its number, so its load of the order returns
+//! that number or a later one (coherence). This is why the number is taken
+//! before the shard write and not announced after it: announced after, a
+//! reader could see the set, add, and have its add read an older epoch and
+//! be dropped.
+//!
+//! The cost of that choice: between a set taking its number and its
+//! bracketed write (a few instructions; longer only if the setter is
+//! preempted there), an add in another thread applies to a set no reader
+//! can see yet, so reads leave that add out until the set lands. No add is
+//! lost; it is late by at most the setter's write.
+//!
+//! All or nothing: a gauge set or add in a batch is written inside the
+//! batch's bracket, so a snapshot that sees any of the batch sees its gauge
+//! slots too, and reports that set's value (or a newer set's) with the
+//! adds made to it.
+//!
+//! Cost. A set is one read-modify-write of the gauge's shared line and a
+//! bracketed write of two own slots; an add is one load of that line and a
+//! bracketed write. A gauge set from many threads at once contends on its
+//! line, as the shared word did; adds only read it.
+//!
+//! Representation: `f64` bits in `u64` slots and words. The `atomic`
+//! crate's `Atomic<f64>` compiles to the same `AtomicU64` operations (and a
+//! CAS loop for an add); measured on this 2-core VM (20 M operations per
+//! thread, median of 5 rounds), a shared-word store took 0.37 ns either way
+//! at 1 thread and 0.73 / 0.72 ns at 2, and a CAS-loop add 5.24 / 5.33 ns
+//! at 1 thread and 12.7 / 20.2 ns at 2 (the contended rounds ranged from 10
+//! to 47 ns for both). No difference, so no dependency: the bits live in
+//! the `crate::sync` atomics that loom models, and the shards' add is a
+//! single-writer load and store, with no CAS at all.
 //!
 //! # Example
 //!
@@ -83,7 +151,7 @@ use crossbeam_utils::CachePadded;
 use crate::sync::atomic::Ordering;
 use crate::sync::{PerThread, RwLock};
 pub(crate) use registry::validate_name;
-use registry::{Registry, Storage, hist_slots};
+use registry::{GaugeCell, Registry, Storage, gauge_slots, hist_slots};
 use shard::Shard;
 
 pub use buckets::MAX_RELATIVE_ERROR;
@@ -360,7 +428,11 @@ impl Stats {
     /// as in [`counter_with`](Self::counter_with)).
     pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Gauge, StatsError> {
         match self.core.register(name, labels, MetricKind::Gauge)? {
-            Storage::Gauge { cell } => Ok(Gauge { cell }),
+            Storage::Gauge { base, cell } => Ok(Gauge {
+                core: self.core.clone(),
+                base,
+                cell,
+            }),
             _ => unreachable!("register returns the requested kind"),
         }
     }
@@ -407,7 +479,8 @@ impl Stats {
     /// snapshot sees all of them or none.
     ///
     /// The updates are buffered while `f` runs and applied after it returns,
-    /// so a panic in `f` applies nothing. Gauges are not part of batches.
+    /// so a panic in `f` applies nothing. Gauge sets and adds
+    /// ([`Batch::set`], [`Batch::add_gauge`]) are part of the batch too.
     ///
     /// ```
     /// # use latchfree::stats::Stats;
@@ -427,9 +500,13 @@ impl Stats {
             core: &self.core,
             ops: ArrayVec::new(),
             spill: Vec::new(),
+            has_gauges: false,
         };
         let result = f(&mut batch);
         if !batch.ops.is_empty() {
+            if batch.has_gauges {
+                batch.take_gauge_orders();
+            }
             let (ops, spill) = (&batch.ops, &batch.spill);
             self.core.with_shard(|shard| {
                 shard.batch(|shard| {
@@ -500,9 +577,11 @@ impl Stats {
         let published = self.core.registry().published();
         let mut totals = vec![0u64; published.used_slots];
         let mut shard_values = Vec::with_capacity(published.used_slots);
+        let mut gauges: Vec<GaugeMerge> = Vec::new();
+        gauges.resize_with(published.entries.len(), GaugeMerge::default);
         self.core.shards.for_each(|shard| {
             shard.read_range(0..published.used_slots, &mut shard_values);
-            for entry in published.entries.iter() {
+            for (i, entry) in published.entries.iter().enumerate() {
                 match entry.storage {
                     Storage::Counter { slot } => {
                         totals[slot] = totals[slot].wrapping_add(shard_values[slot]);
@@ -511,16 +590,19 @@ impl Stats {
                         let run = base..base + HISTOGRAM_SLOTS;
                         merge_histogram(&mut totals[run.clone()], &shard_values[run]);
                     }
-                    Storage::Gauge { .. } => {}
+                    Storage::Gauge { base, .. } => {
+                        gauges[i].merge(&shard_values[base..base + gauge_slots::LEN]);
+                    }
                 }
             }
         });
         let values = published
             .entries
             .iter()
-            .map(|entry| match &entry.storage {
+            .zip(&gauges)
+            .map(|(entry, gauge)| match &entry.storage {
                 Storage::Counter { slot } => MetricValue::Counter(totals[*slot]),
-                Storage::Gauge { cell } => MetricValue::Gauge(cell.0.load(Ordering::Relaxed)),
+                Storage::Gauge { .. } => MetricValue::Gauge(gauge.value()),
                 Storage::Histogram { base } => MetricValue::Histogram(
                     HistogramSnapshot::from_slots(&totals[*base..*base + HISTOGRAM_SLOTS]),
                 ),
@@ -579,30 +661,133 @@ impl Counter {
     }
 }
 
-/// A handle to one gauge: a last value shared by all threads.
-#[derive(Clone, Debug)]
+/// One gauge's value gathered from the shards: the set with the largest
+/// order number, plus the adds made to that set (see the module docs,
+/// "Gauges").
+#[derive(Default)]
+struct GaugeMerge {
+    order: u64,
+    value: f64,
+    /// `(epoch, sum)` of each shard's adds to a set at least as new as
+    /// `order`, the latest set seen so far (older ones cannot count).
+    adds: Vec<(u64, f64)>,
+}
+
+impl GaugeMerge {
+    /// Takes one shard's gauge slots (`gauge_slots::LEN` of them).
+    fn merge(&mut self, slots: &[u64]) {
+        let (order, epoch) = (slots[gauge_slots::SET_ORDER], slots[gauge_slots::ADD_EPOCH]);
+        if order > self.order {
+            self.order = order;
+            self.value = f64::from_bits(slots[gauge_slots::SET_VALUE]);
+            let newest = self.order;
+            self.adds.retain(|&(e, _)| e >= newest);
+        }
+        let sum = f64::from_bits(slots[gauge_slots::ADD_SUM]);
+        if epoch >= self.order && sum != 0.0 {
+            self.adds.push((epoch, sum));
+        }
+    }
+
+    /// The latest set's value plus the adds made to it.
+    fn value(&self) -> f64 {
+        self.adds
+            .iter()
+            .filter(|&&(e, _)| e == self.order)
+            .fold(self.value, |v, &(_, sum)| v + sum)
+    }
+}
+
+/// A handle to one gauge: a last value (`f64`) that any thread sets or
+/// adds to. Cheap to clone, `Send + Sync`.
+///
+/// A gauge takes part in [`Stats::batch`] ([`Batch::set`],
+/// [`Batch::add_gauge`]): a snapshot sees a batch's gauge change together
+/// with its counter changes. Of two sets, the one that begins later wins
+/// (each takes an order number); an add applies to the latest set begun
+/// when it began, so `set(5)` then `add(1)` from any two threads reads 6,
+/// and an add that races a set is either kept (it came after) or replaced
+/// by it (it came before). The module docs ("Gauges") argue it.
+#[derive(Clone)]
 pub struct Gauge {
-    cell: Arc<registry::GaugeCell>,
+    core: Arc<Core>,
+    base: usize,
+    cell: Arc<GaugeCell>,
+}
+
+impl std::fmt::Debug for Gauge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gauge").field("base", &self.base).finish()
+    }
 }
 
 impl Gauge {
-    /// Sets the value.
+    /// Sets the value: one read-modify-write of the gauge's shared line
+    /// (its order number) and a bracketed write of two slots of this
+    /// thread's shard.
     #[inline]
-    pub fn set(&self, value: i64) {
-        // Relaxed: a gauge is one independent value; nothing is published with it.
-        self.cell.0.store(value, Ordering::Relaxed);
+    pub fn set(&self, value: f64) {
+        let order = next_order(&self.cell);
+        let base = self.base;
+        self.core.with_shard(|shard| {
+            shard.batch(|shard| {
+                shard.store(base + gauge_slots::SET_ORDER, order);
+                shard.store(base + gauge_slots::SET_VALUE, value.to_bits());
+            })
+        });
     }
 
-    /// Adds `delta` (wrapping), e.g. +1 / -1 for a connection count.
+    /// Adds `delta` (negative to subtract), e.g. +1 / -1 for a connection
+    /// count: one load of the shared line and a bracketed write of this
+    /// thread's shard.
     #[inline]
-    pub fn add(&self, delta: i64) {
-        self.cell.0.fetch_add(delta, Ordering::Relaxed);
+    pub fn add(&self, delta: f64) {
+        let epoch = current_order(&self.cell);
+        let base = self.base;
+        self.core
+            .with_shard(|shard| shard.batch(|shard| shard.gauge_add(base, epoch, delta)));
     }
 
-    /// The current value.
-    pub fn get(&self) -> i64 {
-        self.cell.0.load(Ordering::Relaxed)
+    /// Adds 1.
+    #[inline]
+    pub fn increment(&self) {
+        self.add(1.0);
     }
+
+    /// Subtracts 1.
+    #[inline]
+    pub fn decrement(&self) {
+        self.add(-1.0);
+    }
+
+    /// The current value, gathered from every thread's shard.
+    pub fn get(&self) -> f64 {
+        let mut merged = GaugeMerge::default();
+        let mut values = Vec::with_capacity(gauge_slots::LEN);
+        self.core.shards.for_each(|shard| {
+            shard.read_range(self.base..self.base + gauge_slots::LEN, &mut values);
+            merged.merge(&values);
+        });
+        merged.value()
+    }
+}
+
+/// The order number of a new set of the gauge whose shared word is `cell`.
+#[inline(always)]
+fn next_order(cell: &GaugeCell) -> u64 {
+    // Relaxed: the read-modify-writes of one word are totally ordered, so
+    // numbers are distinct and increase. What orders this against a reader
+    // is the setter's shard bracket, which comes after it: a reader whose
+    // validated read sees the set has synchronised with that bracket, and
+    // its own later `current_order` returns this number or a later one.
+    cell.0.fetch_add(1, Ordering::Relaxed) + 1
+}
+
+/// The set an add made now applies to: the latest begun.
+#[inline(always)]
+fn current_order(cell: &GaugeCell) -> u64 {
+    // Relaxed: see `next_order`.
+    cell.0.load(Ordering::Relaxed)
 }
 
 /// A handle to one histogram: cheap to clone, `Send + Sync`.
@@ -665,21 +850,53 @@ impl Histogram {
     }
 }
 
+/// What a buffered [`Op`] does to its slot.
+#[derive(Clone, Copy)]
+enum OpKind {
+    /// Add `value` (counters, histogram buckets, count, sum).
+    Add,
+    /// Raise to `value` (a histogram's max).
+    Max,
+    /// A gauge set of value `value` (`f64` bits), at the gauge's base slot;
+    /// `aux` is the gauge's `GaugeCell` address until
+    /// [`Batch::take_gauge_orders`] replaces it with the set's order number.
+    GaugeSet,
+    /// A gauge add of `value` (`f64` bits); `aux` as for `GaugeSet`, then
+    /// the order number of the set it applies to.
+    GaugeAdd,
+}
+
 /// One buffered update of a [`Batch`].
 #[derive(Clone, Copy)]
 struct Op {
     slot: u32,
-    is_max: bool,
+    kind: OpKind,
     value: u64,
+    aux: u64,
 }
 
 impl Op {
     #[inline(always)]
+    fn add(slot: usize, value: u64) -> Self {
+        Op {
+            slot: slot as u32,
+            kind: OpKind::Add,
+            value,
+            aux: 0,
+        }
+    }
+
+    #[inline(always)]
     fn apply(&self, shard: &Shard) {
-        if self.is_max {
-            shard.max(self.slot as usize, self.value);
-        } else {
-            shard.add(self.slot as usize, self.value);
+        let slot = self.slot as usize;
+        match self.kind {
+            OpKind::Add => shard.add(slot, self.value),
+            OpKind::Max => shard.max(slot, self.value),
+            OpKind::GaugeSet => {
+                shard.store(slot + gauge_slots::SET_ORDER, self.aux);
+                shard.store(slot + gauge_slots::SET_VALUE, self.value);
+            }
+            OpKind::GaugeAdd => shard.gauge_add(slot, self.aux, f64::from_bits(self.value)),
         }
     }
 }
@@ -713,6 +930,9 @@ pub struct Batch<'a> {
     ops: ArrayVec<Op, INLINE_OPS>,
     /// Updates past the inline ones (empty `Vec`s do not allocate).
     spill: Vec<Op>,
+    /// Whether an op is a gauge set or add, whose order number is taken
+    /// when the batch is applied.
+    has_gauges: bool,
 }
 
 /// Updates a batch holds without allocating (a histogram sample takes 4).
@@ -738,11 +958,7 @@ impl Batch<'_> {
     #[inline(always)]
     pub fn add(&mut self, counter: &Counter, n: u64) {
         if self.owns(&counter.core) {
-            self.push(Op {
-                slot: counter.slot as u32,
-                is_max: false,
-                value: n,
-            });
+            self.push(Op::add(counter.slot, n));
         } else {
             counter.add(n);
         }
@@ -763,19 +979,106 @@ impl Batch<'_> {
             return;
         }
         let base = histogram.base;
-        let add = |slot: usize, value| Op {
-            slot: slot as u32,
-            is_max: false,
-            value,
-        };
+        let add = Op::add;
         self.push(add(base + buckets::index(value), 1));
         self.push(add(base + hist_slots::COUNT, 1));
         self.push(add(base + hist_slots::SUM, value));
         self.push(Op {
             slot: (base + hist_slots::MAX) as u32,
-            is_max: true,
+            kind: OpKind::Max,
             value,
+            aux: 0,
         });
+    }
+
+    /// Sets `gauge` to `value` as part of this batch: a snapshot that sees
+    /// the batch's other updates sees this value (or a later set's), and
+    /// one that does not sees neither. A gauge of another [`Stats`] is set
+    /// at once instead.
+    ///
+    /// The set takes its order number when the batch is applied (when the
+    /// closure returns), so it wins over sets that other threads made
+    /// while the closure ran, and loses to those made after.
+    #[inline]
+    pub fn set(&mut self, gauge: &Gauge, value: f64) {
+        if !self.owns(&gauge.core) {
+            gauge.set(value);
+            return;
+        }
+        self.push_gauge(gauge, OpKind::GaugeSet, value);
+    }
+
+    /// Adds `delta` to `gauge` as part of this batch: to the value of a
+    /// [`set`](Self::set) of the same gauge earlier in this batch, if any,
+    /// else to the latest set when the batch is applied. A gauge of another
+    /// [`Stats`] is updated at once instead.
+    #[inline]
+    pub fn add_gauge(&mut self, gauge: &Gauge, delta: f64) {
+        if !self.owns(&gauge.core) {
+            gauge.add(delta);
+            return;
+        }
+        self.push_gauge(gauge, OpKind::GaugeAdd, delta);
+    }
+
+    #[inline(always)]
+    fn push_gauge(&mut self, gauge: &Gauge, kind: OpKind, value: f64) {
+        self.has_gauges = true;
+        self.push(Op {
+            slot: gauge.base as u32,
+            kind,
+            value: value.to_bits(),
+            aux: Arc::as_ptr(&gauge.cell) as usize as u64,
+        });
+    }
+
+    /// Replaces each gauge op's cell address with its order number: a new
+    /// one for a set, and for an add the order of the latest set of the
+    /// same gauge earlier in this batch, else the latest set begun. Runs
+    /// after the closure, before the bracket.
+    #[cold]
+    fn take_gauge_orders(&mut self) {
+        let len = self.ops.len() + self.spill.len();
+        for i in 0..len {
+            let op = *self.op(i);
+            let (kind, cell) = match op.kind {
+                OpKind::GaugeSet | OpKind::GaugeAdd => {
+                    (op.kind, op.aux as usize as *const GaugeCell)
+                }
+                OpKind::Add | OpKind::Max => continue,
+            };
+            // SAFETY: `cell` is the address of a gauge's `GaugeCell`, taken
+            // from a handle owned by this batch's `Stats` (`owns` checked
+            // it). The registry entry of that gauge holds an `Arc` to the
+            // cell for as long as the `Core` lives (entries are never
+            // removed), and the batch borrows the `Core`.
+            let cell = unsafe { &*cell };
+            let order = match kind {
+                OpKind::GaugeSet => next_order(cell),
+                _ => (0..i)
+                    .rev()
+                    .map(|j| *self.op(j))
+                    .find(|earlier| {
+                        matches!(earlier.kind, OpKind::GaugeSet) && earlier.slot == op.slot
+                    })
+                    .map_or_else(|| current_order(cell), |set| set.aux),
+            };
+            self.op_mut(i).aux = order;
+        }
+    }
+
+    fn op(&self, i: usize) -> &Op {
+        match i.checked_sub(self.ops.len()) {
+            None => &self.ops[i],
+            Some(j) => &self.spill[j],
+        }
+    }
+
+    fn op_mut(&mut self, i: usize) -> &mut Op {
+        match i.checked_sub(self.ops.len()) {
+            None => &mut self.ops[i],
+            Some(j) => &mut self.spill[j],
+        }
     }
 }
 
@@ -855,10 +1158,64 @@ mod tests {
     fn gauges_hold_the_last_value() {
         let stats = Stats::new();
         let g = stats.gauge("last_query_ns").unwrap();
-        g.set(40);
-        g.add(-50);
-        assert_eq!(g.get(), -10);
-        assert_eq!(stats.snapshot().gauge("last_query_ns"), Some(-10));
+        g.set(40.0);
+        g.add(-50.5);
+        assert_eq!(g.get(), -10.5);
+        assert_eq!(stats.snapshot().gauge("last_query_ns"), Some(-10.5));
+        // An add applies to the latest set, whichever thread made it.
+        std::thread::scope(|s| {
+            s.spawn(|| g.set(7.0));
+        });
+        g.increment();
+        assert_eq!(g.get(), 8.0);
+        std::thread::scope(|s| {
+            s.spawn(|| g.decrement());
+        });
+        assert_eq!(g.get(), 7.0);
+        g.set(1.0);
+        assert_eq!(stats.snapshot().gauge("last_query_ns"), Some(1.0));
+    }
+
+    #[test]
+    fn gauges_join_batches() {
+        let stats = Stats::new();
+        let (calls, g) = (stats.counter("calls").unwrap(), stats.gauge("g").unwrap());
+        stats.batch(|b| {
+            b.inc(&calls);
+            b.set(&g, 3.5);
+            b.add_gauge(&g, 1.0);
+        });
+        assert_eq!(g.get(), 4.5);
+        // An add before a set in the same batch is replaced by it.
+        stats.batch(|b| {
+            b.add_gauge(&g, 100.0);
+            b.set(&g, 2.0);
+            b.add_gauge(&g, -0.5);
+        });
+        assert_eq!(stats.snapshot().gauge("g"), Some(1.5));
+        // The batch takes effect when it is applied: it wins over a set
+        // another thread made while its closure ran...
+        stats.batch(|b| {
+            b.set(&g, 10.0);
+            std::thread::scope(|s| {
+                s.spawn(|| g.set(20.0));
+            });
+        });
+        assert_eq!(g.get(), 10.0);
+        // ...and loses to one made after, whose adds apply to it.
+        std::thread::scope(|s| {
+            s.spawn(|| g.set(30.0));
+        });
+        stats.batch(|b| b.add_gauge(&g, 1.0));
+        assert_eq!(g.get(), 31.0);
+        // A gauge of another `Stats` is set at once.
+        let other = Stats::new();
+        let og = other.gauge("g").unwrap();
+        stats.batch(|b| {
+            b.set(&og, 9.0);
+            b.add_gauge(&og, 1.0);
+            assert_eq!(og.get(), 10.0);
+        });
     }
 
     #[test]
@@ -950,11 +1307,11 @@ mod tests {
     fn snapshot_serialises_to_json() {
         let stats = Stats::new();
         stats.counter("c").unwrap().add(3);
-        stats.gauge("g").unwrap().set(-1);
+        stats.gauge("g").unwrap().set(-1.5);
         stats.histogram("h").unwrap().record(10);
         let json: serde_json::Value = serde_json::to_value(stats.snapshot()).unwrap();
         assert_eq!(json["counters"]["c"], 3);
-        assert_eq!(json["gauges"]["g"], -1);
+        assert_eq!(json["gauges"]["g"], -1.5);
         assert_eq!(json["histograms"]["h"]["count"], 1);
         assert_eq!(json["histograms"]["h"]["p99"], 10);
         assert_eq!(

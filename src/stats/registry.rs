@@ -27,7 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::StatsError;
 use super::buckets::BUCKETS;
-use crate::sync::atomic::AtomicI64;
+use crate::sync::atomic::AtomicU64;
 
 /// What a metric is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
@@ -36,7 +36,7 @@ use crate::sync::atomic::AtomicI64;
 pub enum MetricKind {
     /// A monotonically increasing `u64`, summed over threads.
     Counter,
-    /// A last-value `i64` (set or add), shared by all threads.
+    /// A last value, `f64` (set, or add to the last set).
     Gauge,
     /// A distribution of `u64` samples (e.g. latencies in ns).
     Histogram,
@@ -65,16 +65,31 @@ pub(crate) mod hist_slots {
     pub(crate) const LEN: usize = BUCKETS + 3;
 }
 
-/// A gauge's value: shared by all threads, since a last value cannot be
-/// summed from shards.
+/// Slot layout of a gauge in each shard, relative to its base slot (see
+/// `stats`, "Gauges").
+pub(crate) mod gauge_slots {
+    /// Order number of this shard's latest `set` (0: none).
+    pub(crate) const SET_ORDER: usize = 0;
+    /// The value of that `set`, as `f64` bits.
+    pub(crate) const SET_VALUE: usize = 1;
+    /// The order number of the `set` this shard's adds apply to.
+    pub(crate) const ADD_EPOCH: usize = 2;
+    /// This shard's adds since that `set`, as `f64` bits.
+    pub(crate) const ADD_SUM: usize = 3;
+    /// Slots a gauge occupies.
+    pub(crate) const LEN: usize = 4;
+}
+
+/// A gauge's shared word, on a line of its own: the order number of the
+/// latest set begun (0: none), which is also what an add applies to.
 #[derive(Debug, Default)]
-pub(crate) struct GaugeCell(pub(crate) crossbeam_utils::CachePadded<AtomicI64>);
+pub(crate) struct GaugeCell(pub(crate) crossbeam_utils::CachePadded<AtomicU64>);
 
 /// Where a metric's data lives.
 #[derive(Clone, Debug)]
 pub(crate) enum Storage {
     Counter { slot: usize },
-    Gauge { cell: Arc<GaugeCell> },
+    Gauge { base: usize, cell: Arc<GaugeCell> },
     Histogram { base: usize },
 }
 
@@ -230,7 +245,7 @@ fn same_labels(stored: &[(Arc<str>, Arc<str>)], query: &[(&str, &str)]) -> bool 
 fn slots_needed(kind: MetricKind) -> usize {
     match kind {
         MetricKind::Counter => 1,
-        MetricKind::Gauge => 0,
+        MetricKind::Gauge => gauge_slots::LEN,
         MetricKind::Histogram => hist_slots::LEN,
     }
 }
@@ -349,6 +364,7 @@ impl Registry {
         let storage = match kind {
             MetricKind::Counter => Storage::Counter { slot: base },
             MetricKind::Gauge => Storage::Gauge {
+                base,
                 cell: Arc::new(GaugeCell::default()),
             },
             MetricKind::Histogram => Storage::Histogram { base },
@@ -475,7 +491,7 @@ mod tests {
 
     #[test]
     fn slots_are_allocated_contiguously_and_bounded() {
-        let mut r = Registry::new(hist_slots::LEN + 2);
+        let mut r = Registry::new(hist_slots::LEN + 2 + gauge_slots::LEN);
         assert!(matches!(
             r.register("a", &[], MetricKind::Counter),
             Ok(Storage::Counter { slot: 0 })
@@ -492,6 +508,10 @@ mod tests {
             r.register("b", &[], MetricKind::Counter),
             Ok(Storage::Counter { slot }) if slot == 1 + hist_slots::LEN
         ));
+        assert!(matches!(
+            r.register("g", &[], MetricKind::Gauge),
+            Ok(Storage::Gauge { base, .. }) if base == 2 + hist_slots::LEN
+        ));
         let full = r.register("c", &[], MetricKind::Counter);
         assert!(matches!(
             full,
@@ -501,9 +521,10 @@ mod tests {
                 ..
             })
         ));
-        // Gauges need no slot, so they still fit.
-        assert!(r.register("g", &[], MetricKind::Gauge).is_ok());
-        assert_eq!(r.published().used_slots, hist_slots::LEN + 2);
+        assert_eq!(
+            r.published().used_slots,
+            hist_slots::LEN + 2 + gauge_slots::LEN
+        );
         let names: Vec<_> = r
             .published()
             .entries

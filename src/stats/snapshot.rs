@@ -208,13 +208,13 @@ impl Serialize for HistogramSnapshot {
 }
 
 /// The value of one metric in a [`Snapshot`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum MetricValue {
     /// A counter's total over all threads.
     Counter(u64),
     /// A gauge's last value.
-    Gauge(i64),
+    Gauge(f64),
     /// A histogram's distribution.
     Histogram(HistogramSnapshot),
 }
@@ -353,12 +353,12 @@ impl Snapshot {
 
     /// The value of gauge `name` without labels (`None` if it is not a
     /// registered gauge).
-    pub fn gauge(&self, name: &str) -> Option<i64> {
+    pub fn gauge(&self, name: &str) -> Option<f64> {
         self.gauge_with(name, &[])
     }
 
     /// The value of gauge series `name{labels}`.
-    pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
+    pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         match self.get_with(name, labels)? {
             MetricValue::Gauge(n) => Some(*n),
             _ => None,
@@ -462,8 +462,8 @@ impl Snapshot {
                         let _ = writeln!(out, "{counter_base}_created{plain} {}", entry.created);
                     }
                 }
-                MetricValue::Gauge(n) => {
-                    let _ = writeln!(out, "{name}{plain} {n}");
+                MetricValue::Gauge(v) => {
+                    let _ = writeln!(out, "{name}{plain} {}", FloatText(*v));
                 }
                 MetricValue::Histogram(h) => {
                     for (le, n) in h.cumulative_le() {
@@ -488,6 +488,23 @@ impl Snapshot {
             out.push_str("# EOF\n");
         }
         out
+    }
+}
+
+/// An `f64` as the text formats write it: `NaN`, `+Inf`, `-Inf`, or the
+/// shortest decimal that reads back as the same value (in exponent form
+/// from 1e16 on, so `f64::MAX` is not 309 digits).
+struct FloatText(f64);
+
+impl std::fmt::Display for FloatText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            v if v.is_nan() => f.write_str("NaN"),
+            f64::INFINITY => f.write_str("+Inf"),
+            f64::NEG_INFINITY => f.write_str("-Inf"),
+            v if v.abs() < 1e16 => write!(f, "{v}"),
+            v => write!(f, "{v:e}"),
+        }
     }
 }
 
