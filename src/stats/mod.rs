@@ -34,9 +34,13 @@
 //! * **Gauges** are last values (`f64`, as in Prometheus and the `metrics`
 //!   facade) that any thread sets or adds to, and that join batches; see
 //!   "Gauges" below.
-//! * **Histograms** use log-linear buckets (32 per power of two, exact below
-//!   64) and report percentiles within [`MAX_RELATIVE_ERROR`] (1/64 ≈ 1.6 %)
-//!   of the exact nearest-rank value; count, sum and max are exact.
+//! * **Histograms** use log-linear buckets by default (32 per power of two,
+//!   exact below 64) and report percentiles within [`MAX_RELATIVE_ERROR`]
+//!   (1/64 ≈ 1.6 %) of the exact nearest-rank value; count, sum and max are
+//!   exact. That takes 1,923 slots per histogram per thread; a bounded
+//!   [`Layout`] (Prometheus-style fixed or exponential bounds) takes its
+//!   bounds plus 4 and records `f64` samples, which is what a thousand
+//!   labelled histograms need (the `layout` module).
 //!
 //! # Gauges
 //!
@@ -139,6 +143,7 @@
 //! ```
 
 mod buckets;
+mod layout;
 mod registry;
 mod shard;
 mod snapshot;
@@ -155,6 +160,7 @@ use registry::{GaugeCell, Registry, Storage, gauge_slots, hist_slots};
 use shard::Shard;
 
 pub use buckets::MAX_RELATIVE_ERROR;
+pub use layout::{Layout, MAX_BOUNDS};
 pub use registry::{MAX_NAME_LEN, MetricKind};
 pub use snapshot::LocalHistogram;
 pub use snapshot::{HistogramSnapshot, MetricValue, Series, Snapshot};
@@ -229,6 +235,22 @@ pub enum StatsError {
         /// What is accepted.
         allowed: &'static str,
     },
+    /// A histogram layout was refused: bounds not finite, not strictly
+    /// increasing, none or too many; exponential parameters out of range.
+    #[error("invalid histogram layout: {reason}")]
+    InvalidLayout {
+        /// What is wrong.
+        reason: String,
+        /// The rejected bounds, as written (empty for exponential
+        /// parameters).
+        bounds: Vec<String>,
+    },
+    /// The histogram series is already registered with another layout.
+    #[error("histogram {name:?} is already registered with another bucket layout")]
+    LayoutMismatch {
+        /// The name.
+        name: String,
+    },
     /// `describe` named a metric that is not registered.
     #[error("metric {name:?} is not registered")]
     UnknownMetric {
@@ -245,6 +267,35 @@ pub const HISTOGRAM_SLOTS: usize = hist_slots::LEN;
 /// nothing.
 pub const DEFAULT_MAX_SLOTS: usize = shard::MAX_SLOTS;
 
+/// Memory held by a [`Stats`]'s shards, counted from the chunks they have
+/// allocated (see [`Stats::memory`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct StatsMemory {
+    /// Shards: one per peak live thread that touched the `Stats`.
+    pub shards: usize,
+    /// Bytes of slot chunks (8 KiB each, allocated on first touch).
+    pub slot_bytes: usize,
+    /// Bytes of the copies writers made for readers that kept losing (as
+    /// many chunks as the slots, once a reader has asked).
+    pub copy_bytes: usize,
+    /// Bytes of the shards themselves (sequence words, chunk tables).
+    pub shard_bytes: usize,
+}
+
+impl StatsMemory {
+    /// All of it.
+    pub fn total(&self) -> usize {
+        self.slot_bytes + self.copy_bytes + self.shard_bytes
+    }
+
+    /// The largest shard's share: `total / shards` rounded up (shards hold
+    /// the chunks their threads touched, so they differ).
+    pub fn per_shard(&self) -> usize {
+        self.total().div_ceil(self.shards.max(1))
+    }
+}
+
 /// Configures a [`Stats`].
 #[derive(Clone, Debug)]
 #[must_use]
@@ -254,8 +305,9 @@ pub struct StatsBuilder {
 
 impl StatsBuilder {
     /// The per-thread slot space, which bounds how many metrics can be
-    /// registered: a counter takes 1 slot, a histogram [`HISTOGRAM_SLOTS`],
-    /// a gauge none. Default and upper limit [`DEFAULT_MAX_SLOTS`]; 1 to
+    /// registered: a counter takes 1 slot, a gauge 4, a log-linear histogram
+    /// [`HISTOGRAM_SLOTS`], a histogram of a bounded [`Layout`] its bounds
+    /// plus 4. Default and upper limit [`DEFAULT_MAX_SLOTS`]; 1 to
     /// [`DEFAULT_MAX_SLOTS`], checked by [`build`](Self::build).
     pub fn max_slots(mut self, max_slots: usize) -> Self {
         self.max_slots = max_slots;
@@ -327,11 +379,12 @@ impl Core {
         name: &str,
         labels: &[(&str, &str)],
         kind: MetricKind,
+        layout: &Layout,
     ) -> Result<Storage, StatsError> {
-        if let Some(found) = self.registry().lookup(name, labels, kind) {
+        if let Some(found) = self.registry().lookup(name, labels, kind, layout) {
             return found;
         }
-        self.registry_mut().register(name, labels, kind)
+        self.registry_mut().register(name, labels, kind, layout)
     }
 
     fn registry_mut(&self) -> impl std::ops::DerefMut<Target = Registry> + '_ {
@@ -410,7 +463,10 @@ impl Stats {
     /// # Ok::<(), latchfree::stats::StatsError>(())
     /// ```
     pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Counter, StatsError> {
-        match self.core.register(name, labels, MetricKind::Counter)? {
+        match self
+            .core
+            .register(name, labels, MetricKind::Counter, &Layout::default())?
+        {
             Storage::Counter { slot } => Ok(Counter {
                 core: self.core.clone(),
                 slot,
@@ -427,7 +483,10 @@ impl Stats {
     /// The gauge series `name{labels}`, registering it on first use (labels
     /// as in [`counter_with`](Self::counter_with)).
     pub fn gauge_with(&self, name: &str, labels: &[(&str, &str)]) -> Result<Gauge, StatsError> {
-        match self.core.register(name, labels, MetricKind::Gauge)? {
+        match self
+            .core
+            .register(name, labels, MetricKind::Gauge, &Layout::default())?
+        {
             Storage::Gauge { base, cell } => Ok(Gauge {
                 core: self.core.clone(),
                 base,
@@ -450,10 +509,47 @@ impl Stats {
         name: &str,
         labels: &[(&str, &str)],
     ) -> Result<Histogram, StatsError> {
-        match self.core.register(name, labels, MetricKind::Histogram)? {
-            Storage::Histogram { base } => Ok(Histogram {
+        self.histogram_with_layout(name, labels, &Layout::log_linear())
+    }
+
+    /// The histogram series `name{labels}` with bucket layout `layout`,
+    /// registering it on first use. A bounded layout ([`Layout::fixed`],
+    /// [`Layout::exponential`]) takes `bounds + 4` slots instead of
+    /// [`HISTOGRAM_SLOTS`], which is what makes a thousand labelled
+    /// histograms fit.
+    ///
+    /// # Errors
+    ///
+    /// As [`histogram_with`](Self::histogram_with), and
+    /// [`StatsError::LayoutMismatch`] if the series exists with another
+    /// layout.
+    ///
+    /// ```
+    /// use latchfree::stats::{Layout, Stats};
+    /// let stats = Stats::new();
+    /// let layout = Layout::fixed([0.005, 0.05, 0.5, 5.0])?;
+    /// let h = stats.histogram_with_layout("request_seconds", &[("route", "/a")], &layout)?;
+    /// h.record_f64(0.02);
+    /// h.record_f64(0.7);
+    /// let text = stats.snapshot().to_prometheus();
+    /// assert!(text.contains("request_seconds_bucket{route=\"/a\",le=\"0.05\"} 1"));
+    /// assert!(text.contains("request_seconds_sum{route=\"/a\"} 0.72"));
+    /// # Ok::<(), latchfree::stats::StatsError>(())
+    /// ```
+    pub fn histogram_with_layout(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        layout: &Layout,
+    ) -> Result<Histogram, StatsError> {
+        match self
+            .core
+            .register(name, labels, MetricKind::Histogram, layout)?
+        {
+            Storage::Histogram { base, layout } => Ok(Histogram {
                 core: self.core.clone(),
                 base,
+                layout,
             }),
             _ => unreachable!("register returns the requested kind"),
         }
@@ -571,6 +667,22 @@ impl Stats {
         });
     }
 
+    /// The memory its shards hold now, counted from their chunk tables (not
+    /// the registry's names and labels, which are the same size whatever
+    /// the number of threads).
+    pub fn memory(&self) -> StatsMemory {
+        let chunk_bytes = shard::CHUNK_SLOTS * std::mem::size_of::<u64>();
+        let mut memory = StatsMemory::default();
+        self.core.shards.for_each(|shard| {
+            let (slots, copies) = shard.chunks_allocated();
+            memory.shards += 1;
+            memory.slot_bytes += slots * chunk_bytes;
+            memory.copy_bytes += copies * chunk_bytes;
+            memory.shard_bytes += std::mem::size_of::<CachePadded<Shard>>();
+        });
+        memory
+    }
+
     /// The value of every metric, sorted by name. See [`Snapshot`] for what
     /// it guarantees.
     pub fn snapshot(&self) -> Snapshot {
@@ -586,9 +698,9 @@ impl Stats {
                     Storage::Counter { slot } => {
                         totals[slot] = totals[slot].wrapping_add(shard_values[slot]);
                     }
-                    Storage::Histogram { base } => {
-                        let run = base..base + HISTOGRAM_SLOTS;
-                        merge_histogram(&mut totals[run.clone()], &shard_values[run]);
+                    Storage::Histogram { base, ref layout } => {
+                        let run = base..base + layout.slots();
+                        merge_histogram(&mut totals[run.clone()], &shard_values[run], layout);
                     }
                     Storage::Gauge { base, .. } => {
                         gauges[i].merge(&shard_values[base..base + gauge_slots::LEN]);
@@ -603,8 +715,8 @@ impl Stats {
             .map(|(entry, gauge)| match &entry.storage {
                 Storage::Counter { slot } => MetricValue::Counter(totals[*slot]),
                 Storage::Gauge { .. } => MetricValue::Gauge(gauge.value()),
-                Storage::Histogram { base } => MetricValue::Histogram(
-                    HistogramSnapshot::from_slots(&totals[*base..*base + HISTOGRAM_SLOTS]),
+                Storage::Histogram { base, layout } => MetricValue::Histogram(
+                    HistogramSnapshot::from_slots(&totals[*base..*base + layout.slots()], layout),
                 ),
             })
             .collect();
@@ -615,12 +727,21 @@ impl Stats {
     }
 }
 
-/// Adds one shard's histogram run into `total`: sums, except the max slot.
-fn merge_histogram(total: &mut [u64], shard: &[u64]) {
-    for (t, s) in total[..hist_slots::MAX].iter_mut().zip(shard) {
+/// Adds one shard's histogram run into `total`: sums, except the max slot
+/// (the larger), and a bounded layout's sum slot (an `f64`).
+fn merge_histogram(total: &mut [u64], shard: &[u64], layout: &Layout) {
+    let (sum, max) = (layout.sum_slot(), layout.max_slot());
+    let summed = match layout.bounds() {
+        Some(_) => sum,
+        None => max,
+    };
+    for (t, s) in total[..summed].iter_mut().zip(shard) {
         *t = t.wrapping_add(*s);
     }
-    total[hist_slots::MAX] = total[hist_slots::MAX].max(shard[hist_slots::MAX]);
+    if summed == sum {
+        total[sum] = (f64::from_bits(total[sum]) + f64::from_bits(shard[sum])).to_bits();
+    }
+    total[max] = total[max].max(shard[max]);
 }
 
 /// A handle to one counter: cheap to clone, `Send + Sync`.
@@ -795,23 +916,39 @@ fn current_order(cell: &GaugeCell) -> u64 {
 pub struct Histogram {
     core: Arc<Core>,
     base: usize,
+    layout: Layout,
 }
 
 impl std::fmt::Debug for Histogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Histogram")
             .field("base", &self.base)
+            .field("bounds", &self.layout.bounds())
             .finish()
     }
 }
 
 impl Histogram {
     /// Records one sample. Count, sum, max and bucket move together: no
-    /// snapshot sees some of them without the others.
+    /// snapshot sees some of them without the others. (A bounded layout
+    /// records it as an `f64`.)
     #[inline]
     pub fn record(&self, value: u64) {
         self.core
             .with_shard(|shard| shard.batch(|shard| self.record_into(shard, value)));
+    }
+
+    /// Records one `f64` sample (seconds, ratios). A bounded layout keeps it
+    /// as it is; the log-linear layout rounds it to a `u64` (negative and
+    /// NaN samples as 0).
+    #[inline]
+    pub fn record_f64(&self, value: f64) {
+        match self.layout.bounds() {
+            Some(bounds) => self
+                .core
+                .with_shard(|shard| shard.batch(|shard| self.record_bounded(shard, bounds, value))),
+            None => self.record(value.round() as u64),
+        }
     }
 
     /// [`record_into`](Self::record_into) as a call: keeps [`Stats::apply`]'s
@@ -824,11 +961,25 @@ impl Histogram {
     /// The slot updates of one sample; the caller provides the bracket.
     #[inline(always)]
     fn record_into(&self, shard: &Shard, value: u64) {
+        if let Some(bounds) = self.layout.bounds() {
+            return self.record_bounded(shard, bounds, value as f64);
+        }
         let base = self.base;
         shard.add(base + buckets::index(value), 1);
         shard.add(base + hist_slots::COUNT, 1);
         shard.add(base + hist_slots::SUM, value);
         shard.max(base + hist_slots::MAX, value);
+    }
+
+    /// The slot updates of one sample of a bounded layout.
+    #[inline]
+    fn record_bounded(&self, shard: &Shard, bounds: &[f64], value: f64) {
+        let base = self.base;
+        let n = bounds.len() + 1;
+        shard.add(base + Layout::bounded_index(bounds, value), 1);
+        shard.add(base + n, 1);
+        shard.add_f64(base + n + 1, value);
+        shard.max(base + n + 2, layout::max_key(value));
     }
 
     /// Records a duration in nanoseconds (saturating at `u64::MAX`).
@@ -837,16 +988,22 @@ impl Histogram {
         self.record(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
     }
 
+    /// This histogram's bucket layout.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
     /// This histogram's distribution over all threads.
     pub fn snapshot(&self) -> HistogramSnapshot {
-        let run = self.base..self.base + HISTOGRAM_SLOTS;
-        let mut total = vec![0u64; HISTOGRAM_SLOTS];
-        let mut values = Vec::with_capacity(HISTOGRAM_SLOTS);
+        let len = self.layout.slots();
+        let run = self.base..self.base + len;
+        let mut total = vec![0u64; len];
+        let mut values = Vec::with_capacity(len);
         self.core.shards.for_each(|shard| {
             shard.read_range(run.clone(), &mut values);
-            merge_histogram(&mut total, &values);
+            merge_histogram(&mut total, &values, &self.layout);
         });
-        HistogramSnapshot::from_slots(&total)
+        HistogramSnapshot::from_slots(&total, &self.layout)
     }
 }
 
@@ -855,6 +1012,8 @@ impl Histogram {
 enum OpKind {
     /// Add `value` (counters, histogram buckets, count, sum).
     Add,
+    /// Add `value` as `f64` bits (a bounded histogram's sum).
+    AddF64,
     /// Raise to `value` (a histogram's max).
     Max,
     /// A gauge set of value `value` (`f64` bits), at the gauge's base slot;
@@ -892,6 +1051,7 @@ impl Op {
         match self.kind {
             OpKind::Add => shard.add(slot, self.value),
             OpKind::Max => shard.max(slot, self.value),
+            OpKind::AddF64 => shard.add_f64(slot, f64::from_bits(self.value)),
             OpKind::GaugeSet => {
                 shard.store(slot + gauge_slots::SET_ORDER, self.aux);
                 shard.store(slot + gauge_slots::SET_VALUE, self.value);
@@ -979,6 +1139,9 @@ impl Batch<'_> {
             return;
         }
         let base = histogram.base;
+        if let Some(bounds) = histogram.layout.bounds() {
+            return self.record_bounded(base, bounds, value as f64);
+        }
         let add = Op::add;
         self.push(add(base + buckets::index(value), 1));
         self.push(add(base + hist_slots::COUNT, 1));
@@ -987,6 +1150,39 @@ impl Batch<'_> {
             slot: (base + hist_slots::MAX) as u32,
             kind: OpKind::Max,
             value,
+            aux: 0,
+        });
+    }
+
+    /// Records the `f64` sample `value` in `histogram` as part of this
+    /// batch (see [`Histogram::record_f64`]).
+    #[inline]
+    pub fn record_f64(&mut self, histogram: &Histogram, value: f64) {
+        if !self.owns(&histogram.core) {
+            histogram.record_f64(value);
+            return;
+        }
+        match histogram.layout.bounds() {
+            Some(bounds) => self.record_bounded(histogram.base, bounds, value),
+            None => self.record(histogram, value.round() as u64),
+        }
+    }
+
+    #[inline]
+    fn record_bounded(&mut self, base: usize, bounds: &[f64], value: f64) {
+        let n = bounds.len() + 1;
+        self.push(Op::add(base + Layout::bounded_index(bounds, value), 1));
+        self.push(Op::add(base + n, 1));
+        self.push(Op {
+            slot: (base + n + 1) as u32,
+            kind: OpKind::AddF64,
+            value: value.to_bits(),
+            aux: 0,
+        });
+        self.push(Op {
+            slot: (base + n + 2) as u32,
+            kind: OpKind::Max,
+            value: layout::max_key(value),
             aux: 0,
         });
     }
@@ -1045,7 +1241,7 @@ impl Batch<'_> {
                 OpKind::GaugeSet | OpKind::GaugeAdd => {
                     (op.kind, op.aux as usize as *const GaugeCell)
                 }
-                OpKind::Add | OpKind::Max => continue,
+                OpKind::Add | OpKind::AddF64 | OpKind::Max => continue,
             };
             // SAFETY: `cell` is the address of a gauge's `GaugeCell`, taken
             // from a handle owned by this batch's `Stats` (`owns` checked

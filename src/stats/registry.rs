@@ -27,6 +27,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::StatsError;
 use super::buckets::BUCKETS;
+use super::layout::Layout;
 use crate::sync::atomic::AtomicU64;
 
 /// What a metric is.
@@ -90,7 +91,7 @@ pub(crate) struct GaugeCell(pub(crate) crossbeam_utils::CachePadded<AtomicU64>);
 pub(crate) enum Storage {
     Counter { slot: usize },
     Gauge { base: usize, cell: Arc<GaugeCell> },
-    Histogram { base: usize },
+    Histogram { base: usize, layout: Layout },
 }
 
 impl Storage {
@@ -241,12 +242,12 @@ fn same_labels(stored: &[(Arc<str>, Arc<str>)], query: &[(&str, &str)]) -> bool 
         })
 }
 
-/// Slots a metric of `kind` takes in every shard.
-fn slots_needed(kind: MetricKind) -> usize {
+/// Slots a metric of `kind` (a histogram of `layout`) takes in every shard.
+fn slots_needed(kind: MetricKind, layout: &Layout) -> usize {
     match kind {
         MetricKind::Counter => 1,
         MetricKind::Gauge => gauge_slots::LEN,
-        MetricKind::Histogram => hist_slots::LEN,
+        MetricKind::Histogram => layout.slots(),
     }
 }
 
@@ -317,6 +318,7 @@ impl Registry {
         name: &str,
         labels: &[(&str, &str)],
         kind: MetricKind,
+        layout: &Layout,
     ) -> Option<Result<Storage, StatsError>> {
         let hash = self.series_hash(name, labels);
         let found = self.by_series.get(&hash).and_then(|candidates| {
@@ -326,7 +328,14 @@ impl Registry {
                 .find(|entry| &*entry.name == name && same_labels(&entry.labels, labels))
         });
         match found {
-            Some(entry) => Some(check_kind(entry, kind)),
+            Some(entry) => Some(check_kind(entry, kind).and_then(|storage| match &storage {
+                Storage::Histogram {
+                    layout: existing, ..
+                } if existing != layout => Err(StatsError::LayoutMismatch {
+                    name: name.to_owned(),
+                }),
+                _ => Ok(storage),
+            })),
             None => match self.families.get(name).and_then(|f| f.kind) {
                 Some(existing) if existing != kind => Some(Err(StatsError::KindMismatch {
                     name: name.to_owned(),
@@ -345,13 +354,14 @@ impl Registry {
         name: &str,
         labels: &[(&str, &str)],
         kind: MetricKind,
+        layout: &Layout,
     ) -> Result<Storage, StatsError> {
-        if let Some(found) = self.lookup(name, labels, kind) {
+        if let Some(found) = self.lookup(name, labels, kind, layout) {
             return found;
         }
         validate_name(name)?;
         validate_labels(name, kind, labels)?;
-        let needed = slots_needed(kind);
+        let needed = slots_needed(kind, layout);
         let base = self.used_slots;
         if self.max_slots - base < needed {
             return Err(StatsError::SlotsExhausted {
@@ -367,7 +377,10 @@ impl Registry {
                 base,
                 cell: Arc::new(GaugeCell::default()),
             },
-            MetricKind::Histogram => Storage::Histogram { base },
+            MetricKind::Histogram => Storage::Histogram {
+                base,
+                layout: layout.clone(),
+            },
         };
         let name: Arc<str> = match self.families.get_key_value(name) {
             Some((existing, _)) => existing.clone(),
@@ -457,8 +470,13 @@ mod tests {
     fn registration_defers_the_sorted_list_to_the_next_reader() {
         let mut r = Registry::new(1 << 16);
         for i in (0..2_000).rev() {
-            r.register(&format!("m_{i:05}"), &[], MetricKind::Counter)
-                .unwrap();
+            r.register(
+                &format!("m_{i:05}"),
+                &[],
+                MetricKind::Counter,
+                &Layout::default(),
+            )
+            .unwrap();
             assert!(r.published.get().is_none(), "rebuilt on registration {i}");
         }
         assert_eq!((r.len(), r.used_slots()), (2_000, 2_000));
@@ -468,7 +486,8 @@ mod tests {
         assert_eq!(&*first.entries[0].name, "m_00000");
         assert_eq!(&*first.entries[1_999].name, "m_01999");
         // An existing name changes nothing; a new one or a help text does.
-        r.register("m_00007", &[], MetricKind::Counter).unwrap();
+        r.register("m_00007", &[], MetricKind::Counter, &Layout::default())
+            .unwrap();
         assert!(r.published.get().is_some());
         r.describe("m_00007", "seven").unwrap();
         assert!(r.published.get().is_none());
@@ -493,26 +512,26 @@ mod tests {
     fn slots_are_allocated_contiguously_and_bounded() {
         let mut r = Registry::new(hist_slots::LEN + 2 + gauge_slots::LEN);
         assert!(matches!(
-            r.register("a", &[], MetricKind::Counter),
+            r.register("a", &[], MetricKind::Counter, &Layout::default()),
             Ok(Storage::Counter { slot: 0 })
         ));
         assert!(matches!(
-            r.register("h", &[], MetricKind::Histogram),
-            Ok(Storage::Histogram { base: 1 })
+            r.register("h", &[], MetricKind::Histogram, &Layout::default()),
+            Ok(Storage::Histogram { base: 1, .. })
         ));
         assert!(matches!(
-            r.register("a", &[], MetricKind::Counter),
+            r.register("a", &[], MetricKind::Counter, &Layout::default()),
             Ok(Storage::Counter { slot: 0 })
         ));
         assert!(matches!(
-            r.register("b", &[], MetricKind::Counter),
+            r.register("b", &[], MetricKind::Counter, &Layout::default()),
             Ok(Storage::Counter { slot }) if slot == 1 + hist_slots::LEN
         ));
         assert!(matches!(
-            r.register("g", &[], MetricKind::Gauge),
+            r.register("g", &[], MetricKind::Gauge, &Layout::default()),
             Ok(Storage::Gauge { base, .. }) if base == 2 + hist_slots::LEN
         ));
-        let full = r.register("c", &[], MetricKind::Counter);
+        let full = r.register("c", &[], MetricKind::Counter, &Layout::default());
         assert!(matches!(
             full,
             Err(StatsError::SlotsExhausted {

@@ -227,6 +227,14 @@ impl Shard {
         }
     }
 
+    /// Adds `delta` to `slot` read as an `f64`. Owner only.
+    #[inline(always)]
+    pub(crate) fn add_f64(&self, slot: usize, delta: f64) {
+        let s = self.owned_slot(slot);
+        let sum = f64::from_bits(s.load(Ordering::Relaxed)) + delta;
+        s.store(sum.to_bits(), Ordering::Relaxed);
+    }
+
     /// Sets `slot` to `value`. Owner only.
     #[inline(always)]
     pub(crate) fn store(&self, slot: usize, value: u64) {
@@ -255,7 +263,8 @@ impl Shard {
     /// Runs `apply` inside the sequence-lock bracket. Owner only.
     ///
     /// `apply` must only call [`add`](Self::add) / [`max`](Self::max) /
-    /// [`store`](Self::store) / [`gauge_add`](Self::gauge_add) on this shard;
+    /// [`add_f64`](Self::add_f64) / [`store`](Self::store) /
+    /// [`gauge_add`](Self::gauge_add) on this shard;
     /// it runs no user code, so it cannot unwind and leave `seq` odd.
     #[inline(always)]
     pub(crate) fn batch(&self, apply: impl FnOnce(&Self)) {
@@ -373,6 +382,18 @@ impl Shard {
             }
             crate::sync::backoff(&mut step);
         }
+    }
+
+    /// Chunks allocated: `(slot chunks, copy chunks)`. Any thread.
+    pub(crate) fn chunks_allocated(&self) -> (usize, usize) {
+        // Relaxed: a count, not a read of the chunks.
+        let count = |table: &ChunkTable| {
+            table
+                .iter()
+                .filter(|c| !c.load(Ordering::Relaxed).is_null())
+                .count()
+        };
+        (count(&self.chunks), count(&self.copies))
     }
 
     /// The current value of one slot (no batch consistency needed).

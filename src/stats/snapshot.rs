@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde::ser::{SerializeMap, SerializeStruct};
 use serde::{Serialize, Serializer};
 
-use super::buckets::{self, BUCKETS};
+use super::buckets;
+use super::layout::{self, Layout};
 use super::registry::{Entry, MetricKind, hist_slots};
 
 /// A histogram's distribution at one moment.
@@ -16,31 +17,83 @@ use super::registry::{Entry, MetricKind, hist_slots};
 /// midpoint of the bucket that holds the rank (capped at the exact maximum),
 /// so they are within [`MAX_RELATIVE_ERROR`](super::MAX_RELATIVE_ERROR) of
 /// the exact nearest-rank value.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+///
+/// A histogram with a bounded [`Layout`] keeps `f64` samples: its sum and
+/// max are [`sum_f64`](Self::sum_f64) and [`max_f64`](Self::max_f64)
+/// (`sum` and `max` are those, as `u64`), and its percentiles are the upper
+/// bounds of the buckets that hold them (capped at the max), as Prometheus'
+/// `histogram_quantile` reports them.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct HistogramSnapshot {
     count: u64,
     sum: u64,
     max: u64,
     /// `(bucket index, samples)` for non-empty buckets, by index.
     buckets: Vec<(u32, u64)>,
+    /// The bounds of a bounded layout; `None` for log-linear.
+    bounds: Option<std::sync::Arc<[f64]>>,
+    sum_f64: f64,
+    max_f64: f64,
 }
 
 impl HistogramSnapshot {
-    /// Builds a snapshot from a histogram's summed slot run (`hist_slots::LEN`).
-    pub(crate) fn from_slots(slots: &[u64]) -> Self {
-        debug_assert_eq!(slots.len(), hist_slots::LEN);
-        let buckets = slots[..BUCKETS]
+    /// Builds a snapshot from a histogram's summed slot run
+    /// (`layout.slots()` of them).
+    pub(crate) fn from_slots(slots: &[u64], layout: &Layout) -> Self {
+        debug_assert_eq!(slots.len(), layout.slots());
+        let n = layout.buckets();
+        let buckets = slots[..n]
             .iter()
             .enumerate()
             .filter(|&(_, &n)| n != 0)
             .map(|(i, &n)| (i as u32, n))
             .collect();
-        Self {
-            count: slots[hist_slots::COUNT],
-            sum: slots[hist_slots::SUM],
-            max: slots[hist_slots::MAX],
-            buckets,
+        let count = slots[layout.count_slot()];
+        match layout.bounds_arc() {
+            None => {
+                let (sum, max) = (slots[hist_slots::SUM], slots[hist_slots::MAX]);
+                Self {
+                    count,
+                    sum,
+                    max,
+                    buckets,
+                    bounds: None,
+                    sum_f64: sum as f64,
+                    max_f64: max as f64,
+                }
+            }
+            Some(bounds) => {
+                let sum_f64 = f64::from_bits(slots[layout.sum_slot()]);
+                let max_f64 = layout::from_max_key(slots[layout.max_slot()]).unwrap_or(0.0);
+                Self {
+                    count,
+                    // `as` saturates: negatives and NaN give 0.
+                    sum: sum_f64 as u64,
+                    max: max_f64 as u64,
+                    buckets,
+                    bounds: Some(bounds.clone()),
+                    sum_f64,
+                    max_f64,
+                }
+            }
         }
+    }
+
+    /// The bounds of a bounded layout (without `+Inf`); `None` for the
+    /// log-linear layout.
+    pub fn bounds(&self) -> Option<&[f64]> {
+        self.bounds.as_deref()
+    }
+
+    /// Sum of samples as an `f64` (a bounded layout's own sum; the
+    /// log-linear sum converted).
+    pub fn sum_f64(&self) -> f64 {
+        self.sum_f64
+    }
+
+    /// The largest sample as an `f64`; 0 when empty.
+    pub fn max_f64(&self) -> f64 {
+        self.max_f64
     }
 
     /// Adds `other`'s samples to this distribution, as if both had been
@@ -59,10 +112,21 @@ impl HistogramSnapshot {
     /// assert_eq!((all.count(), all.sum(), all.max()), (3, 90, 50));
     /// assert_eq!(all.p50(), 30);
     /// ```
+    ///
+    /// Snapshots of different layouts merge their counts, sums and maxima
+    /// only: `other`'s buckets are left out, since they do not line up.
     pub fn merge(&mut self, other: &HistogramSnapshot) {
+        if self.count == 0 && self.buckets.is_empty() && self.bounds.is_none() {
+            self.bounds.clone_from(&other.bounds);
+        }
         self.count = self.count.wrapping_add(other.count);
         self.sum = self.sum.wrapping_add(other.sum);
         self.max = self.max.max(other.max);
+        self.sum_f64 += other.sum_f64;
+        self.max_f64 = self.max_f64.max(other.max_f64);
+        if self.bounds != other.bounds {
+            return;
+        }
         let mut merged = Vec::with_capacity(self.buckets.len() + other.buckets.len());
         let (mut a, mut b) = (
             self.buckets.iter().peekable(),
@@ -134,7 +198,12 @@ impl HistogramSnapshot {
         for &(i, n) in &self.buckets {
             seen += n;
             if seen >= rank {
-                return buckets::midpoint(i as usize).min(self.max);
+                return match &self.bounds {
+                    None => buckets::midpoint(i as usize).min(self.max),
+                    Some(bounds) => bounds
+                        .get(i as usize)
+                        .map_or(self.max, |&b| (b.ceil() as u64).min(self.max)),
+                };
             }
         }
         self.max
@@ -157,12 +226,58 @@ impl HistogramSnapshot {
         self.quantile(0.999)
     }
 
-    /// Non-empty buckets as `(lowest value, highest value, samples)`.
+    /// Non-empty buckets as `(lowest value, highest value, samples)`. For
+    /// a bounded layout, the whole numbers a bucket spans (a bucket narrower
+    /// than 1 may show `lowest > highest`); see
+    /// [`cumulative`](Self::cumulative) for its exact bounds.
     pub fn buckets(&self) -> impl Iterator<Item = (u64, u64, u64)> + '_ {
         self.buckets.iter().map(|&(i, n)| {
             let i = i as usize;
-            (buckets::lower_bound(i), buckets::upper_bound(i), n)
+            match &self.bounds {
+                None => (buckets::lower_bound(i), buckets::upper_bound(i), n),
+                Some(bounds) => {
+                    let lo = i
+                        .checked_sub(1)
+                        .map_or(0, |j| (bounds[j].floor() as u64).saturating_add(1));
+                    let hi = bounds.get(i).map_or(u64::MAX, |b| b.floor() as u64);
+                    (lo, hi, n)
+                }
+            }
         })
+    }
+
+    /// Cumulative counts at upper bounds (Prometheus `le`), ending with
+    /// `+Inf` and the total count: every bound of a bounded layout; for the
+    /// log-linear layout, `0, 1, 3, 7, …, 2^k - 1` up to the first at or
+    /// above the max (bucket edges fall on powers of two, so each count is
+    /// exact).
+    pub fn cumulative(&self) -> Vec<(f64, u64)> {
+        let mut out: Vec<(f64, u64)> = match &self.bounds {
+            None => self
+                .cumulative_le()
+                .into_iter()
+                .map(|(le, n)| (le as f64, n))
+                .collect(),
+            Some(bounds) => {
+                let mut counts = vec![0u64; bounds.len()];
+                for &(i, n) in &self.buckets {
+                    if let Some(c) = counts.get_mut(i as usize) {
+                        *c = n;
+                    }
+                }
+                let mut seen = 0;
+                bounds
+                    .iter()
+                    .zip(counts)
+                    .map(|(&b, n)| {
+                        seen += n;
+                        (b, seen)
+                    })
+                    .collect()
+            }
+        };
+        out.push((f64::INFINITY, self.count));
+        out
     }
 
     /// Cumulative counts at the Prometheus `le` bounds `0, 1, 3, 7, …, 2^k - 1`
@@ -194,7 +309,10 @@ impl Serialize for HistogramSnapshot {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("HistogramSnapshot", 9)?;
         st.serialize_field("count", &self.count)?;
-        st.serialize_field("sum", &self.sum)?;
+        match self.bounds {
+            Some(_) => st.serialize_field("sum", &self.sum_f64)?,
+            None => st.serialize_field("sum", &self.sum)?,
+        }
         st.serialize_field("max", &self.max)?;
         st.serialize_field("mean", &self.mean())?;
         st.serialize_field("p50", &self.p50())?;
@@ -465,6 +583,21 @@ impl Snapshot {
                 MetricValue::Gauge(v) => {
                     let _ = writeln!(out, "{name}{plain} {}", FloatText(*v));
                 }
+                MetricValue::Histogram(h) if h.bounds.is_some() => {
+                    for (le, n) in h.cumulative() {
+                        let mut le = FloatText(le).to_string();
+                        if om && !le.contains(['.', 'e', 'I', 'N']) {
+                            le.push_str(".0");
+                        }
+                        let _ =
+                            writeln!(out, "{name}_bucket{} {n}", braced(&format!("le=\"{le}\"")));
+                    }
+                    let _ = writeln!(out, "{name}_sum{plain} {}", FloatText(h.sum_f64));
+                    let _ = writeln!(out, "{name}_count{plain} {}", h.count);
+                    if om {
+                        let _ = writeln!(out, "{name}_created{plain} {}", entry.created);
+                    }
+                }
                 MetricValue::Histogram(h) => {
                     for (le, n) in h.cumulative_le() {
                         let le = if om {
@@ -640,7 +773,7 @@ impl LocalHistogram {
 
     /// The distribution recorded so far.
     pub fn snapshot(&self) -> HistogramSnapshot {
-        HistogramSnapshot::from_slots(&self.slots)
+        HistogramSnapshot::from_slots(&self.slots, &Layout::log_linear())
     }
 }
 
