@@ -144,6 +144,8 @@
 
 mod buckets;
 mod layout;
+#[cfg(feature = "metrics")]
+mod recorder;
 mod registry;
 mod shard;
 mod snapshot;
@@ -161,6 +163,9 @@ use shard::Shard;
 
 pub use buckets::MAX_RELATIVE_ERROR;
 pub use layout::{Layout, MAX_BOUNDS};
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use recorder::{DEFAULT_BUCKETS, MetricsRecorder};
 pub use registry::{MAX_NAME_LEN, MetricKind};
 pub use snapshot::LocalHistogram;
 pub use snapshot::{HistogramSnapshot, MetricValue, Series, Snapshot};
