@@ -12,6 +12,20 @@
 //! under the registry's read lock (the label set is hashed pair by pair, so
 //! no sorted copy is made), and a new series takes the write lock once.
 //!
+//! A per-call `counter!("x", "k" => v).increment(1)` asks for the handle
+//! on every call. Going to the registry each time costs a read lock (a
+//! read-modify-write of a line every thread shares), a hash of the name and
+//! labels, an allocation for the handle's `Arc`, and two more shared
+//! read-modify-writes for the `Stats`'s reference count: about 180 ns,
+//! slower than the Prometheus exporter. So each thread keeps a cache of the
+//! handles it was given, keyed by the facade's `Key` (whose hash the facade
+//! computes once, at compile time for static keys) with a hasher that takes
+//! that hash as it is. A hit is a thread-local lookup and a clone of an
+//! `Arc` only this thread holds: no shared line is written. The cache
+//! serves one recorder at a time per thread (a thread that records into
+//! another empties it), holds up to [`THREAD_CACHE_ENTRIES`] handles per
+//! kind, and keeps its `Stats` alive until the thread exits or switches.
+//!
 //! * Names and label names the facade accepts but Prometheus does not (a
 //!   `.` in `http.requests`, a leading digit) are made valid the way the
 //!   Prometheus exporter makes them: each invalid character becomes `_`,
@@ -32,6 +46,9 @@
 //!   overshooting `v`).
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -44,6 +61,48 @@ use super::{Counter, Gauge, Histogram, Layout, Stats};
 pub const DEFAULT_BUCKETS: [f64; 11] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
+
+/// Handles of each kind a thread caches per recorder (see the module docs).
+pub const THREAD_CACHE_ENTRIES: usize = 4096;
+
+/// Hashes a facade `Key` by the hash it carries (its `Hash` writes exactly
+/// that `u64`); other input is folded in FNV-style, never expected.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type KeyMap<V> = HashMap<Key, V, BuildHasherDefault<KeyHasher>>;
+
+/// One thread's handles, for the recorder numbered `recorder`.
+#[derive(Default)]
+struct ThreadCache {
+    recorder: u64,
+    counters: KeyMap<metrics::Counter>,
+    gauges: KeyMap<metrics::Gauge>,
+    histograms: KeyMap<metrics::Histogram>,
+}
+
+thread_local! {
+    static CACHE: RefCell<ThreadCache> = RefCell::new(ThreadCache::default());
+}
+
+/// Numbers recorders, for the thread caches (0 is "none").
+static NEXT_RECORDER: AtomicU64 = AtomicU64::new(1);
 
 /// Records the `metrics` facade into a [`Stats`]. See the module docs.
 ///
@@ -67,6 +126,7 @@ pub const DEFAULT_BUCKETS: [f64; 11] = [
 /// ```
 #[derive(Debug)]
 pub struct MetricsRecorder {
+    id: u64,
     stats: Stats,
     layout: Layout,
     rejected: AtomicU64,
@@ -77,6 +137,8 @@ impl MetricsRecorder {
     /// metrics), with histograms on [`DEFAULT_BUCKETS`].
     pub fn new(stats: &Stats) -> Self {
         Self {
+            // Relaxed: only distinct numbers are needed.
+            id: NEXT_RECORDER.fetch_add(1, Ordering::Relaxed),
             stats: stats.clone(),
             layout: Layout::fixed(DEFAULT_BUCKETS).expect("the default buckets are valid"),
             rejected: AtomicU64::new(0),
@@ -102,6 +164,45 @@ impl MetricsRecorder {
 
     fn reject(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The handle for `key` from this thread's cache, or `register`ed and
+    /// cached. `pick` chooses the map of the handle's kind.
+    #[inline]
+    fn cached<H: Clone>(
+        &self,
+        key: &Key,
+        pick: fn(&mut ThreadCache) -> &mut KeyMap<H>,
+        register: impl FnOnce() -> Option<H>,
+    ) -> Option<H> {
+        let hit = CACHE
+            .try_with(|cache| {
+                let mut cache = cache.try_borrow_mut().ok()?;
+                if cache.recorder != self.id {
+                    *cache = ThreadCache {
+                        recorder: self.id,
+                        ..ThreadCache::default()
+                    };
+                }
+                pick(&mut cache).get(key).cloned()
+            })
+            .ok()
+            .flatten();
+        if hit.is_some() {
+            return hit;
+        }
+        let handle = register()?;
+        let _ = CACHE.try_with(|cache| {
+            if let Ok(mut cache) = cache.try_borrow_mut()
+                && cache.recorder == self.id
+            {
+                let map = pick(&mut cache);
+                if map.len() < THREAD_CACHE_ENTRIES {
+                    map.insert(key.clone(), handle.clone());
+                }
+            }
+        });
+        Some(handle)
     }
 
     /// Runs `f` with the key's name and labels made valid (see the module
@@ -175,36 +276,41 @@ impl metrics::Recorder for MetricsRecorder {
     }
 
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> metrics::Counter {
-        match self.with_key(key, |name, labels| self.stats.counter_with(name, labels)) {
-            Ok(counter) => metrics::Counter::from_arc(Arc::new(counter)),
-            Err(_) => {
+        let register = || {
+            let counter = self.with_key(key, |name, labels| self.stats.counter_with(name, labels));
+            Some(metrics::Counter::from_arc(Arc::new(counter.ok()?)))
+        };
+        self.cached(key, |c| &mut c.counters, register)
+            .unwrap_or_else(|| {
                 self.reject();
                 metrics::Counter::noop()
-            }
-        }
+            })
     }
 
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> metrics::Gauge {
-        match self.with_key(key, |name, labels| self.stats.gauge_with(name, labels)) {
-            Ok(gauge) => metrics::Gauge::from_arc(Arc::new(gauge)),
-            Err(_) => {
+        let register = || {
+            let gauge = self.with_key(key, |name, labels| self.stats.gauge_with(name, labels));
+            Some(metrics::Gauge::from_arc(Arc::new(gauge.ok()?)))
+        };
+        self.cached(key, |c| &mut c.gauges, register)
+            .unwrap_or_else(|| {
                 self.reject();
                 metrics::Gauge::noop()
-            }
-        }
+            })
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        let registered = self.with_key(key, |name, labels| {
-            self.stats.histogram_with_layout(name, labels, &self.layout)
-        });
-        match registered {
-            Ok(histogram) => metrics::Histogram::from_arc(Arc::new(histogram)),
-            Err(_) => {
+        let register = || {
+            let histogram = self.with_key(key, |name, labels| {
+                self.stats.histogram_with_layout(name, labels, &self.layout)
+            });
+            Some(metrics::Histogram::from_arc(Arc::new(histogram.ok()?)))
+        };
+        self.cached(key, |c| &mut c.histograms, register)
+            .unwrap_or_else(|| {
                 self.reject();
                 metrics::Histogram::noop()
-            }
-        }
+            })
     }
 }
 
