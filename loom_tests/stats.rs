@@ -7,7 +7,7 @@
 //!     cargo test --release --test loom_stats
 //! ```
 //!
-//! The five models together take about 6 s with `LOOM_MAX_PREEMPTIONS=3`
+//! Models 1 to 5 together take about 6 s with `LOOM_MAX_PREEMPTIONS=3`
 //! (about 0.5 s with 2, about 40 s with 4), not counting the build; model 4
 //! is most of it. Without the variable, [`model`] bounds preemptions at 3:
 //! unbounded exploration ran for more than 15 minutes without finishing.
@@ -78,6 +78,21 @@
 //!    the writer runs. Catches H1, H3, H5, H6, H7 and H8. H5 (a copy of the
 //!    first chunk only: "torn snapshot: calls = 2, bytes = 0") is caught only
 //!    here.
+//! 6. [`gauge_sets_in_batches_are_all_or_nothing`]: a writer applies two
+//!    batches of `calls += 1; set(last, calls)` (the gauge's four slots
+//!    span both chunks of the shard) while the main thread takes two
+//!    snapshots; every snapshot has `last == calls`, the final one `(2, 2)`.
+//!    Fails ("torn batch") when the gauge set is written outside the batch's
+//!    bracket (mutation: `Batch::set` calls `Gauge::set` at once) and under
+//!    the sequence-lock mutations of model 1.
+//! 7. [`an_add_after_a_seen_set_applies_to_it`]: one thread sets a gauge to
+//!    5; another reads it and then adds 1. If the reader saw 5, the final
+//!    value is 6; in every execution it is 5 or 6 (the add raced the set and
+//!    came before it, or came after). Fails ("the add after a seen set was
+//!    dropped") when the set announces its number after its shard write
+//!    instead of taking it before (mutation: `Gauge::set` writes the shard
+//!    with the old number and then `fetch_add`s), which is the reason for
+//!    the order of the two.
 //!
 //! # The help path: mutations of `src/stats/shard.rs`
 //!
@@ -341,5 +356,74 @@ fn help_copy_spans_every_chunk() {
 
         writer.join().unwrap();
         assert_eq!(calls_and_bytes(&stats.snapshot()), (2, 6));
+    });
+}
+
+/// Model 6: a gauge set in a batch is seen with the batch's counter.
+#[test]
+fn gauge_sets_in_batches_are_all_or_nothing() {
+    model(|| {
+        let stats = small_stats();
+        let calls = stats.counter("calls").unwrap();
+        let last = stats.gauge("last").unwrap();
+
+        let writer = {
+            let stats = stats.clone();
+            thread::spawn(move || {
+                for k in 1..=2 {
+                    stats.batch(|b| {
+                        b.add(&calls, 1);
+                        b.set(&last, f64::from(k));
+                    });
+                }
+            })
+        };
+
+        for _ in 0..2 {
+            let snap = stats.snapshot();
+            let calls = snap.counter("calls").unwrap();
+            let last = snap.gauge("last").unwrap();
+            assert_eq!(
+                last, calls as f64,
+                "torn batch: calls = {calls}, last = {last}"
+            );
+        }
+
+        writer.join().unwrap();
+        let snap = stats.snapshot();
+        assert_eq!(
+            (snap.counter("calls"), snap.gauge("last")),
+            (Some(2), Some(2.0))
+        );
+    });
+}
+
+/// Model 7: an add made after its thread saw a set applies to that set.
+#[test]
+fn an_add_after_a_seen_set_applies_to_it() {
+    model(|| {
+        let stats = small_stats();
+        let gauge = stats.gauge("g").unwrap();
+
+        let setter = {
+            let gauge = gauge.clone();
+            thread::spawn(move || gauge.set(5.0))
+        };
+        let adder = {
+            let gauge = gauge.clone();
+            thread::spawn(move || {
+                let seen = gauge.get();
+                gauge.add(1.0);
+                seen
+            })
+        };
+
+        setter.join().unwrap();
+        let seen = adder.join().unwrap();
+        let last = gauge.get();
+        assert!(last == 5.0 || last == 6.0, "final value {last}");
+        if seen == 5.0 {
+            assert_eq!(last, 6.0, "the add after a seen set was dropped");
+        }
     });
 }

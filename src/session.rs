@@ -361,7 +361,7 @@ impl<S: Send + Sync + 'static> SessionRegistryBuilder<S> {
     /// Builds the registry (and starts its sweeper thread, if configured).
     pub fn build(self) -> Result<SessionRegistry<S>, BuildError> {
         let stats = self.stats.unwrap_or_default();
-        let counters = Counters::register(&stats, &self.prefix)?;
+        let counters = Counters::register(&stats, &self.prefix, &[])?;
         let listener = self.listener.map(|l| {
             Box::new(move |id: &Arc<str>, s: Arc<S>, cause: EvictionCause| l(id, s, cause))
                 as crate::ttl::Listener<Arc<str>, Arc<S>>

@@ -169,8 +169,8 @@ struct Counts {
 }
 
 impl Counts {
-    fn register(stats: &Stats, prefix: &str) -> Result<Self, StatsError> {
-        let counter = |what: &str| stats.counter(&format!("{prefix}_{what}_total"));
+    fn register(stats: &Stats, prefix: &str, labels: &[(&str, &str)]) -> Result<Self, StatsError> {
+        let counter = |what: &str| stats.counter_with(&format!("{prefix}_{what}_total"), labels);
         Ok(Self {
             inits: counter("inits")?,
             init_failures: counter("init_failures")?,
@@ -199,6 +199,7 @@ impl Counts {
 #[must_use]
 pub struct SharedBuilder<T> {
     prefix: String,
+    labels: Vec<(String, String)>,
     stats: Option<Stats>,
     value: PhantomData<fn() -> T>,
 }
@@ -207,6 +208,7 @@ impl<T> fmt::Debug for SharedBuilder<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedBuilder")
             .field("prefix", &self.prefix)
+            .field("labels", &self.labels)
             .field("stats", &self.stats.is_some())
             .finish()
     }
@@ -217,6 +219,20 @@ impl<T> SharedBuilder<T> {
     /// `PREFIX_inits_total` and so on.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
         self.prefix = prefix.into();
+        self
+    }
+
+    /// Labels of every metric (default none), so that several instances
+    /// share metric names and differ by label: `labels([("shared", "model")])`
+    /// gives `shared_inits_total{shared="model"}`.
+    pub fn labels<K: Into<String>, V: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (K, V)>,
+    ) -> Self {
+        self.labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
         self
     }
 
@@ -231,11 +247,19 @@ impl<T> SharedBuilder<T> {
     /// # Errors
     ///
     /// The [`StatsError`] of registering a metric, when [`stats`](Self::stats)
-    /// was given: an invalid [`prefix`](Self::prefix), a name registered as
+    /// was given: an invalid [`prefix`](Self::prefix) or
+    /// [`labels`](Self::labels), a name registered as
     /// another kind of metric, or a full registry.
     pub fn build(self) -> Result<Shared<T>, StatsError> {
         let counts = match &self.stats {
-            Some(stats) => Some(Counts::register(stats, &self.prefix)?),
+            Some(stats) => {
+                let labels: Vec<(&str, &str)> = self
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                Some(Counts::register(stats, &self.prefix, &labels)?)
+            }
             None => None,
         };
         Ok(Shared {
@@ -317,6 +341,7 @@ impl<T> Shared<T> {
     pub fn builder() -> SharedBuilder<T> {
         SharedBuilder {
             prefix: "shared".to_owned(),
+            labels: Vec::new(),
             stats: None,
             value: PhantomData,
         }

@@ -254,7 +254,7 @@ fn replace_invalidate_and_invalidate_all_notify_once_with_their_cause() {
     let snap = stats.snapshot();
     assert_eq!(snap.counter("cache_evictions_replaced_total"), Some(1));
     assert_eq!(snap.counter("cache_evictions_cleared_total"), Some(2));
-    assert_eq!(snap.gauge("cache_entries"), Some(0));
+    assert_eq!(snap.gauge("cache_entries"), Some(0.0));
 }
 
 #[test]

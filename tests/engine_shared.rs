@@ -122,7 +122,7 @@ fn another_type_under_an_existing_name_is_a_typed_error() {
 #[test]
 fn a_name_that_is_not_a_metric_name_is_a_typed_error_on_both_kinds() {
     on_both(|kind, engine| {
-        let long = "a".repeat(190);
+        let long = "a".repeat(latchfree::stats::MAX_NAME_LEN + 1);
         for bad in ["", "no spaces", "9lives", "query-index", long.as_str()] {
             match engine.shared::<u8>(bad) {
                 Err(EngineError::SharedMetrics {
@@ -152,18 +152,43 @@ fn the_latchfree_engine_counts_each_instance_in_its_stats() {
     drop(model.swap(Model { version: 3 }));
     model.reset();
     let snap = stats.snapshot();
+    let model_label = [("shared", "model")];
     for (name, want) in [
-        ("shared_model_inits_total", 1),
-        ("shared_model_replacements_total", 2),
-        ("shared_model_resets_total", 1),
-        ("shared_model_init_failures_total", 0),
+        ("shared_inits_total", 1),
+        ("shared_replacements_total", 2),
+        ("shared_resets_total", 1),
+        ("shared_init_failures_total", 0),
     ] {
-        assert_eq!(snap.counter(name), Some(want), "{name}");
-        assert_eq!(engine.counter(name), want, "{name}");
+        assert_eq!(snap.counter_with(name, &model_label), Some(want), "{name}");
+        assert_eq!(engine.counter_with(name, &model_label), want, "{name}");
+        assert_eq!(snap.counter(name), None, "{name}: no unlabelled series");
     }
-    assert!(engine.prometheus().contains("shared_model_inits_total 1"));
-    // A name whose metric is already another kind in the engine's stats.
-    stats.gauge("shared_busy_inits_total").unwrap();
+    assert!(
+        engine
+            .prometheus()
+            .contains("shared_inits_total{shared=\"model\"} 1")
+    );
+    // A second instance is a second series of the same names.
+    engine.shared::<u8>("busy").unwrap().get_or_init(|| 1);
+    let snap = stats.snapshot();
+    assert_eq!(
+        snap.counter_with("shared_inits_total", &[("shared", "busy")]),
+        Some(1)
+    );
+    assert_eq!(
+        snap.counter_with("shared_inits_total", &model_label),
+        Some(1)
+    );
+    engine.shutdown().unwrap();
+
+    // A metric name that is already another kind in the engine's stats.
+    let stats = Stats::new();
+    stats.gauge("shared_inits_total").unwrap();
+    let engine = Engine::builder()
+        .audit_dir(dir.path().join("clash"))
+        .stats(&stats)
+        .build()
+        .unwrap();
     assert!(matches!(
         engine.shared::<u8>("busy"),
         Err(EngineError::SharedMetrics {
@@ -182,7 +207,10 @@ fn the_latchfree_engine_counts_each_instance_in_its_stats() {
         .shared::<Model>("model")
         .unwrap()
         .store(Model { version: 1 });
-    assert_eq!(locked.counter("shared_model_replacements_total"), 0);
+    assert_eq!(
+        locked.counter_with("shared_replacements_total", &[("shared", "model")]),
+        0
+    );
     locked.shutdown().unwrap();
 }
 

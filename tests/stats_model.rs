@@ -71,29 +71,34 @@ impl Rng {
                 let len = self.below(12) as usize; // Past SmallVec's inline 8 at times.
                 Op::Batch(
                     (0..len)
-                        .map(|_| {
-                            if self.below(2) == 0 {
-                                BatchOp::Add {
-                                    name: self.name(),
-                                    n: self.value(),
-                                }
-                            } else {
-                                BatchOp::Record {
-                                    name: self.name(),
-                                    value: self.value(),
-                                }
-                            }
+                        .map(|_| match self.below(6) {
+                            0..=1 => BatchOp::Add {
+                                name: self.name(),
+                                n: self.value(),
+                            },
+                            2..=3 => BatchOp::Record {
+                                name: self.name(),
+                                value: self.value(),
+                            },
+                            4 => BatchOp::Set {
+                                name: self.name(),
+                                value: self.next() as i32,
+                            },
+                            _ => BatchOp::GaugeAdd {
+                                name: self.name(),
+                                delta: self.next() as i32,
+                            },
                         })
                         .collect(),
                 )
             }
             14 => Op::Set {
                 name: self.name(),
-                value: self.value() as i64,
+                value: self.next() as i32,
             },
             15 | 16 => Op::GaugeAdd {
                 name: self.name(),
-                delta: self.value() as i64,
+                delta: self.next() as i32,
             },
             17..=22 => Op::Record {
                 name: self.name(),
@@ -167,10 +172,18 @@ fn collisions_wrapping_and_bad_names() {
         Op::Record { name: 6, value: 3 },
         Op::GaugeAdd {
             name: 1,
-            delta: i64::MAX,
+            delta: i32::MAX,
         },
-        Op::GaugeAdd { name: 1, delta: 1 }, // wraps to i64::MIN
+        Op::GaugeAdd { name: 1, delta: 1 }, // a float: no wrap, 2^31
         Op::RegisterCounter(1),             // KindMismatch: gauge, not counter
+        Op::Batch(vec![
+            BatchOp::GaugeAdd { name: 1, delta: 7 }, // replaced by the set below
+            BatchOp::Set { name: 1, value: -3 },
+            BatchOp::GaugeAdd { name: 1, delta: 2 }, // -1
+            BatchOp::Add { name: 2, n: 1 },
+        ]),
+        Op::Snapshot,
+        Op::GaugeAdd { name: 1, delta: -4 }, // -5
         Op::Batch(vec![
             BatchOp::Add { name: 2, n: 5 },
             BatchOp::Record {

@@ -34,9 +34,9 @@ fn populated(colon: bool) -> Stats {
     stats.counter("requests_total").unwrap().add(12_345);
     stats.counter("zero_total").unwrap();
     stats.counter("big_total").unwrap().add((1 << 53) - 1);
-    stats.gauge("temperature_celsius").unwrap().set(-42);
-    stats.gauge("connections").unwrap().set(7);
-    stats.gauge("lowest").unwrap().set(i64::MIN);
+    stats.gauge("temperature_celsius").unwrap().set(-42.5);
+    stats.gauge("connections").unwrap().set(7.0);
+    stats.gauge("lowest").unwrap().set(f64::MIN);
     let latency = stats.histogram("latency_ns").unwrap();
     for v in latency_samples() {
         latency.record(v);
@@ -133,7 +133,7 @@ fn prometheus_text_parses_back_to_the_snapshot() {
                 );
             }
             MetricValue::Gauge(n) => {
-                assert_eq!(by_name.get(name), Some(&&Value::Gauge(*n as f64)), "{name}");
+                assert_eq!(by_name.get(name), Some(&&Value::Gauge(*n)), "{name}");
             }
             MetricValue::Histogram(h) => {
                 let Some(Value::Histogram(buckets)) = by_name.get(name) else {
@@ -185,8 +185,8 @@ fn prometheus_text_parses_back_to_the_snapshot() {
     }
     // The values are the ones written, not just self-consistent.
     assert_eq!(by_name["requests_total"], &Value::Counter(12_345.0));
-    assert_eq!(by_name["temperature_celsius"], &Value::Gauge(-42.0));
-    assert_eq!(by_name["lowest"], &Value::Gauge(i64::MIN as f64));
+    assert_eq!(by_name["temperature_celsius"], &Value::Gauge(-42.5));
+    assert_eq!(by_name["lowest"], &Value::Gauge(f64::MIN));
     assert_eq!(
         by_name["big_total"],
         &Value::Counter(((1u64 << 53) - 1) as f64)
@@ -240,7 +240,13 @@ fn check_format(text: &str) -> BTreeMap<String, String> {
 
         // A sample: `name value` or `name{le="…"} value`.
         let (series, value) = line.rsplit_once(' ').expect("sample has a value");
-        assert!(value.parse::<i128>().is_ok(), "value {value:?} in {line:?}");
+        // Integers for counters and histograms; gauges are floats.
+        assert!(
+            value.parse::<i128>().is_ok()
+                || (current.as_ref().is_some_and(|(_, kind)| kind == "gauge")
+                    && value.parse::<f64>().is_ok_and(f64::is_finite)),
+            "value {value:?} in {line:?}"
+        );
         let (name, labels) = match series.split_once('{') {
             Some((name, labels)) => (name, Some(labels.strip_suffix('}').expect("labels }"))),
             None => (series, None),
@@ -357,7 +363,7 @@ fn snapshot_json_has_the_documented_shape() {
             }
             MetricValue::Gauge(n) => {
                 gauges += 1;
-                assert_eq!(json["gauges"][name].as_i64(), Some(*n), "{name}");
+                assert_eq!(json["gauges"][name].as_f64(), Some(*n), "{name}");
             }
             MetricValue::Histogram(h) => {
                 histograms += 1;
@@ -402,8 +408,8 @@ fn snapshot_json_has_the_documented_shape() {
     // Concrete values, not just agreement with the snapshot.
     assert_eq!(json["counters"]["requests_total"], 12_345);
     assert_eq!(json["counters"]["app:jobs_total"], 3);
-    assert_eq!(json["gauges"]["temperature_celsius"], -42);
-    assert_eq!(json["gauges"]["lowest"], i64::MIN);
+    assert_eq!(json["gauges"]["temperature_celsius"], -42.5);
+    assert_eq!(json["gauges"]["lowest"], f64::MIN);
     assert_eq!(
         json["histograms"]["empty_ns"],
         serde_json::json!({

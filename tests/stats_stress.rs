@@ -533,6 +533,81 @@ fn short_lived_stats_on_the_same_threads_stay_separate() {
     );
 }
 
+/// Gauges in batches, against snapshots taken all along, with more threads
+/// than cores. Six threads open and close calls in batches
+/// (`in_flight += 1` with `opened += 1`, then `in_flight -= 1` with
+/// `closed += 1`), so every snapshot must have
+/// `in_flight == opened - closed` exactly; one more thread sets `last_seq`
+/// to `i` in the batch that makes `seq_total` `i + 1`, so every snapshot
+/// must have `last_seq == seq_total - 1`. Another thread's later unbatched
+/// `set` wins over the batched ones at the end.
+#[test]
+fn gauges_in_batches_agree_with_their_counters_in_every_snapshot() {
+    const THREADS: u64 = 6;
+    const ROUNDS: u64 = 20_000;
+    let stats = Stats::new();
+    let opened = stats.counter("opened_total").unwrap();
+    let closed = stats.counter("closed_total").unwrap();
+    let in_flight = stats.gauge("in_flight").unwrap();
+    let seq = stats.counter("seq_total").unwrap();
+    let last_seq = stats.gauge("last_seq").unwrap();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let mut checked = 0u64;
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            let (stats, opened, closed, in_flight, done) =
+                (&stats, &opened, &closed, &in_flight, &done);
+            s.spawn(move || {
+                for _ in 0..ROUNDS {
+                    stats.batch(|b| {
+                        b.inc(opened);
+                        b.add_gauge(in_flight, 1.0);
+                    });
+                    stats.batch(|b| {
+                        b.add_gauge(in_flight, -1.0);
+                        b.inc(closed);
+                    });
+                }
+                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+        let (stats, seq, last_seq, done) = (&stats, &seq, &last_seq, &done);
+        s.spawn(move || {
+            for i in 0..ROUNDS * 4 {
+                stats.batch(|b| {
+                    b.set(last_seq, i as f64);
+                    b.inc(seq);
+                });
+            }
+            done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        while done.load(std::sync::atomic::Ordering::Relaxed) < THREADS + 1 {
+            let snap = stats.snapshot();
+            let (o, c) = (
+                snap.counter("opened_total").unwrap(),
+                snap.counter("closed_total").unwrap(),
+            );
+            assert_eq!(snap.gauge("in_flight"), Some((o - c) as f64), "{o} {c}");
+            assert!(o - c <= THREADS, "{o} {c}");
+            let n = snap.counter("seq_total").unwrap();
+            let want = if n == 0 { 0.0 } else { (n - 1) as f64 };
+            assert_eq!(snap.gauge("last_seq"), Some(want), "seq_total {n}");
+            checked += 1;
+        }
+    });
+    let snap = stats.snapshot();
+    assert_eq!(snap.counter("opened_total"), Some(THREADS * ROUNDS));
+    assert_eq!(snap.gauge("in_flight"), Some(0.0));
+    assert_eq!(snap.gauge("last_seq"), Some((ROUNDS * 4 - 1) as f64));
+    assert!(checked > 0);
+    // A later unbatched set from another thread wins; adds apply to it.
+    thread::scope(|s| {
+        s.spawn(|| last_seq.set(-1.0));
+    });
+    stats.batch(|b| b.add_gauge(&last_seq, 0.5));
+    assert_eq!(last_seq.get(), -0.5);
+}
+
 /// (e) 16 threads on 2 cores mixing every kind of update.
 #[test]
 fn sixteen_threads_mixing_every_update_kind() {
@@ -560,7 +635,7 @@ fn sixteen_threads_mixing_every_update_kind() {
             );
             s.spawn(move || {
                 for i in 0..ROUNDS {
-                    connections.add(1);
+                    connections.add(1.0);
                     incs.inc();
                     if i % 3 == 0 {
                         stats.batch(|b| {
@@ -570,7 +645,7 @@ fn sixteen_threads_mixing_every_update_kind() {
                         });
                     }
                     direct.record(t * ROUNDS + i);
-                    connections.add(-1);
+                    connections.add(-1.0);
                 }
             });
         }
@@ -585,8 +660,8 @@ fn sixteen_threads_mixing_every_update_kind() {
     );
     let bytes_expected: u64 = (1..=THREADS).map(|b| b * batches_per_thread).sum();
     assert_eq!(snap.counter("bytes_total"), Some(bytes_expected));
-    assert_eq!(snap.gauge("connections"), Some(0));
-    assert_eq!(connections.get(), 0);
+    assert_eq!(snap.gauge("connections"), Some(0.0));
+    assert_eq!(connections.get(), 0.0);
 
     let l = snap.histogram("latency_ns").unwrap();
     assert_eq!(l.count(), THREADS * batches_per_thread);

@@ -1,6 +1,7 @@
 //! The `stats` workload: `counter_add`, `batch4` and `snapshot`, on
 //! latchfree's [`Stats`], the locked twin, one shared `AtomicU64` per counter,
-//! and LongAdder-style striped atomics.
+//! and LongAdder-style striped atomics; and the `metrics` facade rows
+//! (`facade`), against `metrics-exporter-prometheus` and `prometheus-client`.
 
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crossbeam_utils::CachePadded;
 
 use super::{Case, Target, expect_eq};
+
+mod facade;
 use latchfree::baseline::LockedStats;
 use latchfree::stats::{Counter, Stats, Update};
 
@@ -72,6 +75,9 @@ pub fn cases() -> Vec<Case> {
             Box::new(AtomicsSnapshot::new())
         }),
     ]
+    .into_iter()
+    .chain(facade::cases())
+    .collect()
 }
 
 /// latchfree counters: one counter (`counter_add`) or the four of a batch.

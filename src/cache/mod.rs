@@ -177,7 +177,8 @@ impl<K, V> std::error::Error for Rejected<K, V> {}
 /// The cache's counters, read at one moment (see [`TtlCache::metrics`]).
 /// Each is also in the [`Stats`] given to the builder, as
 /// `PREFIX_hits_total` and so on (prefix `cache` unless
-/// [`TtlCacheBuilder::metrics_prefix`] says otherwise).
+/// [`TtlCacheBuilder::metrics_prefix`] says otherwise), with the labels of
+/// [`TtlCacheBuilder::metrics_labels`] (none by default).
 ///
 /// The fields are named as [`SessionMetrics`](crate::session::SessionMetrics)'s:
 /// a loader is an `init` in both, and each way out of the map is named for
@@ -225,6 +226,7 @@ pub struct TtlCacheBuilder<K, V> {
     listener: Option<CacheListener<K, V>>,
     stats: Option<Stats>,
     prefix: String,
+    labels: Vec<(String, String)>,
     wait_timeout: Option<Duration>,
 }
 
@@ -252,6 +254,7 @@ impl<K, V> Default for TtlCacheBuilder<K, V> {
             listener: None,
             stats: None,
             prefix: "cache".into(),
+            labels: Vec::new(),
             wait_timeout: None,
         }
     }
@@ -325,6 +328,22 @@ where
         self
     }
 
+    /// Labels of every metric of this cache (default none), so that several
+    /// caches share metric names and differ by label:
+    /// `metrics_labels([("cache", "query")])` gives
+    /// `cache_hits_total{cache="query"}`. Invalid label names are refused by
+    /// [`build`](Self::build).
+    pub fn metrics_labels<L: Into<String>, W: Into<String>>(
+        mut self,
+        labels: impl IntoIterator<Item = (L, W)>,
+    ) -> Self {
+        self.labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        self
+    }
+
     /// How long a blocking caller waits for another caller's load of the
     /// same key before it gives up with [`LoadError::TimedOut`] (default: as
     /// long as it takes). The loader is not affected: it keeps running and
@@ -347,7 +366,15 @@ where
         journal: Option<Arc<dyn Journal<K, V>>>,
     ) -> Result<TtlCache<K, V>, BuildError> {
         let stats = self.stats.unwrap_or_default();
-        let counters = Counters::register(&stats, &self.prefix)?;
+        let counters = Counters::register(
+            &stats,
+            &self.prefix,
+            &self
+                .labels
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>(),
+        )?;
         let options = Options {
             max_entries: self.max_entries,
             lifetime: self.ttl,

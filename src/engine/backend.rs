@@ -107,6 +107,9 @@ pub(super) trait Components: Send + Sync + 'static {
     /// A counter's value now (0 if unknown).
     fn counters<const N: usize>(&self, names: [&str; N]) -> [u64; N];
 
+    /// A labelled counter series' value now (0 if unknown).
+    fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> u64;
+
     /// The Prometheus text of every metric.
     fn prometheus(&self) -> String;
 
@@ -308,7 +311,8 @@ impl Latchfree {
                     .sweep(Sweep::Manual)
                     .time_resolution(Duration::ZERO)
                     .stats(&stats)
-                    .metrics_prefix(format!("cache_{name}")),
+                    .metrics_prefix("cache")
+                    .metrics_labels([("cache", name.as_str())]),
                 |b, d| b.time_to_live(d),
                 |b, d| b.time_to_idle(d),
             )
@@ -441,6 +445,13 @@ impl Components for Latchfree {
         // One snapshot: a call's batch is in it whole or not at all.
         let snapshot = self.stats.snapshot();
         names.map(|name| snapshot.counter(name).unwrap_or(0))
+    }
+
+    fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.stats
+            .snapshot()
+            .counter_with(name, labels)
+            .unwrap_or(0)
     }
 
     fn prometheus(&self) -> String {

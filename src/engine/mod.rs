@@ -115,15 +115,17 @@
 //! // A name holds one type.
 //! assert!(engine.shared::<String>("model").is_err());
 //! // The latchfree engine counts each instance's slow-path events.
-//! assert_eq!(engine.counter("shared_model_replacements_total"), 1);
+//! assert_eq!(engine.counter_with("shared_replacements_total", &[("shared", "model")]), 1);
 //! engine.shutdown()?;
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The latchfree engine registers each instance's metrics in its [`Stats`]
-//! under the prefix `shared_NAME` (`shared_NAME_inits_total` and the others
-//! of [`shared`](crate::shared#metrics)), so a name must be a valid metric
-//! name on either kind; the locked engine counts nothing for them.
+//! under the prefix `shared` with the label `shared="NAME"`
+//! (`shared_inits_total{shared="NAME"}` and the others of
+//! [`shared`](crate::shared#metrics)); a name must be a valid metric name on
+//! either kind; the locked engine counts nothing for them. Caches are
+//! labelled the same way: `cache_hits_total{cache="NAME"}`.
 //!
 //! # Background work and shutdown
 //!
@@ -570,6 +572,14 @@ impl Engine {
         value
     }
 
+    /// One labelled counter series' value now, by name and labels (in any
+    /// order), such as `counter_with("cache_hits_total", &[("cache", "query")])`;
+    /// 0 if unknown (and always 0 on the locked engine, which keeps no
+    /// labelled series).
+    pub fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        with_parts!(&*self.inner.parts, c => c.counter_with(name, labels))
+    }
+
     /// Every metric in the Prometheus text format (for `GET /metrics`).
     pub fn prometheus(&self) -> String {
         with_parts!(&*self.inner.parts, c => c.prometheus())
@@ -625,8 +635,9 @@ impl Engine {
     ///
     /// [`EngineError::SharedTypeMismatch`] if `name` was created with
     /// another `T`; [`EngineError::SharedMetrics`] if `name` is not a valid
-    /// metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`, short enough for
-    /// `shared_NAME_init_failures_total`), on either kind, or if the
+    /// metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`, at most
+    /// [`MAX_NAME_LEN`](crate::stats::MAX_NAME_LEN) bytes), on either kind,
+    /// or if the
     /// engine's [`Stats`] refuses one of its counters.
     pub fn shared<T: Send + Sync + 'static>(
         &self,

@@ -17,16 +17,14 @@ use crate::baseline::LockedShared;
 use crate::shared::{Shared, SharedGuard};
 use crate::stats::{StatsError, validate_name};
 
-/// The prefix of the metrics of the shared instance `name`.
-fn metric_prefix(name: &str) -> String {
-    format!("shared_{name}")
-}
+/// The label that tells the metrics of one shared instance from another's:
+/// `shared_inits_total{shared="NAME"}`.
+const INSTANCE_LABEL: &str = "shared";
 
-/// Checks that `name` is a metric name and that the longest metric of its
-/// instance is one too, on either kind (the locked engine registers none).
+/// Checks that `name` is a metric name, on either kind (the locked engine
+/// registers no metric, but names mean the same on both).
 fn validate(name: &str) -> Result<(), StatsError> {
-    validate_name(name)?;
-    validate_name(&format!("{}_init_failures_total", metric_prefix(name)))
+    validate_name(name)
 }
 
 /// One registered instance: an `Arc<Shared<T>>` or `Arc<LockedShared<T>>`,
@@ -52,7 +50,8 @@ impl Instances {
         let inner = match kind {
             Kind::Latchfree(c) => Inner::Latchfree(self.get_or_insert::<T, _>(name, || {
                 Shared::builder()
-                    .prefix(metric_prefix(name))
+                    .prefix("shared")
+                    .labels([(INSTANCE_LABEL, name)])
                     .stats(c.stats())
                     .build()
             })?),

@@ -227,10 +227,45 @@ impl Shard {
         }
     }
 
+    /// Adds `delta` to `slot` read as an `f64`. Owner only.
+    #[inline(always)]
+    pub(crate) fn add_f64(&self, slot: usize, delta: f64) {
+        let s = self.owned_slot(slot);
+        let sum = f64::from_bits(s.load(Ordering::Relaxed)) + delta;
+        s.store(sum.to_bits(), Ordering::Relaxed);
+    }
+
+    /// Sets `slot` to `value`. Owner only.
+    #[inline(always)]
+    pub(crate) fn store(&self, slot: usize, value: u64) {
+        self.owned_slot(slot).store(value, Ordering::Relaxed);
+    }
+
+    /// Adds `delta` to the gauge at `base` on behalf of the set with order
+    /// number `epoch` (see `stats`, "Gauges"): summed with this shard's
+    /// earlier adds to the same set, restarted for a newer set, dropped for
+    /// an older one (a newer set replaced it). Owner only, inside a batch.
+    #[inline(always)]
+    pub(crate) fn gauge_add(&self, base: usize, epoch: u64, delta: f64) {
+        use super::registry::gauge_slots::{ADD_EPOCH, ADD_SUM};
+        let stored = self.owned_slot(base + ADD_EPOCH).load(Ordering::Relaxed);
+        let sum = if epoch == stored {
+            f64::from_bits(self.owned_slot(base + ADD_SUM).load(Ordering::Relaxed)) + delta
+        } else if epoch > stored {
+            self.store(base + ADD_EPOCH, epoch);
+            delta
+        } else {
+            return;
+        };
+        self.store(base + ADD_SUM, sum.to_bits());
+    }
+
     /// Runs `apply` inside the sequence-lock bracket. Owner only.
     ///
-    /// `apply` must only call [`add`](Self::add) / [`max`](Self::max) on this
-    /// shard; it runs no user code, so it cannot unwind and leave `seq` odd.
+    /// `apply` must only call [`add`](Self::add) / [`max`](Self::max) /
+    /// [`add_f64`](Self::add_f64) / [`store`](Self::store) /
+    /// [`gauge_add`](Self::gauge_add) on this shard;
+    /// it runs no user code, so it cannot unwind and leave `seq` odd.
     #[inline(always)]
     pub(crate) fn batch(&self, apply: impl FnOnce(&Self)) {
         // Relaxed load: `seq` has a single writer, this thread.
@@ -347,6 +382,18 @@ impl Shard {
             }
             crate::sync::backoff(&mut step);
         }
+    }
+
+    /// Chunks allocated: `(slot chunks, copy chunks)`. Any thread.
+    pub(crate) fn chunks_allocated(&self) -> (usize, usize) {
+        // Relaxed: a count, not a read of the chunks.
+        let count = |table: &ChunkTable| {
+            table
+                .iter()
+                .filter(|c| !c.load(Ordering::Relaxed).is_null())
+                .count()
+        };
+        (count(&self.chunks), count(&self.copies))
     }
 
     /// The current value of one slot (no batch consistency needed).

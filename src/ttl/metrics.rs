@@ -1,4 +1,5 @@
-//! The counters of one map, registered in a [`Stats`] under a prefix.
+//! The counters of one map, registered in a [`Stats`] under a prefix and
+//! a label set.
 
 use super::EvictionCause;
 use crate::stats::{Counter, Gauge, Stats, StatsError};
@@ -20,11 +21,17 @@ impl Counters {
     /// `PREFIX_inits_total`, `PREFIX_coalesced_total`,
     /// `PREFIX_init_errors_total`, `PREFIX_rejected_total`, one
     /// `PREFIX_evictions_CAUSE_total` per cause and the gauge
-    /// `PREFIX_entries`: the same names for sessions and caches.
-    pub(crate) fn register(stats: &Stats, prefix: &str) -> Result<Self, StatsError> {
-        let counter = |what: &str| stats.counter(&format!("{prefix}_{what}_total"));
-        let eviction =
-            |cause: EvictionCause| stats.counter(&format!("{prefix}_evictions_{cause}_total"));
+    /// `PREFIX_entries`, each with `labels`: the same names for sessions and
+    /// caches.
+    pub(crate) fn register(
+        stats: &Stats,
+        prefix: &str,
+        labels: &[(&str, &str)],
+    ) -> Result<Self, StatsError> {
+        let counter = |what: &str| stats.counter_with(&format!("{prefix}_{what}_total"), labels);
+        let eviction = |cause: EvictionCause| {
+            stats.counter_with(&format!("{prefix}_evictions_{cause}_total"), labels)
+        };
         Ok(Self {
             hits: counter("hits")?,
             misses: counter("misses")?,
@@ -39,7 +46,7 @@ impl Counters {
                 eviction(EvictionCause::Cleared)?,
                 eviction(EvictionCause::Replaced)?,
             ],
-            live: stats.gauge(&format!("{prefix}_entries"))?,
+            live: stats.gauge_with(&format!("{prefix}_entries"), labels)?,
         })
     }
 }

@@ -291,7 +291,7 @@ where
             resolution: std::time::Duration::ZERO,
             clock,
             listener,
-            counters: Counters::register(&stats, "test").expect("fresh stats"),
+            counters: Counters::register(&stats, "test", &[]).expect("fresh stats"),
             journal: None,
         };
         options

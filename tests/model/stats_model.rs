@@ -17,7 +17,8 @@
 //! registration results (the same name always gives the same metric; another
 //! kind is `StatsError::KindMismatch`; a bad name is `InvalidName`), the exact
 //! set of metric names and kinds, counters (wrapping `u64` adds), gauges
-//! (wrapping `i64`), histogram count, sum (wrapping) and max exactly, and every
+//! (`f64`: the last set plus the adds after it, in or out of batches, with
+//! whole values small enough that every sum is exact), histogram count, sum (wrapping) and max exactly, and every
 //! percentile within `MAX_RELATIVE_ERROR` of the exact nearest-rank value of
 //! the recorded samples; the same values through the handles' own getters and
 //! in the Prometheus text.
@@ -68,9 +69,9 @@ pub enum Op {
     /// One `stats.batch`.
     Batch(Vec<BatchOp>),
     /// Gauge set (registering the gauge on first use).
-    Set { name: u8, value: i64 },
+    Set { name: u8, value: i32 },
     /// Gauge add (registering the gauge on first use).
-    GaugeAdd { name: u8, delta: i64 },
+    GaugeAdd { name: u8, delta: i32 },
     /// Histogram record (registering the histogram on first use).
     Record { name: u8, value: u64 },
     /// Take a snapshot and check everything against the model.
@@ -85,6 +86,10 @@ pub enum BatchOp {
     Add { name: u8, n: u64 },
     /// `batch.record(histogram, value)`.
     Record { name: u8, value: u64 },
+    /// `batch.set(gauge, value)`.
+    Set { name: u8, value: i32 },
+    /// `batch.add_gauge(gauge, delta)`.
+    GaugeAdd { name: u8, delta: i32 },
 }
 
 /// Applies `ops` to a fresh [`Stats`] and to the model, checking after every
@@ -102,7 +107,7 @@ pub fn run(ops: &[Op]) {
 #[derive(Clone, Debug)]
 enum ModelValue {
     Counter(u64),
-    Gauge(i64),
+    Gauge(f64),
     Histogram(ModelHistogram),
 }
 
@@ -168,6 +173,8 @@ struct Harness {
 enum Resolved {
     Add(Counter, &'static str, u64),
     Record(Histogram, &'static str, u64),
+    Set(Gauge, &'static str, f64),
+    GaugeAdd(Gauge, &'static str, f64),
 }
 
 impl Harness {
@@ -221,7 +228,7 @@ impl Harness {
         let handle = got.ok()?;
         self.model.entry(name).or_insert_with(|| match kind {
             MetricKind::Counter => ModelValue::Counter(0),
-            MetricKind::Gauge => ModelValue::Gauge(0),
+            MetricKind::Gauge => ModelValue::Gauge(0.0),
             MetricKind::Histogram => ModelValue::Histogram(ModelHistogram::default()),
             other => unreachable!("the model registers no {other:?}"),
         });
@@ -264,7 +271,7 @@ impl Harness {
         }
     }
 
-    fn model_gauge(&mut self, name: &str, f: impl FnOnce(i64) -> i64) {
+    fn model_gauge(&mut self, name: &str, f: impl FnOnce(f64) -> f64) {
         match self.model.get_mut(name) {
             Some(ModelValue::Gauge(v)) => *v = f(*v),
             other => unreachable!("model: {name} is not a gauge: {other:?}"),
@@ -323,15 +330,15 @@ impl Harness {
             Op::Set { name: i, value } => {
                 let name = name(i);
                 if let Some(g) = self.gauge(name, at) {
-                    g.set(value);
-                    self.model_gauge(name, |_| value);
+                    g.set(value.into());
+                    self.model_gauge(name, |_| value.into());
                 }
             }
             Op::GaugeAdd { name: i, delta } => {
                 let name = name(i);
                 if let Some(g) = self.gauge(name, at) {
-                    g.add(delta);
-                    self.model_gauge(name, |v| v.wrapping_add(delta));
+                    g.add(delta.into());
+                    self.model_gauge(name, |v| v + f64::from(delta));
                 }
             }
             Op::Record { name: i, value } => {
@@ -366,6 +373,18 @@ impl Harness {
                                 resolved.push(Resolved::Record(h, name, value));
                             }
                         }
+                        BatchOp::Set { name: i, value } => {
+                            let name = name(i);
+                            if let Some(g) = self.gauge(name, at) {
+                                resolved.push(Resolved::Set(g, name, value.into()));
+                            }
+                        }
+                        BatchOp::GaugeAdd { name: i, delta } => {
+                            let name = name(i);
+                            if let Some(g) = self.gauge(name, at) {
+                                resolved.push(Resolved::GaugeAdd(g, name, delta.into()));
+                            }
+                        }
                     }
                 }
                 let applied = self.stats.batch(|b| {
@@ -374,6 +393,8 @@ impl Harness {
                             Resolved::Add(c, _, 1) => b.inc(c),
                             Resolved::Add(c, _, n) => b.add(c, *n),
                             Resolved::Record(h, _, v) => b.record(h, *v),
+                            Resolved::Set(g, _, v) => b.set(g, *v),
+                            Resolved::GaugeAdd(g, _, d) => b.add_gauge(g, *d),
                         }
                     }
                     resolved.len()
@@ -383,6 +404,8 @@ impl Harness {
                     match r {
                         Resolved::Add(_, name, n) => self.model_counter(name, *n),
                         Resolved::Record(_, name, v) => self.model_record(name, *v),
+                        Resolved::Set(_, name, v) => self.model_gauge(name, |_| *v),
+                        Resolved::GaugeAdd(_, name, d) => self.model_gauge(name, |g| g + d),
                     }
                 }
             }

@@ -196,6 +196,14 @@ impl Components for Locked {
         names.map(|name| values.get(name).copied().unwrap_or(0))
     }
 
+    fn counter_with(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        // The locked twin keeps no labelled series.
+        match labels {
+            [] => self.counters([name])[0],
+            _ => 0,
+        }
+    }
+
     fn prometheus(&self) -> String {
         use std::fmt::Write as _;
         let values = self.stats.snapshot();
