@@ -638,6 +638,21 @@ impl AuditLog {
         self.push(json.as_bytes(), true)
     }
 
+    /// The longest event accepted ([`AuditBuilder::max_event_bytes`]).
+    #[cfg(feature = "tracing")]
+    pub(super) fn max_event_bytes(&self) -> usize {
+        self.inner.max_event_bytes
+    }
+
+    /// Logs one line that is already a JSON value with no line break (the
+    /// [`TracingWriter`](super::TracingWriter) checked it), as
+    /// [`log_json`](Self::log_json) does without the checks.
+    #[cfg(feature = "tracing")]
+    pub(super) fn log_checked_line(&self, json: &[u8]) -> Result<Ticket, AuditError> {
+        self.check_writer()?;
+        self.push(json, true)
+    }
+
     /// Logs one event and waits until it has the `guarantee`.
     pub fn log_wait<E: Serialize + ?Sized>(
         &self,

@@ -47,6 +47,8 @@
 //!   how version 1 lines are still read.
 //! * [`recover`]: file names, and resuming after a crash (a torn last line
 //!   is truncated; `seq` and the chain continue).
+//! * `TracingWriter` (feature `tracing`): the log as a
+//!   `tracing_subscriber::fmt` writer, one record per formatted event.
 //! * [`verify()`]: checks a directory of rotated files in parallel and names
 //!   the first broken line (`latchfree audit verify DIR`).
 //!
@@ -64,6 +66,8 @@ pub mod recover;
 pub mod ring;
 #[cfg(not(fuzzing))]
 pub(crate) mod ring;
+#[cfg(feature = "tracing")]
+mod tracing_writer;
 pub mod verify;
 #[cfg(feature = "async")]
 mod wait_async;
@@ -83,4 +87,6 @@ pub use log::{
 pub use record::Head;
 pub use recover::file_name;
 pub use ring::OnFull;
+#[cfg(feature = "tracing")]
+pub use tracing_writer::{EventWriter, TracingMetrics, TracingWriter};
 pub use verify::{VerifyError, VerifyReport, verify, verify_files, verify_from, verify_to};
