@@ -54,12 +54,14 @@
 //!
 //! The locked twin is [`baseline::LockedAuditLog`](crate::baseline::LockedAuditLog).
 
+pub mod anchor;
 mod durable;
 mod guarantee;
 pub(crate) mod log;
 pub(crate) mod progress;
 pub mod record;
 pub mod recover;
+mod retention;
 // The ring is internal; the fuzz target `ring_ops` (built with
 // `--cfg fuzzing` by cargo-fuzz) drives it directly.
 #[cfg(fuzzing)]
