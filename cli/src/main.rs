@@ -42,14 +42,17 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Checks a log directory: every line parses, seq is contiguous across
-    /// files, the hash chain is intact. Exits 1 at the first break.
+    /// files, the hash chain is intact. Exits 1 at the first break. If
+    /// retention removed older files, the chain starts from the stream's
+    /// anchor file (`PREFIX.anchor`).
     Verify {
         /// The log directory.
         dir: std::path::PathBuf,
         /// The stream's file prefix (`audit`, `telemetry`, ...).
         #[arg(long, default_value = "audit")]
         prefix: String,
-        /// Start from an exported head `SEQ:HASH` (older files removed).
+        /// Start from an exported head `SEQ:HASH` (older files removed);
+        /// without it, from the stream's anchor file if it has one.
         #[arg(long, value_name = "SEQ:HASH")]
         from: Option<String>,
         /// The chain must contain this exported head `SEQ:HASH` (catches
@@ -191,13 +194,25 @@ fn verify_command(
                 "ok: {} files, {} records ({} gap markers, {} events dropped)",
                 report.files, report.records, report.gap_markers, report.dropped
             );
+            if start.is_none()
+                && let Ok(Some(anchor)) = latchfree::audit::anchor::read_anchor(dir, prefix)
+            {
+                println!(
+                    "from: {}:{} (the anchor {prefix}.anchor: older files were removed by retention)",
+                    anchor.seq, anchor.hash
+                );
+            }
             match report.head {
                 Some(head) => println!("head: {}:{}", head.seq, head.hash),
                 None => println!("head: none (no records)"),
             }
             ExitCode::SUCCESS
         }
-        Err(e @ (VerifyError::Broken { .. } | VerifyError::HeadNotReached { .. })) => {
+        Err(
+            e @ (VerifyError::Broken { .. }
+            | VerifyError::HeadNotReached { .. }
+            | VerifyError::Anchor { .. }),
+        ) => {
             eprintln!("BROKEN: {e}");
             ExitCode::FAILURE
         }
