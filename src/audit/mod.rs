@@ -47,7 +47,7 @@
 //!   how version 1 lines are still read.
 //! * [`recover`]: file names, and resuming after a crash (a torn last line
 //!   is truncated; `seq` and the chain continue).
-//! * `TracingWriter` (feature `tracing`): the log as a
+//! * [`tracing_writer`] (feature `tracing`): the log as a
 //!   `tracing_subscriber::fmt` writer, one record per formatted event.
 //! * [`verify()`]: checks a directory of rotated files in parallel and names
 //!   the first broken line (`latchfree audit verify DIR`).
@@ -69,7 +69,7 @@ pub mod ring;
 #[cfg(not(fuzzing))]
 pub(crate) mod ring;
 #[cfg(feature = "tracing")]
-mod tracing_writer;
+pub mod tracing_writer;
 pub mod verify;
 #[cfg(feature = "async")]
 mod wait_async;

@@ -46,8 +46,9 @@
 //!   a reader sees where and how many events were lost. The write returns
 //!   `Ok`: the loss is by design and on record.
 //!
-//! An event longer than [`AuditBuilder::max_event_bytes`]
-//! (super::AuditBuilder::max_event_bytes) is not written; in its place the
+//! An event longer than
+//! [`AuditBuilder::max_event_bytes`](super::AuditBuilder::max_event_bytes)
+//! is not written; in its place the
 //! record `{"oversized_event":{"bytes":N,"max_event_bytes":M}}` marks where
 //! it was, [`TracingMetrics::oversized`] counts it, and the write fails
 //! with an [`io::Error`] that wraps [`AuditError::TooLarge`] (`fmt` prints
@@ -285,7 +286,7 @@ impl EventWriter<'_> {
 }
 
 impl io::Write for EventWriter<'_> {
-    /// Takes all of `data` (see [`write_all`](Self::write_all)).
+    /// Takes all of `data` (see `write_all`).
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         self.write_all(data).map(|()| data.len())
     }
