@@ -95,7 +95,8 @@ pub enum Problem {
     #[error("the last line is torn (it has no newline)")]
     TornTail,
     /// The record at the anchor's `seq` is not the anchored record: the
-    /// chain was rewritten at or before it ([`verify_to`]).
+    /// chain was rewritten at or before it (the head [`verify_to`] must
+    /// reach, or a start head that a remaining file still holds).
     #[error("seq {seq} has hash {found}, not the anchored {expected}")]
     HeadMismatch {
         /// The anchor's `seq`.
