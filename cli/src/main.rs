@@ -73,7 +73,8 @@ enum Workload {
     /// Counters, batches and snapshots (`counter_add`, `batch4`, `snapshot`).
     Stats,
     /// The audit log under each guarantee (`log_async`, `log_os`,
-    /// `log_disk`); run `--ops log_os,log_disk --threads 64` too, where group
+    /// `log_disk`), and `tracing` events through `fmt().json()`
+    /// (`tracing_json`); run `--ops log_os,log_disk --threads 64` too, where group
     /// commit shows. Scratch files go under TMPDIR (not a tmpfs, for `disk`).
     Audit,
     /// A swappable shared instance (`load`, `load_during_swaps`, `swap`):
