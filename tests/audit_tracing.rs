@@ -82,8 +82,14 @@ fn events_from_many_threads_are_one_record_each_and_survive_a_plain_drop() {
     let metrics = log.metrics();
     assert!(metrics.full_waits > 0, "the ring never filled: {metrics:?}");
     assert_eq!(writer.metrics(), Default::default());
-    // No close: dropping the last handles drains the ring.
+    // No close: dropping the last handles drains the ring, and releases
+    // the stream: it opens again where it ended.
     drop((log, writer));
+    let reopened = AuditLog::open(dir.path()).unwrap();
+    assert_eq!(
+        reopened.close().unwrap().map(|h| h.seq),
+        Some(THREADS * PER_THREAD - 1)
+    );
 
     let report = verify(dir.path()).unwrap();
     assert_eq!(report.records, THREADS * PER_THREAD);
