@@ -6,6 +6,7 @@
 //! | `log_async` | `async`: in memory when the call returns | `latchfree` ([`AuditLog::log`]), `locked` ([`Guarantee::Async`]), `mutex-bufwriter`, `crossbeam-channel`, `tracing-appender`, `tracing-appender-bufwriter` |
 //! | `log_os` | `os`: in the OS page cache when the call returns | `latchfree` (`log_wait(.., Guarantee::Os)`), `locked` ([`Guarantee::Os`]), `mutex-file` |
 //! | `log_disk` | `disk`: fsynced when the call returns | `latchfree` (`log_wait(.., Guarantee::Disk)`), `locked` ([`Guarantee::Disk`]), `mutex-file-sync` |
+//! | `tracing_json` | `async`: `tracing::info!` through `tracing_subscriber::fmt().json()` | `latchfree` ([`AuditLog::make_writer`], lossless), `tracing-appender` (`lossy(false)`), `tracing-appender-lossy` (its default: drops when its queue is full, counted) |
 //! | `log_disk_async` | `disk`, awaited | `latchfree` ([`AuditLog::log_wait_async`]): each bench thread's calls are a task on a 2-worker tokio runtime ([`OnRuntime`](super::OnRuntime)), so at `--threads 64` 64 tasks share 2 threads where `log_disk` blocks 64 |
 //!
 //! Every implementation serialises the same [`AuditEvent`] with serde_json on
@@ -34,6 +35,17 @@
 //!   cannot number or chain lines without a lock of its own, so its lines
 //!   are the bare events (no `seq`, `ts` or hash; its guarantee names it
 //!   `no-chain`). It shows what a generic non-blocking file writer costs.
+//!
+//! The `tracing_json` rows are what a server that logs through `tracing`
+//! pays: each call is one `tracing::info!` with the [`AuditEvent`]'s fields,
+//! formatted by one shared `fmt().json()` subscriber (a scoped default on
+//! each worker, as a global one would be) into the writer under test. The
+//! latchfree writer turns each formatted line into one chained record and
+//! blocks when its ring is full; tracing-appender's `NonBlocking` over
+//! `rolling::never` is the peer, as its docs recommend (`lossy(false)` for
+//! the lossless row; the default, lossy, for the other: its row passes with
+//! the loss it counted, lines in the file against events sent, beside it).
+//! The appender's lines carry no chain (`no-chain`).
 //!
 //! After each case the runner checks that nothing was lost: latchfree is
 //! closed and must report `total` records written and none dropped, and
@@ -151,6 +163,18 @@ pub fn cases() -> Vec<Case> {
         case("log_disk", "mutex-file-sync", "disk, no-chain", |t| {
             Box::new(PlainMutex::new(t, Guarantee::Disk))
         }),
+        case("tracing_json", "latchfree", "async", |t| {
+            Box::new(TracingJson::new(t, TracingSinkKind::Latchfree))
+        }),
+        case("tracing_json", "tracing-appender", "async, no-chain", |t| {
+            Box::new(TracingJson::new(t, TracingSinkKind::Appender))
+        }),
+        case(
+            "tracing_json",
+            "tracing-appender-lossy",
+            "lossy, no-chain",
+            |t| Box::new(TracingJson::new(t, TracingSinkKind::AppenderLossy)),
+        ),
         case("log_disk_async", "latchfree", "disk", |t| {
             Box::new(OnRuntime::new(Latchfree::new(t, Guarantee::Disk)))
         }),
@@ -745,6 +769,210 @@ impl Target for Appender {
             expect_eq("lines in the file after the guard's drop", lines, total_ops)
         };
         Some(check())
+    }
+}
+
+/// Which writer a [`TracingJson`] target's `fmt` layer writes into.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TracingSinkKind {
+    /// [`AuditLog::make_writer`], default builder (lossless).
+    Latchfree,
+    /// tracing-appender's `NonBlocking`, `lossy(false)`.
+    Appender,
+    /// tracing-appender's `NonBlocking`, defaults (lossy).
+    AppenderLossy,
+}
+
+/// The writer behind the subscriber, and what the checks need of it.
+enum TracingSink {
+    Latchfree {
+        log: AuditLog,
+        writer: latchfree::audit::TracingWriter,
+    },
+    Appender {
+        /// Dropping it flushes the lines queued before (waiting up to 1 s).
+        guard: Mutex<Option<WorkerGuard>>,
+        /// Lines the lossy writer dropped (always 0 for `lossy(false)`).
+        dropped: tracing_appender::non_blocking::ErrorCounter,
+        /// Bytes of the file already counted, and the lines in them.
+        counted: Mutex<(u64, u64)>,
+    },
+}
+
+/// `tracing::info!` events formatted by `tracing_subscriber::fmt().json()`
+/// into a latchfree or tracing-appender writer.
+struct TracingJson {
+    /// The `fmt().json()` subscriber, shared by every worker.
+    dispatch: tracing::Dispatch,
+    sink: TracingSink,
+    kind: TracingSinkKind,
+    /// What the last check counted as lost (the lossy peer only).
+    lost: Mutex<Option<String>>,
+    events: Events,
+    dir: TempDir,
+}
+
+impl TracingJson {
+    fn new(threads: usize, kind: TracingSinkKind) -> Self {
+        let dir = scratch_dir();
+        let subscriber = tracing_subscriber::fmt().json();
+        let (dispatch, sink) = match kind {
+            TracingSinkKind::Latchfree => {
+                let log = AuditLog::open(dir.path()).expect("cannot open the audit log");
+                let writer = log.make_writer();
+                let dispatch =
+                    tracing::Dispatch::new(subscriber.with_writer(writer.clone()).finish());
+                (dispatch, TracingSink::Latchfree { log, writer })
+            }
+            TracingSinkKind::Appender | TracingSinkKind::AppenderLossy => {
+                let file = tracing_appender::rolling::never(dir.path(), APPENDER_FILE);
+                let builder =
+                    NonBlockingBuilder::default().lossy(kind == TracingSinkKind::AppenderLossy);
+                let (writer, guard) = builder.finish(file);
+                let dropped = writer.error_counter();
+                let dispatch = tracing::Dispatch::new(subscriber.with_writer(writer).finish());
+                let sink = TracingSink::Appender {
+                    guard: Mutex::new(Some(guard)),
+                    dropped,
+                    counted: Mutex::new((0, 0)),
+                };
+                (dispatch, sink)
+            }
+        };
+        Self {
+            dispatch,
+            sink,
+            kind,
+            lost: Mutex::new(None),
+            events: Events::new(threads),
+            dir,
+        }
+    }
+
+    /// Events emitted so far by every worker (call after they are joined).
+    fn sent(&self) -> u64 {
+        // Relaxed: the workers were joined.
+        self.events
+            .calls
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Lines in the appender's file now, reading only what was added since
+    /// the last call.
+    fn appender_lines(&self, counted: &Mutex<(u64, u64)>) -> io::Result<u64> {
+        use std::io::Seek as _;
+        let mut counted = counted.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut file = File::open(self.dir.path().join(APPENDER_FILE))?;
+        file.seek(io::SeekFrom::Start(counted.0))?;
+        let mut buffer = vec![0u8; 1 << 20];
+        loop {
+            match file.read(&mut buffer) {
+                Ok(0) => return Ok(counted.1),
+                Ok(n) => {
+                    counted.0 += n as u64;
+                    counted.1 += buffer[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Target for TracingJson {
+    fn run(&self, thread: usize, n: u64) {
+        tracing::dispatcher::with_default(&self.dispatch, || {
+            self.events.each(thread, n, |e| {
+                tracing::info!(
+                    user = e.user,
+                    action = e.action,
+                    resource = e.resource,
+                    session = e.session,
+                    request = e.request,
+                    amount_cents = e.amount_cents,
+                    currency = e.currency,
+                    ok = e.ok,
+                    client = e.client,
+                    "audit"
+                );
+            });
+        });
+    }
+
+    fn settle(&self) {
+        match &self.sink {
+            TracingSink::Latchfree { log, .. } => {
+                let _ = log.flush();
+            }
+            TracingSink::Appender {
+                dropped, counted, ..
+            } => {
+                let sent = self.sent();
+                wait_until(|| {
+                    let lines = self.appender_lines(counted).unwrap_or(0);
+                    lines + dropped.dropped_lines() as u64 >= sent
+                });
+            }
+        }
+    }
+
+    fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
+        let check = || match &self.sink {
+            TracingSink::Latchfree { log, writer } => {
+                log.close().map_err(|e| format!("close: {e}"))?;
+                let m = writer.metrics();
+                expect_eq("events dropped by the tracing writer", m.dropped, 0)?;
+                expect_eq(
+                    "events refused by the tracing writer",
+                    m.failed + m.oversized,
+                    0,
+                )?;
+                expect_eq(
+                    "records written (metrics)",
+                    log.metrics().written,
+                    total_ops,
+                )?;
+                verify_stream(self.dir.path(), total_ops)
+            }
+            TracingSink::Appender {
+                guard,
+                dropped,
+                counted,
+            } => {
+                drop(guard.lock().unwrap_or_else(PoisonError::into_inner).take());
+                let lines = self
+                    .appender_lines(counted)
+                    .map_err(|e| format!("{APPENDER_FILE}: {e}"))?;
+                if self.kind == TracingSinkKind::Appender {
+                    return expect_eq("lines in the file after the guard's drop", lines, total_ops);
+                }
+                // The lossy writer: what is not in the file was dropped, and
+                // its own counter must say so.
+                let lost = total_ops
+                    .checked_sub(lines)
+                    .ok_or_else(|| format!("{lines} lines for {total_ops} events"))?;
+                expect_eq(
+                    "lines it counted as dropped",
+                    dropped.dropped_lines() as u64,
+                    lost,
+                )?;
+                *self.lost.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!(
+                    "lost {lost} of {total_ops} events ({:.2} %)",
+                    lost as f64 * 100.0 / total_ops.max(1) as f64
+                ));
+                Ok(())
+            }
+        };
+        Some(check())
+    }
+
+    fn report(&self) -> Option<String> {
+        self.lost
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 

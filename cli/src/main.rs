@@ -43,14 +43,17 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Checks a log directory: every line parses, seq is contiguous across
-    /// files, the hash chain is intact. Exits 1 at the first break.
+    /// files, the hash chain is intact. Exits 1 at the first break. If
+    /// retention removed older files, the chain starts from the stream's
+    /// anchor file (`PREFIX.anchor`).
     Verify {
         /// The log directory.
         dir: std::path::PathBuf,
         /// The stream's file prefix (`audit`, `telemetry`, ...).
         #[arg(long, default_value = "audit")]
         prefix: String,
-        /// Start from an exported head `SEQ:HASH` (older files removed).
+        /// Start from an exported head `SEQ:HASH` (older files removed);
+        /// without it, from the stream's anchor file if it has one.
         #[arg(long, value_name = "SEQ:HASH")]
         from: Option<String>,
         /// The chain must contain this exported head `SEQ:HASH` (catches
@@ -71,7 +74,8 @@ enum Workload {
     /// Counters, batches and snapshots (`counter_add`, `batch4`, `snapshot`).
     Stats,
     /// The audit log under each guarantee (`log_async`, `log_os`,
-    /// `log_disk`); run `--ops log_os,log_disk --threads 64` too, where group
+    /// `log_disk`), and `tracing` events through `fmt().json()`
+    /// (`tracing_json`); run `--ops log_os,log_disk --threads 64` too, where group
     /// commit shows. Scratch files go under TMPDIR (not a tmpfs, for `disk`).
     Audit,
     /// A swappable shared instance (`load`, `load_during_swaps`, `swap`):
@@ -196,13 +200,25 @@ fn verify_command(
                 "ok: {} files, {} records ({} gap markers, {} events dropped)",
                 report.files, report.records, report.gap_markers, report.dropped
             );
+            if start.is_none()
+                && let Ok(Some(anchor)) = latchfree::audit::anchor::read_anchor(dir, prefix)
+            {
+                println!(
+                    "from: {}:{} (the anchor {prefix}.anchor: older files were removed by retention)",
+                    anchor.seq, anchor.hash
+                );
+            }
             match report.head {
                 Some(head) => println!("head: {}:{}", head.seq, head.hash),
                 None => println!("head: none (no records)"),
             }
             ExitCode::SUCCESS
         }
-        Err(e @ (VerifyError::Broken { .. } | VerifyError::HeadNotReached { .. })) => {
+        Err(
+            e @ (VerifyError::Broken { .. }
+            | VerifyError::HeadNotReached { .. }
+            | VerifyError::Anchor { .. }),
+        ) => {
             eprintln!("BROKEN: {e}");
             ExitCode::FAILURE
         }

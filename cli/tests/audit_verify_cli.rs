@@ -88,3 +88,37 @@ fn head_must_be_contained_in_the_chain() {
     assert_eq!(code, Some(2));
     assert!(stderr.contains("--head needs SEQ:HASH"), "{stderr}");
 }
+
+#[test]
+fn a_stream_kept_by_retention_verifies_from_its_anchor() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = latchfree::audit::AuditLog::builder(dir.path())
+        .max_file_bytes(4096)
+        .max_files(3)
+        .open()
+        .unwrap();
+    for n in 0..200 {
+        log.log_wait(&n, latchfree::audit::Guarantee::Os).unwrap();
+    }
+    log.close().unwrap();
+    let anchor = latchfree::audit::anchor::read_anchor(dir.path(), "audit")
+        .unwrap()
+        .unwrap();
+    let (code, stdout, stderr) = verify(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.contains(&format!("from: {}:{}", anchor.seq, anchor.hash)),
+        "{stdout}"
+    );
+    assert!(stdout.contains("head: 199:"), "{stdout}");
+    // The oldest remaining file removed by hand (another one with records
+    // follows it): a gap after the anchor.
+    let files = latchfree::audit::verify::stream_files(dir.path(), "audit").unwrap();
+    std::fs::remove_file(&files[0]).unwrap();
+    let (code, _, stderr) = verify(dir.path());
+    assert_eq!(code, Some(1));
+    assert!(
+        stderr.contains(&format!("seq {} was due", anchor.seq + 1)),
+        "{stderr}"
+    );
+}

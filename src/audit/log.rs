@@ -17,6 +17,7 @@ use super::progress::{self, Level, Progress, Stalled};
 use super::record::Head;
 use super::record::RecordError;
 use super::recover::{self, RecoverError};
+use super::retention::{Limits, Retainer};
 use super::ring::{self, OnFull, Producer, PushError, RingConfig};
 pub use super::writer::Durability;
 use super::writer::{self, Counts, Desk, Heads, StreamState, Summary, Unwritten, Writer};
@@ -203,6 +204,9 @@ pub struct AuditMetrics {
     pub write_errors: u64,
     /// Files created.
     pub files: u64,
+    /// Files removed by the retention limits
+    /// ([`AuditBuilder::max_files`], ...).
+    pub files_removed: u64,
 }
 
 /// Configures and opens an [`AuditLog`].
@@ -219,6 +223,7 @@ pub struct AuditBuilder {
     clock: Arc<dyn Clock>,
     stats: Option<Stats>,
     syncer: Arc<dyn Syncer>,
+    retention: Limits,
 }
 
 impl AuditBuilder {
@@ -289,6 +294,35 @@ impl AuditBuilder {
         self
     }
 
+    /// Keeps at most `files` files of the stream, the one being written
+    /// included (at least 1): the writer removes the oldest closed files
+    /// beyond it, after anchoring the chain (see [`anchor`](super::anchor);
+    /// [`verify`](super::verify()) then starts from the anchor). Off by
+    /// default.
+    pub fn max_files(mut self, files: usize) -> Self {
+        self.retention.max_files = Some(files);
+        self
+    }
+
+    /// Keeps at most `bytes` over all the stream's files, the one being
+    /// written included (at least [`MIN_FILE_BYTES`]), removing the oldest
+    /// closed files beyond it as [`max_files`](Self::max_files) does. The
+    /// file being written is never removed, so the stream can exceed the
+    /// limit by up to one file: keep it well above
+    /// [`max_file_bytes`](Self::max_file_bytes). Off by default.
+    pub fn max_total_bytes(mut self, bytes: u64) -> Self {
+        self.retention.max_total_bytes = Some(bytes);
+        self
+    }
+
+    /// Removes a closed file once its last record is older than `age` by
+    /// the stream's [`clock`](Self::clock) (at least a second), as
+    /// [`max_files`](Self::max_files) does. Off by default.
+    pub fn max_age(mut self, age: Duration) -> Self {
+        self.retention.max_age = Some(age);
+        self
+    }
+
     /// Checks every bound before anything is created or allocated.
     fn check_settings(&self) -> Result<(), AuditError> {
         let invalid = |setting, value: u64, allowed| {
@@ -330,6 +364,22 @@ impl AuditBuilder {
                 self.max_file_bytes,
                 "at least MIN_FILE_BYTES (4096)",
             );
+        }
+        if let Some(files) = self.retention.max_files
+            && files == 0
+        {
+            return invalid("max_files", 0, "at least 1 file (the one being written)");
+        }
+        if let Some(bytes) = self.retention.max_total_bytes
+            && bytes < MIN_FILE_BYTES
+        {
+            return invalid("max_total_bytes", bytes, "at least MIN_FILE_BYTES (4096)");
+        }
+        if let Some(age) = self.retention.max_age
+            && age < Duration::from_secs(1)
+        {
+            let millis = u64::try_from(age.as_millis()).unwrap_or(u64::MAX);
+            return invalid("max_age", millis, "at least 1 second (the value is in ms)");
         }
         Ok(())
     }
@@ -407,6 +457,16 @@ impl AuditBuilder {
                 }
             }
         };
+        let retainer = if self.retention.is_off() {
+            None
+        } else {
+            let current_path =
+                self.dir
+                    .join(recover::file_name(&self.prefix, current.day, current.n));
+            let retainer = Retainer::open(self.retention, &self.dir, &self.prefix, &current_path)
+                .map_err(open_err(&self.dir))?;
+            Some(retainer)
+        };
         let ring_config = RingConfig::default()
             .capacity(self.capacity)
             .slot_bytes(self.slot_bytes + super::record::DIGEST_LEN)
@@ -439,7 +499,8 @@ impl AuditBuilder {
             recovered.head,
             lock,
             self.syncer,
-        );
+        )
+        .with_retainer(retainer);
         let desk = Desk::new(writer);
         let thread = {
             let shared = shared.clone();
@@ -569,6 +630,7 @@ impl AuditLog {
             clock: Arc::new(SystemClock),
             stats: None,
             syncer: Arc::new(OsSyncer),
+            retention: Limits::default(),
         }
     }
 
@@ -636,6 +698,21 @@ impl AuditLog {
             });
         }
         self.push(json.as_bytes(), true)
+    }
+
+    /// The longest event accepted ([`AuditBuilder::max_event_bytes`]).
+    #[cfg(feature = "tracing")]
+    pub(super) fn max_event_bytes(&self) -> usize {
+        self.inner.max_event_bytes
+    }
+
+    /// Logs one line that is already a JSON value with no line break (the
+    /// [`TracingWriter`](super::TracingWriter) checked it), as
+    /// [`log_json`](Self::log_json) does without the checks.
+    #[cfg(feature = "tracing")]
+    pub(super) fn log_checked_line(&self, json: &[u8]) -> Result<Ticket, AuditError> {
+        self.check_writer()?;
+        self.push(json, true)
     }
 
     /// Logs one event and waits until it has the `guarantee`.
@@ -708,6 +785,7 @@ impl AuditLog {
             full_waits: c.full_waits.get(),
             write_errors: c.write_errors.get(),
             files: c.files.get(),
+            files_removed: c.files_removed.get(),
         }
     }
 

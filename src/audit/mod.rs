@@ -47,23 +47,29 @@
 //!   how version 1 lines are still read.
 //! * [`recover`]: file names, and resuming after a crash (a torn last line
 //!   is truncated; `seq` and the chain continue).
+//! * [`tracing_writer`] (feature `tracing`): the log as a
+//!   `tracing_subscriber::fmt` writer, one record per formatted event.
 //! * [`verify()`]: checks a directory of rotated files in parallel and names
 //!   the first broken line (`latchfree audit verify DIR`).
 //!
 //! The locked twin is [`baseline::LockedAuditLog`](crate::baseline::LockedAuditLog).
 
+pub mod anchor;
 mod durable;
 mod guarantee;
 pub(crate) mod log;
 pub(crate) mod progress;
 pub mod record;
 pub mod recover;
+mod retention;
 // The ring is internal; the fuzz target `ring_ops` (built with
 // `--cfg fuzzing` by cargo-fuzz) drives it directly.
 #[cfg(fuzzing)]
 pub mod ring;
 #[cfg(not(fuzzing))]
 pub(crate) mod ring;
+#[cfg(feature = "tracing")]
+pub mod tracing_writer;
 pub mod verify;
 #[cfg(feature = "async")]
 mod wait_async;
@@ -83,4 +89,6 @@ pub use log::{
 pub use record::Head;
 pub use recover::file_name;
 pub use ring::OnFull;
+#[cfg(feature = "tracing")]
+pub use tracing_writer::{EventWriter, TracingMetrics, TracingWriter};
 pub use verify::{VerifyError, VerifyReport, verify, verify_files, verify_from, verify_to};

@@ -214,7 +214,7 @@ fn check_continues(
 
 /// The last whole record of the file at `path`, reading only its end
 /// (a window that doubles until it holds the whole last line).
-fn last_record(path: &Path) -> Result<Option<Record>, RecoverError> {
+pub(crate) fn last_record(path: &Path) -> Result<Option<Record>, RecoverError> {
     use std::io::{Read as _, Seek as _, SeekFrom};
     let io_err = |e| RecoverError::Io(path.into(), e);
     let mut file = File::open(path).map_err(io_err)?;

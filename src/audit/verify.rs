@@ -10,7 +10,22 @@
 //! each file's first record must continue the previous file's last (`seq + 1`
 //! and `prev` equal to its hash). The first record of the oldest file must
 //! be `seq` 0 with the all-zero `prev`, unless older files were removed on
-//! purpose: [`verify_from`] then starts at a head exported earlier.
+//! purpose: [`verify_from`] then starts at a head exported earlier, or,
+//! when none is given, at the stream's [anchor](super::anchor) file, which
+//! the writer's retention keeps (`PREFIX.anchor`).
+//!
+//! # Starting from a head
+//!
+//! The remaining records must continue the start head exactly: the first
+//! record after it must have its `seq + 1` and its hash as `prev`. So a file
+//! removed by anyone but the writer's retention (the oldest remaining, or
+//! one in the middle) shows as a [`Problem::SeqGap`]. Records at or before
+//! the start may still be there (the writer crashed between anchoring and
+//! removing, or a head exported from the middle of a file is given): a file
+//! whose records all lie at or before it is skipped, and in the one that
+//! holds the start's `seq`, that record must have the start's hash
+//! ([`Problem::HeadMismatch`] otherwise); only the records after it are
+//! counted.
 //!
 //! # The end of the chain needs an anchor too
 //!
@@ -80,7 +95,8 @@ pub enum Problem {
     #[error("the last line is torn (it has no newline)")]
     TornTail,
     /// The record at the anchor's `seq` is not the anchored record: the
-    /// chain was rewritten at or before it ([`verify_to`]).
+    /// chain was rewritten at or before it (the head [`verify_to`] must
+    /// reach, or a start head that a remaining file still holds).
     #[error("seq {seq} has hash {found}, not the anchored {expected}")]
     HeadMismatch {
         /// The anchor's `seq`.
@@ -114,6 +130,14 @@ pub enum VerifyError {
         /// What is wrong.
         problem: Problem,
     },
+    /// The stream's anchor file cannot be read, or is not an anchor line.
+    #[error("cannot use the anchor {}: {source}", path.display())]
+    Anchor {
+        /// The anchor file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
     /// The chain is sound but ends before the head it must contain
     /// ([`verify_to`]): records were taken off its end, or the stream was
     /// replaced.
@@ -131,20 +155,39 @@ pub enum VerifyError {
     },
 }
 
-/// Verifies the `audit` stream in `dir` from its first record (`seq` 0).
+/// Verifies the `audit` stream in `dir` from its first record (`seq` 0), or
+/// from its anchor if retention removed older files.
 pub fn verify(dir: &Path) -> Result<VerifyReport, VerifyError> {
     verify_from(dir, "audit", None)
 }
 
-/// Verifies stream `prefix` in `dir`. With `start`, the oldest remaining
-/// record must follow that head (older files were removed); without, it must
-/// be `seq` 0 with the all-zero `prev`.
+/// Verifies stream `prefix` in `dir`. With `start`, the records must
+/// continue that head (older files were removed; see the [module
+/// docs](self)); without, they continue the stream's anchor
+/// (`PREFIX.anchor`, kept by retention) if it has one, and otherwise the
+/// oldest must be `seq` 0 with the all-zero `prev`.
 pub fn verify_from(
     dir: &Path,
     prefix: &str,
     start: Option<Head>,
 ) -> Result<VerifyReport, VerifyError> {
+    let start = start_or_anchor(dir, prefix, start)?;
     verify_files(&stream_files(dir, prefix)?, start)
+}
+
+/// `start`, or else the stream's anchor (if it has one).
+fn start_or_anchor(
+    dir: &Path,
+    prefix: &str,
+    start: Option<Head>,
+) -> Result<Option<Head>, VerifyError> {
+    if start.is_some() {
+        return Ok(start);
+    }
+    super::anchor::read_anchor(dir, prefix).map_err(|source| VerifyError::Anchor {
+        path: super::anchor::anchor_path(dir, prefix),
+        source,
+    })
 }
 
 /// [`verify_from`], and the chain must reach `to`: it must contain a record
@@ -186,6 +229,7 @@ pub fn verify_to(
     start: Option<Head>,
     to: Head,
 ) -> Result<VerifyReport, VerifyError> {
+    let start = start_or_anchor(dir, prefix, start)?;
     check_files(&stream_files(dir, prefix)?, start, Some(to))
 }
 
@@ -230,10 +274,15 @@ fn check_files(
     let files_iter = files.par_iter();
     #[cfg(not(feature = "parallel-verify"))]
     let files_iter = files.iter();
+    let wanted = Wanted {
+        start: start.map(|h| h.seq),
+        to: to.map(|h| h.seq),
+    };
     let scans: Vec<FileScan> = files_iter
-        .map(|path| scan_file(path, to.map(|h| h.seq)))
+        .map(|path| scan_file(path, wanted))
         .collect::<Result<_, _>>()?;
-    let mut reached = false;
+    // A head to reach that is the start itself is reached.
+    let mut reached = start.is_some() && start == to;
     let mut report = VerifyReport {
         files: files.len(),
         records: 0,
@@ -247,8 +296,18 @@ fn check_files(
             line,
             problem,
         };
-        if let Some((seq, prev)) = scan.first {
-            follow(report.head, seq, prev).map_err(|p| broken(1, p))?;
+        if let (Some(start), Some((line, hash))) = (start, scan.at_start)
+            && hash != start.hash
+        {
+            let problem = Problem::HeadMismatch {
+                seq: start.seq,
+                expected: start.hash,
+                found: hash,
+            };
+            return Err(broken(line, problem));
+        }
+        if let Some((line, seq, prev)) = scan.first {
+            follow(report.head, seq, prev).map_err(|p| broken(line, p))?;
         }
         if let Some((line, problem)) = scan.error {
             return Err(broken(line, problem));
@@ -256,7 +315,11 @@ fn check_files(
         report.records += scan.records;
         report.gap_markers += scan.gap_markers;
         report.dropped += scan.dropped;
-        report.head = scan.last.or(report.head);
+        if scan.first.is_some() {
+            // A file with records after the start (all of them, without
+            // one); one wholly at or before it leaves the head there.
+            report.head = scan.last;
+        }
         if let (Some(to), Some((line, hash))) = (to, scan.wanted) {
             if hash != to.hash {
                 let problem = Problem::HeadMismatch {
@@ -309,10 +372,22 @@ pub fn stream_files(dir: &Path, prefix: &str) -> Result<Vec<PathBuf>, VerifyErro
     Ok(files.into_iter().map(|(_, _, path)| path).collect())
 }
 
+/// The `seq`s whose hashes a scan reports.
+#[derive(Clone, Copy)]
+struct Wanted {
+    /// The start head's: records up to it are not counted.
+    start: Option<u64>,
+    /// The head the chain must reach ([`verify_to`]).
+    to: Option<u64>,
+}
+
 /// One file checked on its own.
 struct FileScan {
-    /// `(seq, prev)` of the first record, to stitch to the previous file.
-    first: Option<(u64, ChainHash)>,
+    /// `(line, seq, prev)` of the first record after the start, to stitch to
+    /// the previous file (or the start).
+    first: Option<(usize, u64, ChainHash)>,
+    /// The line and hash of the record at the start's `seq`.
+    at_start: Option<(usize, ChainHash)>,
     /// The last good record.
     last: Option<Head>,
     records: u64,
@@ -324,7 +399,7 @@ struct FileScan {
     wanted: Option<(usize, ChainHash)>,
 }
 
-fn scan_file(path: &Path, wanted: Option<u64>) -> Result<FileScan, VerifyError> {
+fn scan_file(path: &Path, wanted: Wanted) -> Result<FileScan, VerifyError> {
     use std::io::BufRead as _;
     let io_error = |source| VerifyError::Io {
         path: path.to_path_buf(),
@@ -337,6 +412,7 @@ fn scan_file(path: &Path, wanted: Option<u64>) -> Result<FileScan, VerifyError> 
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut scan = FileScan {
         first: None,
+        at_start: None,
         last: None,
         records: 0,
         gap_markers: 0,
@@ -362,26 +438,35 @@ fn scan_file(path: &Path, wanted: Option<u64>) -> Result<FileScan, VerifyError> 
                 break;
             }
         };
-        if let Some(last) = scan.last {
-            if let Err(problem) = follow(Some(last), record.seq, record.prev) {
-                scan.error = Some((number, problem));
-                break;
-            }
-        } else {
-            scan.first = Some((record.seq, record.prev));
+        if let Some(last) = scan.last
+            && let Err(problem) = follow(Some(last), record.seq, record.prev)
+        {
+            scan.error = Some((number, problem));
+            break;
         }
-        scan.records += 1;
-        if wanted == Some(record.seq) {
-            scan.wanted = Some((number, record.hash));
-        }
-        if let Some(n) = record.gap {
-            scan.gap_markers += 1;
-            scan.dropped += n;
+        if wanted.start == Some(record.seq) {
+            scan.at_start = Some((number, record.hash));
         }
         scan.last = Some(Head {
             seq: record.seq,
             hash: record.hash,
         });
+        if wanted.to == Some(record.seq) {
+            scan.wanted = Some((number, record.hash));
+        }
+        // Records up to the start are vouched for by it: only the link
+        // from it is checked (above), and they are not counted.
+        if wanted.start.is_some_and(|start| record.seq <= start) {
+            continue;
+        }
+        if scan.first.is_none() {
+            scan.first = Some((number, record.seq, record.prev));
+        }
+        scan.records += 1;
+        if let Some(n) = record.gap {
+            scan.gap_markers += 1;
+            scan.dropped += n;
+        }
     }
     Ok(scan)
 }

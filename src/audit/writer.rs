@@ -32,6 +32,7 @@ use super::progress::{Level, Progress};
 use super::record::Head;
 use super::record::{self, Body, ChainHash, Timestamp};
 use super::recover::{self, Current};
+use super::retention::Retainer;
 use super::ring::Consumer;
 use crate::clock::Clock;
 use crate::stats::{Counter, Stats, StatsError};
@@ -74,6 +75,7 @@ pub(crate) struct Counts {
     pub(crate) full_waits: Counter,
     pub(crate) write_errors: Counter,
     pub(crate) files: Counter,
+    pub(crate) files_removed: Counter,
 }
 
 impl Counts {
@@ -89,6 +91,7 @@ impl Counts {
             full_waits: counter("full_waits")?,
             write_errors: counter("write_errors")?,
             files: counter("files_created")?,
+            files_removed: counter("files_removed")?,
         })
     }
 }
@@ -163,6 +166,9 @@ pub(crate) struct Writer {
     /// (or since the stream was opened: the previous process may have died
     /// before it synced the name).
     dir_synced: bool,
+    /// Removes the oldest closed files beyond the retention limits (`None`
+    /// without limits).
+    retainer: Option<Retainer>,
 }
 
 /// The writer's state, shared by its thread and by callers waiting for a
@@ -304,7 +310,14 @@ impl Writer {
             stopped: false,
             syncer,
             dir_synced: false,
+            retainer: None,
         }
+    }
+
+    /// The writer, removing old files as `retainer` says.
+    pub(crate) fn with_retainer(mut self, retainer: Option<Retainer>) -> Self {
+        self.retainer = retainer;
+        self
     }
 
     /// Ends the stream for this process: no turn runs after it; the file,
@@ -331,8 +344,10 @@ impl Writer {
         if self.unwritten() > 0 {
             self.write_pending()?;
         }
-        self.ts.set(self.shared.clock.now());
+        let now = self.shared.clock.now();
+        self.ts.set(now);
         self.rotate_if_due(recover::day_of(&self.ts))?;
+        self.retain(now);
         let took = self.take_batch();
         self.finish_batch()?;
         if !took && self.consumer.is_drained() {
@@ -484,6 +499,25 @@ impl Writer {
         Ok(())
     }
 
+    /// Removes the oldest closed files beyond the retention limits, if a
+    /// check is due. A failure is counted and retried later; it never
+    /// holds up a write.
+    fn retain(&mut self, now: std::time::SystemTime) {
+        let Some(retainer) = self.retainer.as_mut() else {
+            return;
+        };
+        if !retainer.is_due(now) {
+            return;
+        }
+        let len = self.current.as_ref().map_or(0, |c| c.len);
+        let removed = retainer.retain(now, len, &*self.syncer);
+        let counts = &self.shared.counts;
+        counts.files_removed.add(removed.files);
+        if removed.result.is_err() {
+            counts.write_errors.inc();
+        }
+    }
+
     fn file_path(&self, day: u32, n: u32) -> PathBuf {
         self.dir
             .join(recover::file_name(&self.shared.prefix, day, n))
@@ -512,13 +546,23 @@ impl Writer {
         // The new name is made durable by the next sync, before the first
         // record of the file can be reported synced.
         self.dir_synced = false;
-        self.current = Some(Current {
+        let old = self.current.replace(Current {
             file,
             day,
             n,
             len: 0,
         });
         self.shared.counts.files.inc();
+        if let (Some(old), Some(retainer)) = (old, self.retainer.as_mut()) {
+            let old_path = self
+                .dir
+                .join(recover::file_name(&self.shared.prefix, old.day, old.n));
+            // The file was just synced; reading its end fails only with
+            // the disk. It stays, counted; the next open picks it up.
+            if retainer.closed(old_path).is_err() {
+                self.shared.counts.write_errors.inc();
+            }
+        }
         Ok(())
     }
 
