@@ -468,3 +468,32 @@ fn replacing_a_present_key_never_makes_a_reader_miss() {
     assert_eq!(misses, 0, "reads missed a key that was always present");
     assert_eq!(cache.len(), KEYS as usize);
 }
+
+#[test]
+fn the_entries_gauge_equals_the_length_after_4_threads_insert_evict_and_invalidate() {
+    let stats = Stats::new();
+    let cache = TtlCache::<u64, u64>::builder()
+        .max_entries(1_000)
+        .stats(&stats)
+        .build()
+        .unwrap();
+    thread::scope(|s| {
+        for t in 0..4u64 {
+            let cache = &cache;
+            s.spawn(move || {
+                for i in 0..5_000u64 {
+                    let key = t * 10_000 + i % 2_500;
+                    cache.insert(key, i).unwrap();
+                    if i % 7 == 0 {
+                        cache.invalidate(&(key / 2));
+                    }
+                }
+            });
+        }
+    });
+    let live = cache.len();
+    assert!(live > 0 && live <= 1_000, "{live}");
+    assert_eq!(stats.snapshot().gauge("cache_entries"), Some(live as f64));
+    cache.invalidate_all();
+    assert_eq!(stats.snapshot().gauge("cache_entries"), Some(0.0));
+}

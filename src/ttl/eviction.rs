@@ -104,7 +104,7 @@ where
         self.entries.fetch_sub(1, Ordering::Relaxed);
         self.release();
         self.order.kill(entry);
-        self.counters.live.set(self.len() as f64);
+        self.counters.live.decrement();
         if self.listener.is_some() {
             self.notify(&entry.key, value.clone(), cause);
         } else {

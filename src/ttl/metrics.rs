@@ -13,6 +13,9 @@ pub(crate) struct Counters {
     pub(crate) init_errors: Counter,
     pub(crate) rejected: Counter,
     pub(crate) evictions: [Counter; 5],
+    /// Live entries, kept by `increment`/`decrement` on each insert and
+    /// removal: a write to this thread's shard, where a `set` would take a
+    /// shared order number on every write.
     pub(crate) live: Gauge,
 }
 

@@ -95,7 +95,7 @@ where
             }
         }
         self.order.admit(&entry, None);
-        self.counters.live.set(self.len() as f64);
+        self.counters.live.increment();
         true
     }
 
@@ -165,7 +165,7 @@ where
             self.notify(&old.entry.key, old.value, EvictionCause::Replaced);
         } else {
             self.order.admit(&entry, None);
-            self.counters.live.set(self.len() as f64);
+            self.counters.live.increment();
         }
         Ok(())
     }
