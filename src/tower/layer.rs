@@ -471,4 +471,92 @@ mod tests {
             None
         );
     }
+
+    /// Fails every request with the error in its body.
+    #[derive(Clone)]
+    struct Failing;
+
+    impl Service<Request<&'static str>> for Failing {
+        type Response = Response<String>;
+        type Error = &'static str;
+        type Future = std::future::Ready<Result<Response<String>, &'static str>>;
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), &'static str>> {
+            Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, request: Request<&'static str>) -> Self::Future {
+            std::future::ready(Err(*request.body()))
+        }
+    }
+
+    #[test]
+    fn a_service_error_is_counted_and_audited_without_a_status() {
+        let stats = Stats::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let layer = StatsLayer::new(&stats)
+            .audit(&log)
+            .route(|_: &Request<&'static str>| "all");
+        let mut service = layer.layer(Failing);
+        for _ in 0..3 {
+            let future = service.call(Request::post("/x?token=t").body("boom").unwrap());
+            let out = poll_once(std::pin::pin!(future));
+            assert!(matches!(out, Poll::Ready(Err("boom"))));
+        }
+        let snap = stats.snapshot();
+        let labels = [("method", "POST"), ("route", "all")];
+        let service_kind = [labels[0], labels[1], ("kind", "service")];
+        assert_eq!(
+            snap.counter_with("http_request_errors_total", &service_kind),
+            Some(3)
+        );
+        let five = [labels[0], labels[1], ("kind", "5xx")];
+        assert_eq!(
+            snap.counter_with("http_request_errors_total", &five),
+            Some(0)
+        );
+        assert_eq!(snap.gauge_with(REQUESTS_IN_FLIGHT, &labels), Some(0.0));
+        let duration = snap.histogram_with("http_request_duration_seconds", &labels);
+        assert_eq!(duration.map(|h| h.count()), Some(3));
+        assert!(!snap.to_prometheus().contains("http_requests_total{"));
+
+        log.close().unwrap();
+        let file = crate::audit::verify::stream_files(dir.path(), "audit").unwrap();
+        let text = std::fs::read_to_string(&file[0]).unwrap();
+        let events: Vec<_> = text
+            .lines()
+            .map(|line| {
+                crate::audit::record::decode(line.as_bytes())
+                    .unwrap()
+                    .event
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(events.len(), 3);
+        for event in events {
+            assert_eq!(event["method"], "POST");
+            assert_eq!(event["route"], "all");
+            assert!(event["status"].is_null());
+            assert!(!event.to_string().contains("token"));
+        }
+        assert_eq!(snap.counter("http_audit_errors_total"), Some(0));
+    }
+
+    #[test]
+    fn a_refused_audit_record_is_counted_and_the_request_still_served() {
+        let stats = Stats::new();
+        let dir = tempfile::tempdir().unwrap();
+        let log = AuditLog::open(dir.path()).unwrap();
+        let gate = Gate {
+            release: Arc::new(std::sync::Mutex::new(None)),
+        };
+        let (tx, rx) = mpsc::channel();
+        *gate.release.lock().unwrap() = Some(rx);
+        let mut service = StatsLayer::new(&stats).audit(&log).layer(gate);
+        log.close().unwrap();
+        tx.send(()).unwrap();
+        let future = service.call(Request::get("/slow").body(200).unwrap());
+        let out = poll_once(std::pin::pin!(future));
+        assert!(matches!(out, Poll::Ready(Ok(ref r)) if r.status() == 200));
+        assert_eq!(stats.snapshot().counter("http_audit_errors_total"), Some(1));
+    }
 }
