@@ -135,3 +135,15 @@ pub use series::{
     AUDIT_ERRORS_TOTAL, REQUEST_DURATION_SECONDS, REQUEST_ERRORS_TOTAL, REQUESTS_IN_FLIGHT,
     REQUESTS_TOTAL,
 };
+
+// What a server needs of them, pinned at compile time: axum's
+// `route_layer` and `route_service` require `Send + Sync` services and
+// `Send` futures.
+const _: () = {
+    const fn send_sync<T: Send + Sync>() {}
+    const fn send<T: Send>() {}
+    send_sync::<StatsLayer>();
+    send_sync::<StatsService<MetricsService>>();
+    send_sync::<MetricsService>();
+    send::<ResponseFuture<std::future::Ready<()>>>();
+};
