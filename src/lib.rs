@@ -33,6 +33,7 @@
 //! | `parallel-verify` | `audit::verify` checks a directory's files in parallel (rayon) |
 //! | `baseline` | the locked twins and `Engine::locked`, for comparisons |
 //! | `tracing` | `audit::TracingWriter`: the audit log as a `tracing_subscriber::fmt` writer, one chained record per event |
+//! | `tower` | `tower::StatsLayer` (per-request HTTP metrics, optionally an audit record each) and `tower::MetricsService` (`GET /metrics`), for axum or any `tower` stack |
 //! | `async` | async twins of every wait (`get_or_create_async`, `get_or_load_async`, `get_or_init_async`, `log_wait_async`, `call_async`, ...): waiters are futures, for any executor |
 //!
 //! # Conventions
@@ -78,6 +79,9 @@ pub mod session;
 pub mod shared;
 pub mod stats;
 mod sync;
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub mod tower;
 pub mod ttl;
 mod wakers;
 

@@ -30,6 +30,12 @@ use super::buckets::BUCKETS;
 /// Most bounds a bounded layout may have.
 pub const MAX_BOUNDS: usize = 1024;
 
+/// Prometheus' default histogram buckets, in seconds (5 ms to 10 s): the
+/// layout of the `metrics` recorder's and the `tower` layer's histograms.
+pub const DEFAULT_BUCKETS: [f64; 11] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// How a histogram's samples are bucketed. Chosen per histogram with
 /// [`Stats::histogram_with_layout`](super::Stats::histogram_with_layout).
 #[derive(Clone, Debug, Default, PartialEq)]

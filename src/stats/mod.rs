@@ -162,10 +162,10 @@ use registry::{GaugeCell, Registry, Storage, gauge_slots, hist_slots};
 use shard::Shard;
 
 pub use buckets::MAX_RELATIVE_ERROR;
-pub use layout::{Layout, MAX_BOUNDS};
+pub use layout::{DEFAULT_BUCKETS, Layout, MAX_BOUNDS};
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
-pub use recorder::{DEFAULT_BUCKETS, MetricsRecorder};
+pub use recorder::MetricsRecorder;
 pub use registry::{MAX_NAME_LEN, MetricKind};
 pub use snapshot::LocalHistogram;
 pub use snapshot::{HistogramSnapshot, MetricValue, Series, Snapshot};
@@ -564,6 +564,18 @@ impl Stats {
     /// (shown as `# HELP` in Prometheus and OpenMetrics output).
     pub fn describe(&self, name: &str, help: &str) -> Result<(), StatsError> {
         self.core.registry_mut().describe(name, help)
+    }
+
+    /// Sets the help text and unit of `name` before any series of it is
+    /// registered (adapters describe what they will register).
+    #[cfg_attr(not(feature = "tower"), allow(dead_code))]
+    pub(crate) fn describe_family(
+        &self,
+        name: &str,
+        help: Option<&str>,
+        unit: Option<&str>,
+    ) -> Result<(), StatsError> {
+        self.core.registry_mut().describe_family(name, help, unit)
     }
 
     /// Sets the unit of metric name `name` (registered or not yet), for all

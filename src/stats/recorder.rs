@@ -55,12 +55,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrayvec::ArrayVec;
 use metrics::{Key, KeyName, Metadata, SharedString, Unit};
 
-use super::{Counter, Gauge, Histogram, Layout, Stats};
-
-/// Prometheus' default histogram buckets, in seconds.
-pub const DEFAULT_BUCKETS: [f64; 11] = [
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use super::{Counter, DEFAULT_BUCKETS, Gauge, Histogram, Layout, Stats};
 
 /// Handles of each kind a thread caches per recorder (see the module docs).
 pub const THREAD_CACHE_ENTRIES: usize = 4096;
