@@ -29,10 +29,13 @@
 //! timer tick (the stamp) or three times per round of the policy (the
 //! count, which saturates).
 //!
-//! **Creation** (`TtlMap::get_or_init`) is single-flight. A miss takes the
+//! **Creation** (`TtlMap::get_or_init`) is single-flight. It first looks
+//! in `index` lock-free only (a miss there may be spurious while the key's
+//! entry is replaced, which the next check catches). A miss takes the
 //! key's entry in `flights` (a bucket lock in scc, held for microseconds,
 //! never across user code). If a flight is there, the caller joins it and
-//! parks on it (`crate::flight`). If not, it checks `index` again (the
+//! parks on it (`crate::flight`). If not, it checks `index` again, under
+//! the bucket's shared lock, which never misses a present key (the
 //! leader publishes into `index` *before* it removes its flight, so a caller
 //! that finds no flight under the lock either sees the value or is the next
 //! leader), reserves capacity, inserts a flight and runs the initialiser

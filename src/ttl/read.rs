@@ -15,6 +15,21 @@ pub(super) enum Peeked<V, E> {
     Expired(E),
 }
 
+/// How a lookup looks: what a miss is worth (see [`TtlMap::lookup`]).
+#[derive(Clone, Copy)]
+pub(super) enum Look {
+    /// Lock-free, a miss confirmed under the bucket's shared lock: a miss
+    /// means the key was absent at some moment.
+    Confirmed,
+    /// Lock-free only: a miss may be spurious while the key's entry is
+    /// being replaced. For a caller that checks again under a lock before
+    /// acting on the miss (`get_or_init`'s claim does).
+    LockFree,
+    /// Under the bucket's shared lock only: for a caller that expects a
+    /// miss, which the lock-free probe would only precede.
+    Locked,
+}
+
 impl<K, V> TtlMap<K, V>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
@@ -38,7 +53,17 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.peek(key, f) {
+        self.read_as(key, Look::Confirmed, f)
+    }
+
+    /// [`read`](Self::read), looking as `look` says.
+    #[inline]
+    pub(super) fn read_as<Q, R>(&self, key: &Q, look: Look, f: impl FnOnce(&V) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.peek(key, look, f) {
             Some(Peeked::Live(r)) => {
                 self.counters.hits.inc();
                 Some(r)
@@ -61,6 +86,7 @@ where
     pub(super) fn peek<Q, R>(
         &self,
         key: &Q,
+        look: Look,
         f: impl FnOnce(&V) -> R,
     ) -> Option<Peeked<R, Arc<Entry<K>>>>
     where
@@ -68,7 +94,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let mut f = Some(f);
-        self.lookup(key, |entry| {
+        self.lookup_as(key, look, |entry| {
             let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
@@ -100,17 +126,35 @@ where
     /// (`read_sync`), which sees the bucket before or after a replacement.
     /// Hits stay lock-free; only misses pay the lock.
     #[inline]
-    pub(super) fn lookup<Q, R>(
+    pub(super) fn lookup<Q, R>(&self, key: &Q, reader: impl FnMut(&Inline<K, V>) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lookup_as(key, Look::Confirmed, reader)
+    }
+
+    /// [`lookup`](Self::lookup), looking as `look` says: a caller that
+    /// confirms a miss itself, or expects one, skips a probe (each hashes
+    /// the key and walks its bucket).
+    #[inline]
+    pub(super) fn lookup_as<Q, R>(
         &self,
         key: &Q,
+        look: Look,
         mut reader: impl FnMut(&Inline<K, V>) -> R,
     ) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if let Some(r) = self.index.peek_with(key, |_, entry| reader(entry)) {
+        if !matches!(look, Look::Locked)
+            && let Some(r) = self.index.peek_with(key, |_, entry| reader(entry))
+        {
             return Some(r);
+        }
+        if matches!(look, Look::LockFree) {
+            return None;
         }
         self.index.read_sync(key, |_, entry| reader(entry))
     }

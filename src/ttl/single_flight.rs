@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::maps::FlightEntry;
-use super::read::Peeked;
+use super::read::{Look, Peeked};
 use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
 use crate::flight::{Flight, Leader, Outcome};
 
@@ -62,7 +62,9 @@ where
         Q: Hash + Eq + ?Sized,
         E: Send + Sync + 'static,
     {
-        if let Some(v) = self.get(key) {
+        // Lock-free only: a spurious miss (the key's entry being replaced)
+        // is caught by `claim`, which looks again under the flight slot.
+        if let Some(v) = self.read_as(key, Look::LockFree, V::clone) {
             return Ok(v);
         }
         #[cfg(all(test, not(latchfree_loom)))]
@@ -116,7 +118,9 @@ where
         E: Send + Sync + 'static,
         F: Future<Output = Result<V, E>>,
     {
-        if let Some(v) = self.get(key) {
+        // Lock-free only: a spurious miss (the key's entry being replaced)
+        // is caught by `claim`, which looks again under the flight slot.
+        if let Some(v) = self.read_as(key, Look::LockFree, V::clone) {
             return Ok(v);
         }
         let key = make_key();
@@ -159,8 +163,10 @@ where
                 FlightEntry::Vacant(vacant) => {
                     // A leader publishes before it removes its flight, so
                     // with the flight slot locked and empty, the index holds
-                    // the value or no one is creating it.
-                    match self.peek::<K, V>(key, V::clone) {
+                    // the value or no one is creating it. Looked up under the
+                    // bucket's lock (which never misses a present key, see
+                    // `lookup`) and only so: the caller has just missed.
+                    match self.peek::<K, V>(key, Look::Locked, V::clone) {
                         Some(Peeked::Live(v)) => return Ok(Claim::Found(v)),
                         Some(Peeked::Expired(stale)) => {
                             drop(vacant);
