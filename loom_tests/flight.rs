@@ -55,13 +55,15 @@
 //! | F1 | `complete` stores `done` without holding `lock`           | D | D | D | D |
 //! | F2 | `complete` stores `done` with `Relaxed`                   | C | C | C | C |
 //! | F3 | the leader removes its flight before publishing the value | - | - | - | A |
+//! | F6 | `wait` sleeps without setting `sleeping` first            | D | D | D | D |
 //!
 //! Model 5 (async waiters) was run against one mutation of its own: F5,
 //! `Wait::poll` registers its waker without re-checking `done` under the
 //! lock: `D` (a deadlock in `block_on`).
 //!
-//! F1 and F2 were applied to `src/flight.rs` and every model run against
-//! them; F3 is a property of the map-level protocol, shown by model 4's
+//! F1, F2 and F6 were applied to `src/flight.rs` and every model run against
+//! them (F6: `complete` then skips `notify_all`, and the sleeper is never
+//! woken); F3 is a property of the map-level protocol, shown by model 4's
 //! `publish_first = false` variant, run as a test that must find an
 //! interleaving with two inits
 //! ([`removing_the_flight_first_allows_a_second_init`]).

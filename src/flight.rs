@@ -28,6 +28,14 @@
 //!   first, and it is asleep (the lock released atomically with the wait)
 //!   before the leader can take the lock, store and `notify_all`; or the
 //!   store comes first and the waiter's check sees it.
+//! * **No wake-up for no one.** `notify_all` is a system call on Linux
+//!   whether or not a thread sleeps (std's condition variable does not
+//!   count its sleepers), and most flights have no waiter. So a waiter
+//!   sets `sleeping`, under `lock`, before it first sleeps, and the leader
+//!   reads it under `lock` in the same critical section as its store of
+//!   `done`: a waiter that sleeps took the lock before that section (the
+//!   store comes after its check), so the leader sees its flag and
+//!   notifies; one that comes after sees `done` and never sleeps.
 //! * **Parking, not spinning.** A waiter that finds the flight running sleeps
 //!   on a condition variable at once: the initialisers this guards (a session
 //!   set-up, a checkpoint load) take far longer than a wake-up.
@@ -121,6 +129,15 @@ impl<V> fmt::Debug for Outcome<V> {
     }
 }
 
+/// What `Flight::lock` guards: who is waiting, and how.
+struct Waiting {
+    /// The wakers of async waiters.
+    wakers: WakerList,
+    /// Whether a thread has slept on `Flight::wake` (set before it first
+    /// sleeps, never cleared): `complete` notifies only then.
+    sleeping: bool,
+}
+
 /// One initialisation in progress, shared by its leader and its waiters.
 pub struct Flight<V> {
     /// Set once, by the leader, after `outcome` is written.
@@ -128,7 +145,7 @@ pub struct Flight<V> {
     /// Written once by the leader before `done`; read-only afterwards.
     outcome: UnsafeCell<Option<Outcome<V>>>,
     /// Guards the sleep/notify hand-off and the wakers of async waiters.
-    lock: Mutex<WakerList>,
+    lock: Mutex<Waiting>,
     /// Waiting threads sleep here until `done`.
     wake: Condvar,
 }
@@ -154,7 +171,10 @@ impl<V> Flight<V> {
         Self {
             done: AtomicBool::new(false),
             outcome: UnsafeCell::new(None),
-            lock: Mutex::new(WakerList::new()),
+            lock: Mutex::new(Waiting {
+                wakers: WakerList::new(),
+                sleeping: false,
+            }),
             wake: Condvar::new(),
         }
     }
@@ -175,12 +195,12 @@ impl<V> Flight<V> {
     /// How many async waiters are registered (for the loom models).
     #[cfg(all(test, latchfree_loom))]
     pub(crate) fn waiters(&self) -> usize {
-        self.lock().len()
+        self.lock().wakers.len()
     }
 
-    fn lock(&self) -> MutexGuard<'_, WakerList> {
-        // Every update under the lock is one push, removal or take: a panic
-        // cannot leave the list half-changed, so poison is ignored.
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        // Every update under the lock is one push, removal, take or flag
+        // store: a panic cannot leave it half-changed, so poison is ignored.
         self.lock.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -196,17 +216,19 @@ impl<V> Flight<V> {
         // stored below, after the write.
         self.outcome
             .with_mut(|cell| unsafe { *cell = Some(outcome) });
-        let wakers = {
-            let mut wakers = self.lock();
+        let (wakers, sleeping) = {
+            let mut waiting = self.lock();
             // Release: pairs with the Acquire loads in `wait`, `Wait::poll`
             // and `is_done`: a waiter that sees `true` sees the outcome
             // written above. Under `lock`: a waiter that saw `false` under
-            // the lock is already asleep on `wake`, or its waker is in the
-            // list taken here.
+            // the lock is already asleep on `wake` (and set `sleeping`
+            // first), or its waker is in the list taken here.
             self.done.store(true, Ordering::Release);
-            wakers.take()
+            (waiting.wakers.take(), waiting.sleeping)
         };
-        self.wake.notify_all();
+        if sleeping {
+            self.wake.notify_all();
+        }
         wakers.wake();
     }
 
@@ -222,6 +244,8 @@ impl<V> Flight<V> {
             // Acquire: as above; checked under the lock, so the store cannot
             // fall between this check and the sleep.
             while !self.done.load(Ordering::Acquire) {
+                // Before the sleep, under the lock: `complete` notifies.
+                held.sleeping = true;
                 held = self.wake.wait(held).unwrap_or_else(|e| e.into_inner());
             }
         }
@@ -245,6 +269,8 @@ impl<V> Flight<V> {
                 if left.is_zero() {
                     return None;
                 }
+                // Before the sleep, under the lock: `complete` notifies.
+                held.sleeping = true;
                 held = self
                     .wake
                     .wait_timeout(held, left)
@@ -298,12 +324,12 @@ impl<V: Clone> Future for Wait<'_, V> {
         let flight = self.flight;
         // Acquire: pairs with the Release store in `complete`.
         if !flight.done.load(Ordering::Acquire) {
-            let mut wakers = flight.lock();
+            let mut waiting = flight.lock();
             // Acquire: as above; checked under the lock, so the completion
             // either comes before this check or takes the waker registered
             // below.
             if !flight.done.load(Ordering::Acquire) {
-                wakers.register(&mut self.registration, cx.waker());
+                waiting.wakers.register(&mut self.registration, cx.waker());
                 return Poll::Pending;
             }
         }
@@ -317,7 +343,7 @@ impl<V> Drop for Wait<'_, V> {
     fn drop(&mut self) {
         if let Some(id) = self.registration.take() {
             // After `complete` the list is empty and this finds nothing.
-            self.flight.lock().remove(id);
+            self.flight.lock().wakers.remove(id);
         }
     }
 }
@@ -555,10 +581,14 @@ mod tests {
                 .poll(&mut Context::from_waker(&dropped_waker))
                 .is_pending()
         );
-        assert_eq!(flight.lock().len(), 2);
+        assert_eq!(flight.lock().wakers.len(), 2);
         drop(cancelled);
         drop(dropped_waker);
-        assert_eq!(flight.lock().len(), 1, "a dropped waiter removes its waker");
+        assert_eq!(
+            flight.lock().wakers.len(),
+            1,
+            "a dropped waiter removes its waker"
+        );
         assert_eq!(
             std::sync::Arc::strong_count(&dropped),
             1,
@@ -571,7 +601,7 @@ mod tests {
             Poll::Ready(Outcome::Ready(3)) => {}
             other => panic!("unexpected {other:?}"),
         }
-        assert_eq!(flight.lock().len(), 0);
+        assert_eq!(flight.lock().wakers.len(), 0);
     }
 
     #[test]

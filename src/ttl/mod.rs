@@ -5,9 +5,11 @@
 //! # The structure
 //!
 //! ```text
-//!   index:      scc::HashIndex<K, Inline { value, expires, cell, Arc<Entry> }>
+//!   index:      scc::HashIndex<Hashed<K>, Inline { value, expires, cell, Arc<Entry> }>
 //!                                                  lock-free reads (peek)
-//!   flights:    scc::HashMap<K, Arc<Flight>>       one per initialisation in progress
+//!   flights:    scc::HashMap<Hashed<K>, Arc<Flight>>  one per initialisation in progress
+//!   hasher:     RandomState                        hashes a key once per operation
+//!                                                  (the maps pass the hash through)
 //!   order:      shards by key hash, each behind a writers-only lock:
 //!                 a deadline wheel (expiry) and S3-FIFO queues (capacity)
 //!   order.freq: Freq                               two-bit access counts (dense, one cell per entry)
@@ -29,10 +31,13 @@
 //! timer tick (the stamp) or three times per round of the policy (the
 //! count, which saturates).
 //!
-//! **Creation** (`TtlMap::get_or_init`) is single-flight. A miss takes the
+//! **Creation** (`TtlMap::get_or_init`) is single-flight. It first looks
+//! in `index` lock-free only (a miss there may be spurious while the key's
+//! entry is replaced, which the next check catches). A miss takes the
 //! key's entry in `flights` (a bucket lock in scc, held for microseconds,
 //! never across user code). If a flight is there, the caller joins it and
-//! parks on it (`crate::flight`). If not, it checks `index` again (the
+//! parks on it (`crate::flight`). If not, it checks `index` again, under
+//! the bucket's shared lock, which never misses a present key (the
 //! leader publishes into `index` *before* it removes its flight, so a caller
 //! that finds no flight under the lock either sees the value or is the next
 //! leader), reserves capacity, inserts a flight and runs the initialiser
@@ -118,7 +123,7 @@
 //! | `eviction` | sweeps, the capacity bound, exactly-once eviction |
 //! | `entry` | one entry: its inline and shared parts, its state, the access counts |
 //! | `order` | the deadline wheel and the S3-FIFO queues, sharded |
-//! | `maps` | `index` and `flights`: scc's maps, or loom-visible stand-ins under loom |
+//! | `maps` | `index` and `flights`: scc's maps keyed by a key and its hash, or loom-visible stand-ins under loom |
 //! | `time` | the exact or coarse time deadlines are checked against |
 //! | `sweeper` | the background sweeper and the process-wide ticker |
 
@@ -136,7 +141,7 @@ mod time;
 mod write;
 
 use std::fmt;
-use std::hash::{Hash, RandomState};
+use std::hash::{BuildHasher, Hash, RandomState};
 use std::sync::{Arc, Weak};
 
 use crossbeam_utils::CachePadded;
@@ -178,7 +183,9 @@ pub(crate) struct TtlMap<K, V> {
     flights: maps::HashMap<K, crate::sync::Arc<Flight<V>>>,
     /// The wheel of deadlines and the eviction policy's queues.
     order: order::Order<K>,
-    /// Hashes keys for `order` (its shards, its ghost record).
+    /// Hashes each key once per operation: for `index` and `flights` (whose
+    /// own hasher passes it through, see `maps`) and for `order` (its
+    /// shards, its ghost record).
     hasher: RandomState,
     /// Entries in `index` plus reservations of flights in progress.
     occupancy: CachePadded<AtomicUsize>,
@@ -210,8 +217,8 @@ where
         let coarse =
             background.is_some() && !options.resolution.is_zero() && !options.clock.is_cheap();
         let map = Arc::new(Self {
-            index: maps::HashIndex::new(),
-            flights: maps::HashMap::with_capacity(FLIGHT_SLOTS.min(options.max_entries)),
+            index: maps::new_index(),
+            flights: maps::new_flights(FLIGHT_SLOTS.min(options.max_entries)),
             order: order::Order::new(
                 options.max_entries,
                 options.evict_at_capacity,
@@ -250,6 +257,13 @@ where
             None => None,
         };
         Ok((map, sweeper))
+    }
+
+    /// The hash `index`, `flights` and `order` know `key` by (`Borrow`
+    /// makes it the same for a key and its borrowed forms).
+    #[inline]
+    fn hash_of<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// The capacity bound.

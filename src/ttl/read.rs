@@ -6,13 +6,28 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::entry::{Entry, Inline};
-use super::maps::for_each_in;
+use super::maps::{Probe, for_each_in};
 use super::{EvictionCause, TtlMap};
 
 /// Whether a peek found a live entry, an expired one, or nothing.
 pub(super) enum Peeked<V, E> {
     Live(V),
     Expired(E),
+}
+
+/// How a lookup looks: what a miss is worth (see [`TtlMap::lookup`]).
+#[derive(Clone, Copy)]
+pub(super) enum Look {
+    /// Lock-free, a miss confirmed under the bucket's shared lock: a miss
+    /// means the key was absent at some moment.
+    Confirmed,
+    /// Lock-free only: a miss may be spurious while the key's entry is
+    /// being replaced. For a caller that checks again under a lock before
+    /// acting on the miss (`get_or_init`'s claim does).
+    LockFree,
+    /// Under the bucket's shared lock only: for a caller that expects a
+    /// miss, which the lock-free probe would only precede.
+    Locked,
 }
 
 impl<K, V> TtlMap<K, V>
@@ -38,7 +53,24 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.peek(key, f) {
+        self.read_as(key, self.hash_of(key), Look::Confirmed, f)
+    }
+
+    /// [`read`](Self::read) of `key`, whose hash is `hash`, looking as
+    /// `look` says.
+    #[inline]
+    pub(super) fn read_as<Q, R>(
+        &self,
+        key: &Q,
+        hash: u64,
+        look: Look,
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        match self.peek(key, hash, look, f) {
             Some(Peeked::Live(r)) => {
                 self.counters.hits.inc();
                 Some(r)
@@ -61,6 +93,8 @@ where
     pub(super) fn peek<Q, R>(
         &self,
         key: &Q,
+        hash: u64,
+        look: Look,
         f: impl FnOnce(&V) -> R,
     ) -> Option<Peeked<R, Arc<Entry<K>>>>
     where
@@ -68,7 +102,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let mut f = Some(f);
-        self.lookup(key, |entry| {
+        self.lookup_as(key, hash, look, |entry| {
             let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
@@ -100,19 +134,39 @@ where
     /// (`read_sync`), which sees the bucket before or after a replacement.
     /// Hits stay lock-free; only misses pay the lock.
     #[inline]
-    pub(super) fn lookup<Q, R>(
+    pub(super) fn lookup<Q, R>(&self, key: &Q, reader: impl FnMut(&Inline<K, V>) -> R) -> Option<R>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.lookup_as(key, self.hash_of(key), Look::Confirmed, reader)
+    }
+
+    /// [`lookup`](Self::lookup), looking as `look` says: a caller that
+    /// confirms a miss itself, or expects one, skips a probe (each hashes
+    /// the key and walks its bucket).
+    #[inline]
+    pub(super) fn lookup_as<Q, R>(
         &self,
         key: &Q,
+        hash: u64,
+        look: Look,
         mut reader: impl FnMut(&Inline<K, V>) -> R,
     ) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        if let Some(r) = self.index.peek_with(key, |_, entry| reader(entry)) {
+        let probe = Probe::new(hash, key);
+        if !matches!(look, Look::Locked)
+            && let Some(r) = self.index.peek_with(&probe, |_, entry| reader(entry))
+        {
             return Some(r);
         }
-        self.index.read_sync(key, |_, entry| reader(entry))
+        if matches!(look, Look::LockFree) {
+            return None;
+        }
+        self.index.read_sync(&probe, |_, entry| reader(entry))
     }
 
     /// Whether a live entry is under `key` (no stamp, no metric).
