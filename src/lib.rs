@@ -32,6 +32,7 @@
 //! | `persist` | the cache's disk tier (`cache::persist`, `PersistentTtlCache`) |
 //! | `parallel-verify` | `audit::verify` checks a directory's files in parallel (rayon) |
 //! | `baseline` | the locked twins and `Engine::locked`, for comparisons |
+//! | `metrics` | `stats::MetricsRecorder`: the `metrics` facade (`counter!`, `gauge!`, `histogram!`) recorded into a `Stats`, labelled |
 //! | `tracing` | `audit::TracingWriter`: the audit log as a `tracing_subscriber::fmt` writer, one chained record per event |
 //! | `tower` | `tower::StatsLayer` (per-request HTTP metrics, optionally an audit record each) and `tower::MetricsService` (`GET /metrics`), for axum or any `tower` stack |
 //! | `async` | async twins of every wait (`get_or_create_async`, `get_or_load_async`, `get_or_init_async`, `log_wait_async`, `call_async`, ...): waiters are futures, for any executor |
