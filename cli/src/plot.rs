@@ -18,6 +18,7 @@ use std::fmt::Display;
 use std::path::Path;
 
 use latchfree_bench::Row;
+use plotters::coord::combinators::{LogCoord, WithKeyPoints};
 use plotters::prelude::*;
 
 /// Width of the whole figure, in pixels.
@@ -120,10 +121,56 @@ pub fn write_svg(rows: &[Row], path: &Path) -> Result<(), PlotError> {
 }
 
 /// The x axis: thread counts on a log scale, labelled with the counts run.
-fn thread_range(band: &Band<'_>) -> std::ops::Range<f64> {
-    let max = band.rows.iter().map(|r| r.threads).max().unwrap_or(1) as f64;
-    let min = band.rows.iter().map(|r| r.threads).min().unwrap_or(1) as f64;
-    min / 1.3..max * 1.3
+fn thread_axis(band: &Band<'_>) -> WithKeyPoints<LogCoord<f64>> {
+    let mut counts: Vec<f64> = band.rows.iter().map(|r| r.threads as f64).collect();
+    counts.sort_by(f64::total_cmp);
+    counts.dedup();
+    let min = counts.first().copied().unwrap_or(1.0);
+    let max = counts.last().copied().unwrap_or(1.0);
+    (min / 1.3..max * 1.3).log_scale().with_key_points(counts)
+}
+
+/// A log y axis labelled at 1, 2 and 5 times each power of ten in `range`,
+/// so even a range narrower than a decade carries labels.
+fn value_axis(range: std::ops::Range<f64>) -> WithKeyPoints<LogCoord<f64>> {
+    let mut points = Vec::new();
+    let mut decade = 10f64.powi(range.start.log10().floor() as i32);
+    while decade <= range.end {
+        for step in [1.0, 2.0, 5.0] {
+            let v = decade * step;
+            if range.contains(&v) {
+                points.push(v);
+            }
+        }
+        decade *= 10.0;
+    }
+    range.log_scale().with_key_points(points)
+}
+
+/// `v` with at most three significant digits and no trailing zeros.
+fn short(v: f64) -> String {
+    let s = if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    };
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Nanoseconds in the unit that reads best: `750 ns`, `20 µs`, `3 ms`.
+fn duration_label(ns: f64) -> String {
+    match ns {
+        n if n >= 1e9 => format!("{} s", short(n / 1e9)),
+        n if n >= 1e6 => format!("{} ms", short(n / 1e6)),
+        n if n >= 1e3 => format!("{} µs", short(n / 1e3)),
+        n => format!("{} ns", short(n)),
+    }
 }
 
 fn throughput_panel<DB: DrawingBackend>(
@@ -143,13 +190,14 @@ where
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(thread_range(band).log_scale(), y.log_scale())
+        .build_cartesian_2d(thread_axis(band), value_axis(y))
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("threads")
         .y_desc("M ops/s")
         .x_label_formatter(&|x| format!("{}", x.round()))
+        .y_label_formatter(&|y| short(*y))
         .draw()
         .map_err(err)?;
     for imp in imps {
@@ -206,13 +254,14 @@ where
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(64)
-        .build_cartesian_2d(thread_range(band).log_scale(), y.log_scale())
+        .build_cartesian_2d(thread_axis(band), value_axis(y))
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("threads")
-        .y_desc("ns per call")
+        .y_desc("time per call")
         .x_label_formatter(&|x| format!("{}", x.round()))
+        .y_label_formatter(&|y| duration_label(*y))
         .draw()
         .map_err(err)?;
     for imp in imps {
