@@ -613,11 +613,11 @@ impl Stats {
             core: &self.core,
             ops: ArrayVec::new(),
             spill: Vec::new(),
-            has_gauges: false,
+            gauges: Vec::new(),
         };
         let result = f(&mut batch);
         if !batch.ops.is_empty() {
-            if batch.has_gauges {
+            if !batch.gauges.is_empty() {
                 batch.take_gauge_orders();
             }
             let (ops, spill) = (&batch.ops, &batch.spill);
@@ -1034,7 +1034,7 @@ enum OpKind {
     /// Raise to `value` (a histogram's max).
     Max,
     /// A gauge set of value `value` (`f64` bits), at the gauge's base slot;
-    /// `aux` is the gauge's `GaugeCell` address until
+    /// `aux` indexes the batch's gauge cells until
     /// [`Batch::take_gauge_orders`] replaces it with the set's order number.
     GaugeSet,
     /// A gauge add of `value` (`f64` bits); `aux` as for `GaugeSet`, then
@@ -1107,15 +1107,16 @@ pub struct Batch<'a> {
     ops: ArrayVec<Op, INLINE_OPS>,
     /// Updates past the inline ones (empty `Vec`s do not allocate).
     spill: Vec<Op>,
-    /// Whether an op is a gauge set or add, whose order number is taken
-    /// when the batch is applied.
-    has_gauges: bool,
+    /// The cells of the gauges set or added, in op order (an op's `aux`
+    /// indexes this until its order number is taken, when the batch is
+    /// applied). Empty, and unallocated, in a batch without gauges.
+    gauges: Vec<&'a GaugeCell>,
 }
 
 /// Updates a batch holds without allocating (a histogram sample takes 4).
 const INLINE_OPS: usize = 8;
 
-impl Batch<'_> {
+impl<'a> Batch<'a> {
     #[inline(always)]
     fn push(&mut self, op: Op) {
         if let Err(full) = self.ops.try_push(op) {
@@ -1236,16 +1237,22 @@ impl Batch<'_> {
 
     #[inline(always)]
     fn push_gauge(&mut self, gauge: &Gauge, kind: OpKind, value: f64) {
-        self.has_gauges = true;
+        // SAFETY: the gauge's handle belongs to this batch's `Stats` (the
+        // callers checked `owns`). The registry entry of that gauge holds an
+        // `Arc` to the same cell for as long as the `Core` lives (entries
+        // are never removed), and the batch borrows the `Core` for `'a`, so
+        // the cell outlives the reference even if the handle is dropped.
+        let cell: &'a GaugeCell = unsafe { &*Arc::as_ptr(&gauge.cell) };
         self.push(Op {
             slot: gauge.base as u32,
             kind,
             value: value.to_bits(),
-            aux: Arc::as_ptr(&gauge.cell) as usize as u64,
+            aux: self.gauges.len() as u64,
         });
+        self.gauges.push(cell);
     }
 
-    /// Replaces each gauge op's cell address with its order number: a new
+    /// Replaces each gauge op's cell index with its order number: a new
     /// one for a set, and for an add the order of the latest set of the
     /// same gauge earlier in this batch, else the latest set begun. Runs
     /// after the closure, before the bracket.
@@ -1255,17 +1262,9 @@ impl Batch<'_> {
         for i in 0..len {
             let op = *self.op(i);
             let (kind, cell) = match op.kind {
-                OpKind::GaugeSet | OpKind::GaugeAdd => {
-                    (op.kind, op.aux as usize as *const GaugeCell)
-                }
+                OpKind::GaugeSet | OpKind::GaugeAdd => (op.kind, self.gauges[op.aux as usize]),
                 OpKind::Add | OpKind::AddF64 | OpKind::Max => continue,
             };
-            // SAFETY: `cell` is the address of a gauge's `GaugeCell`, taken
-            // from a handle owned by this batch's `Stats` (`owns` checked
-            // it). The registry entry of that gauge holds an `Arc` to the
-            // cell for as long as the `Core` lives (entries are never
-            // removed), and the batch borrows the `Core`.
-            let cell = unsafe { &*cell };
             let order = match kind {
                 OpKind::GaugeSet => next_order(cell),
                 _ => (0..i)
