@@ -270,10 +270,18 @@ pub fn floor_case<M: NewMap>(workload: &'static str) -> Case {
     cases_of::<M>(workload, "ideal-vec", "none")[0]
 }
 
+/// The `hit_async` case of [`Floor`] (wrapped in `M`), named `ideal-vec`:
+/// what the async harness itself costs per get-or-create (the task's
+/// polling, the batch's spawn and wake-up), with no map behind it.
+pub fn async_floor_case<M: AsyncMapOps>(workload: &'static str) -> Case {
+    async_cases_of::<M>(workload, "ideal-vec", "none")[0]
+}
+
 /// The floor of `hit`, not a map: values in a `Vec` indexed by key index
 /// (no hashing, no probing, no lock), cloned out like the maps' values. What
 /// is left is the harness, the random index and the value's cache miss.
-/// Only `hit` uses it ([`floor_case`]).
+/// Only `hit` and `hit_async` use it ([`floor_case`],
+/// [`async_floor_case`]).
 pub struct Floor<V = std::sync::Arc<Payload>>(Vec<V>);
 
 impl<V: Value> NewMap for Floor<V> {
@@ -309,6 +317,17 @@ impl<V: Value> MapOps for Floor<V> {
 
     fn entries(&self) -> Option<usize> {
         Some(self.0.len())
+    }
+}
+
+impl<V: Value> AsyncMapOps for Floor<V> {
+    /// Ready at once: the value read as [`MapOps::get_or_create`] reads it.
+    fn get_or_create_async(
+        &self,
+        i: u64,
+        init: impl FnOnce() -> Payload + Send,
+    ) -> impl Future<Output = u64> + Send {
+        std::future::ready(self.get_or_create(i, init))
     }
 }
 
