@@ -133,9 +133,7 @@ impl<K, V> Inline<K, V> {
 /// The shared, mutable part of an entry.
 pub(crate) struct Entry<K> {
     pub(crate) key: K,
-    /// The key's hash, the one `index` knows it by (see `maps`): an
-    /// eviction searches the index with it, and it picks the order shard
-    /// and is what the ghost record keeps.
+    /// The key's hash: its order shard and its ghost record.
     pub(crate) hash: u64,
     /// Absolute deadline (creation + lifetime or per-entry TTL), or
     /// [`NO_DEADLINE`].

@@ -1,11 +1,10 @@
 //! Expiry sweeps, the capacity bound and exactly-once eviction ("Expiry",
 //! "Capacity" and "Exactly-once eviction" in the module docs).
 
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use super::entry::Entry;
-use super::maps::Probe;
 use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
 use crate::sync::atomic::Ordering;
 
@@ -40,10 +39,10 @@ where
             .count()
     }
 
-    /// Frees one unit of capacity for a key whose hash is `hash` if it
-    /// can: an expired entry, or, with the evicting policy, the policy's
-    /// victim. `false` if nothing could be freed.
-    pub(super) fn make_room(&self, hash: u64) -> bool {
+    /// Frees one unit of capacity for `key` if it can: an expired entry,
+    /// or, with the evicting policy, the policy's victim. `false` if nothing
+    /// could be freed.
+    pub(super) fn make_room(&self, key: &K) -> bool {
         if self.sweep_expired(1) > 0 {
             return true;
         }
@@ -51,7 +50,7 @@ where
             let now = self.time.refresh();
             // A victim another thread evicted first frees nothing here:
             // choose again.
-            while let Some((victim, cause)) = self.order.victim(hash, now) {
+            while let Some((victim, cause)) = self.order.victim(self.hasher.hash_one(key), now) {
                 if self.evict(&victim, cause).is_some() {
                     return true;
                 }
@@ -84,8 +83,7 @@ where
     /// the value back.
     pub(super) fn evict(&self, entry: &Arc<Entry<K>>, cause: EvictionCause) -> Option<V> {
         let mut value = None;
-        let probe = Probe::new(entry.hash, &entry.key);
-        self.index.remove_if_sync(&probe, |current| {
+        self.index.remove_if_sync(&entry.key, |current| {
             let same = Arc::ptr_eq(&current.entry, entry);
             if same {
                 value = Some(current.value.clone());

@@ -5,11 +5,9 @@
 //! # The structure
 //!
 //! ```text
-//!   index:      scc::HashIndex<Hashed<K>, Inline { value, expires, cell, Arc<Entry> }>
+//!   index:      scc::HashIndex<K, Inline { value, expires, cell, Arc<Entry> }>
 //!                                                  lock-free reads (peek)
-//!   flights:    scc::HashMap<Hashed<K>, Arc<Flight>>  one per initialisation in progress
-//!   hasher:     RandomState                        hashes a key once per operation
-//!                                                  (the maps pass the hash through)
+//!   flights:    scc::HashMap<K, Arc<Flight>>       one per initialisation in progress
 //!   order:      shards by key hash, each behind a writers-only lock:
 //!                 a deadline wheel (expiry) and S3-FIFO queues (capacity)
 //!   order.freq: Freq                               two-bit access counts (dense, one cell per entry)
@@ -123,7 +121,7 @@
 //! | `eviction` | sweeps, the capacity bound, exactly-once eviction |
 //! | `entry` | one entry: its inline and shared parts, its state, the access counts |
 //! | `order` | the deadline wheel and the S3-FIFO queues, sharded |
-//! | `maps` | `index` and `flights`: scc's maps keyed by a key and its hash, or loom-visible stand-ins under loom |
+//! | `maps` | `index` and `flights`: scc's maps, or loom-visible stand-ins under loom |
 //! | `time` | the exact or coarse time deadlines are checked against |
 //! | `sweeper` | the background sweeper and the process-wide ticker |
 
@@ -141,7 +139,7 @@ mod time;
 mod write;
 
 use std::fmt;
-use std::hash::{BuildHasher, Hash, RandomState};
+use std::hash::{Hash, RandomState};
 use std::sync::{Arc, Weak};
 
 use crossbeam_utils::CachePadded;
@@ -183,9 +181,7 @@ pub(crate) struct TtlMap<K, V> {
     flights: maps::HashMap<K, crate::sync::Arc<Flight<V>>>,
     /// The wheel of deadlines and the eviction policy's queues.
     order: order::Order<K>,
-    /// Hashes each key once per operation: for `index` and `flights` (whose
-    /// own hasher passes it through, see `maps`) and for `order` (its
-    /// shards, its ghost record).
+    /// Hashes keys for `order` (its shards, its ghost record).
     hasher: RandomState,
     /// Entries in `index` plus reservations of flights in progress.
     occupancy: CachePadded<AtomicUsize>,
@@ -217,8 +213,8 @@ where
         let coarse =
             background.is_some() && !options.resolution.is_zero() && !options.clock.is_cheap();
         let map = Arc::new(Self {
-            index: maps::new_index(),
-            flights: maps::new_flights(FLIGHT_SLOTS.min(options.max_entries)),
+            index: maps::HashIndex::new(),
+            flights: maps::HashMap::with_capacity(FLIGHT_SLOTS.min(options.max_entries)),
             order: order::Order::new(
                 options.max_entries,
                 options.evict_at_capacity,
@@ -257,13 +253,6 @@ where
             None => None,
         };
         Ok((map, sweeper))
-    }
-
-    /// The hash `index`, `flights` and `order` know `key` by (`Borrow`
-    /// makes it the same for a key and its borrowed forms).
-    #[inline]
-    fn hash_of<Q: Hash + ?Sized>(&self, key: &Q) -> u64 {
-        self.hasher.hash_one(key)
     }
 
     /// The capacity bound.

@@ -65,13 +65,13 @@
 //! O(1) per write.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
 use super::entry::{Entry, Freq, NO_DEADLINE, Place};
 use super::events::EvictionCause;
-use super::maps::PassThrough;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Mutex, MutexGuard};
 
@@ -151,10 +151,31 @@ struct State<K> {
 /// as recorded.
 struct Ghost {
     /// Each recorded hash and the number it was recorded under.
-    set: HashMap<u64, u64, PassThrough>,
+    set: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
     fifo: VecDeque<(u64, u64)>,
     /// The number the next record gets.
     next: u64,
+}
+
+/// A hasher for keys that are hashes already.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; anything else folds in its bytes.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
 }
 
 impl Ghost {
@@ -251,9 +272,8 @@ impl<K> Order<K> {
     /// The shard of a key with this hash.
     #[inline]
     pub(crate) fn shard_of(&self, hash: u64) -> usize {
-        // Bits above the low byte: the same hash picks the key's bucket in
-        // the index (its high bits) and its tag there (its low byte).
-        ((hash >> 8) as usize) & self.mask
+        // The high bits: the index uses the low ones.
+        (hash.rotate_left(16) as usize) & self.mask
     }
 
     fn lock(&self, shard: usize) -> MutexGuard<'_, State<K>> {

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::entry::{Entry, Inline};
-use super::maps::{Probe, for_each_in};
+use super::maps::for_each_in;
 use super::{EvictionCause, TtlMap};
 
 /// Whether a peek found a live entry, an expired one, or nothing.
@@ -53,24 +53,17 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.read_as(key, self.hash_of(key), Look::Confirmed, f)
+        self.read_as(key, Look::Confirmed, f)
     }
 
-    /// [`read`](Self::read) of `key`, whose hash is `hash`, looking as
-    /// `look` says.
+    /// [`read`](Self::read), looking as `look` says.
     #[inline]
-    pub(super) fn read_as<Q, R>(
-        &self,
-        key: &Q,
-        hash: u64,
-        look: Look,
-        f: impl FnOnce(&V) -> R,
-    ) -> Option<R>
+    pub(super) fn read_as<Q, R>(&self, key: &Q, look: Look, f: impl FnOnce(&V) -> R) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        match self.peek(key, hash, look, f) {
+        match self.peek(key, look, f) {
             Some(Peeked::Live(r)) => {
                 self.counters.hits.inc();
                 Some(r)
@@ -93,7 +86,6 @@ where
     pub(super) fn peek<Q, R>(
         &self,
         key: &Q,
-        hash: u64,
         look: Look,
         f: impl FnOnce(&V) -> R,
     ) -> Option<Peeked<R, Arc<Entry<K>>>>
@@ -102,7 +94,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let mut f = Some(f);
-        self.lookup_as(key, hash, look, |entry| {
+        self.lookup_as(key, look, |entry| {
             let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
@@ -139,7 +131,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lookup_as(key, self.hash_of(key), Look::Confirmed, reader)
+        self.lookup_as(key, Look::Confirmed, reader)
     }
 
     /// [`lookup`](Self::lookup), looking as `look` says: a caller that
@@ -149,7 +141,6 @@ where
     pub(super) fn lookup_as<Q, R>(
         &self,
         key: &Q,
-        hash: u64,
         look: Look,
         mut reader: impl FnMut(&Inline<K, V>) -> R,
     ) -> Option<R>
@@ -157,16 +148,15 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let probe = Probe::new(hash, key);
         if !matches!(look, Look::Locked)
-            && let Some(r) = self.index.peek_with(&probe, |_, entry| reader(entry))
+            && let Some(r) = self.index.peek_with(key, |_, entry| reader(entry))
         {
             return Some(r);
         }
         if matches!(look, Look::LockFree) {
             return None;
         }
-        self.index.read_sync(&probe, |_, entry| reader(entry))
+        self.index.read_sync(key, |_, entry| reader(entry))
     }
 
     /// Whether a live entry is under `key` (no stamp, no metric).

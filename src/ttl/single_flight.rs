@@ -7,7 +7,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::maps::{FlightEntry, Hashed, Probe};
+use super::maps::FlightEntry;
 use super::read::{Look, Peeked};
 use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
 use crate::flight::{Flight, Leader, Outcome};
@@ -62,17 +62,16 @@ where
         Q: Hash + Eq + ?Sized,
         E: Send + Sync + 'static,
     {
-        let hash = self.hash_of(key);
         // Lock-free only: a spurious miss (the key's entry being replaced)
         // is caught by `claim`, which looks again under the flight slot.
-        if let Some(v) = self.read_as(key, hash, Look::LockFree, V::clone) {
+        if let Some(v) = self.read_as(key, Look::LockFree, V::clone) {
             return Ok(v);
         }
         #[cfg(all(test, not(latchfree_loom)))]
         pause::after_miss();
         let key = make_key();
         loop {
-            match self.claim(&key, hash)? {
+            match self.claim(&key)? {
                 Claim::Found(v) => return Ok(v),
                 Claim::Join(flight) => {
                     let outcome = match wait {
@@ -87,7 +86,7 @@ where
                     // The leader was cancelled: start over.
                 }
                 Claim::Lead(leader) => {
-                    let guard = self.begin_flight(&key, hash, &leader);
+                    let guard = self.begin_flight(&key, &leader);
                     let inside = leader.enter();
                     let result = init();
                     drop(inside);
@@ -119,15 +118,14 @@ where
         E: Send + Sync + 'static,
         F: Future<Output = Result<V, E>>,
     {
-        let hash = self.hash_of(key);
         // Lock-free only: a spurious miss (the key's entry being replaced)
         // is caught by `claim`, which looks again under the flight slot.
-        if let Some(v) = self.read_as(key, hash, Look::LockFree, V::clone) {
+        if let Some(v) = self.read_as(key, Look::LockFree, V::clone) {
             return Ok(v);
         }
         let key = make_key();
         loop {
-            match self.claim(&key, hash)? {
+            match self.claim(&key)? {
                 Claim::Found(v) => return Ok(v),
                 Claim::Join(flight) => {
                     if let Some(result) = joined(flight.wait_async().await) {
@@ -139,7 +137,7 @@ where
                     // mid-load: `guard` removes the flight and gives the
                     // reservation back, then `leader` completes the flight
                     // as cancelled.
-                    let guard = self.begin_flight(&key, hash, &leader);
+                    let guard = self.begin_flight(&key, &leader);
                     let result = leader.lead(init).await;
                     return self.end_flight(guard, leader, ttl, result);
                 }
@@ -149,9 +147,9 @@ where
 
     /// After a miss: finds the value, a flight to join, or leads a new one
     /// (with a slot reserved for its value).
-    fn claim<E>(&self, key: &K, hash: u64) -> Result<Claim<V>, InitError<E>> {
+    fn claim<E>(&self, key: &K) -> Result<Claim<V>, InitError<E>> {
         loop {
-            let slot = self.flights.entry_sync(Hashed::new(hash, key.clone()));
+            let slot = self.flights.entry_sync(key.clone());
             match slot {
                 FlightEntry::Occupied(occupied) => {
                     let flight = occupied.get().clone();
@@ -168,7 +166,7 @@ where
                     // the value or no one is creating it. Looked up under the
                     // bucket's lock (which never misses a present key, see
                     // `lookup`) and only so: the caller has just missed.
-                    match self.peek::<K, V>(key, hash, Look::Locked, V::clone) {
+                    match self.peek::<K, V>(key, Look::Locked, V::clone) {
                         Some(Peeked::Live(v)) => return Ok(Claim::Found(v)),
                         Some(Peeked::Expired(stale)) => {
                             drop(vacant);
@@ -181,7 +179,7 @@ where
                         // Make room with no lock held (evictions call the
                         // listener), then take the slot again.
                         drop(vacant);
-                        if !self.make_room(hash) {
+                        if !self.make_room(key) {
                             self.counters.rejected.inc();
                             return Err(InitError::Capacity);
                         }
@@ -203,16 +201,10 @@ where
     /// mid-load) drops the returned guard, which gives back the reservation
     /// and removes the flight, then `leader`, which completes the flight as
     /// panicked (or cancelled).
-    fn begin_flight<'a>(
-        &'a self,
-        key: &'a K,
-        hash: u64,
-        leader: &Leader<V>,
-    ) -> FlightGuard<'a, K, V> {
+    fn begin_flight<'a>(&'a self, key: &'a K, leader: &Leader<V>) -> FlightGuard<'a, K, V> {
         let guard = FlightGuard {
             map: self,
             key,
-            hash,
             flight: leader.flight().clone(),
             keep_reservation: false,
         };
@@ -234,7 +226,7 @@ where
     ) -> Result<V, InitError<E>> {
         match result {
             Ok(value) => {
-                self.publish(guard.key.clone(), guard.hash, value.clone(), ttl.into());
+                self.publish(guard.key.clone(), value.clone(), ttl.into());
                 // Published before the flight leaves `flights` (see above).
                 guard.disarm();
                 leader.finish(Outcome::Ready(value.clone()));
@@ -274,8 +266,6 @@ where
 {
     map: &'a TtlMap<K, V>,
     key: &'a K,
-    /// `key`'s hash.
-    hash: u64,
     flight: crate::sync::Arc<Flight<V>>,
     /// Set once the value is published: the reservation is the entry's.
     keep_reservation: bool,
@@ -301,8 +291,7 @@ where
         if !self.keep_reservation {
             self.map.release();
         }
-        let probe = Probe::new(self.hash, self.key);
-        self.map.flights.remove_if_sync(&probe, |current| {
+        self.map.flights.remove_if_sync(self.key, |current| {
             crate::sync::Arc::ptr_eq(current, &self.flight)
         });
     }

@@ -2,12 +2,12 @@
 //! and `clear`.
 
 use std::borrow::Borrow;
-use std::hash::Hash;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 
 use super::config::nanos;
 use super::entry::{Entry, Inline, NO_DEADLINE};
-use super::maps::{Hashed, IndexEntry, for_each_in};
+use super::maps::{IndexEntry, for_each_in};
 use super::{AMORTISED_SWEEP, EvictionCause, Life, TtlMap};
 use crate::sync::atomic::Ordering;
 
@@ -23,20 +23,19 @@ where
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
-        let hash = self.hash_of(&key);
         if self.try_reserve() {
-            self.publish(key, hash, value, life);
+            self.publish(key, value, life);
             return Ok(());
         }
-        let (key, value) = match self.put(key, hash, value, life, false) {
+        let (key, value) = match self.put(key, value, life, false) {
             Ok(()) => return Ok(()),
             // Not present (any more): it needs room.
             Err(back) => back,
         };
-        if !self.make_room_and_reserve(hash) {
+        if !self.make_room_and_reserve(&key) {
             return Err((key, value));
         }
-        self.publish(key, hash, value, life);
+        self.publish(key, value, life);
         Ok(())
     }
 
@@ -47,15 +46,14 @@ where
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
-        self.make_room_and_reserve(self.hash_of(key))
+        self.make_room_and_reserve(key)
     }
 
-    /// Reserves one unit of capacity for a key whose hash is `hash`,
-    /// making room while there is none; `false` (counted as rejected) if
-    /// none could be made.
-    fn make_room_and_reserve(&self, hash: u64) -> bool {
+    /// Reserves one unit of capacity, making room while there is none;
+    /// `false` (counted as rejected) if none could be made.
+    fn make_room_and_reserve(&self, key: &K) -> bool {
         while !self.try_reserve() {
-            if !self.make_room(hash) {
+            if !self.make_room(key) {
                 self.counters.rejected.inc();
                 return false;
             }
@@ -83,9 +81,8 @@ where
             self.release();
             return false;
         }
-        let hash = self.hash_of(&key);
-        let entry = self.new_entry(&key, hash, now, deadline);
-        match self.index.entry_sync(Hashed::new(hash, key)) {
+        let entry = self.new_entry(&key, now, deadline);
+        match self.index.entry_sync(key) {
             IndexEntry::Vacant(vacant) if still() => {
                 vacant.insert_entry(Inline::new(value, entry.clone()));
                 // Relaxed: a count, published with nothing.
@@ -102,9 +99,9 @@ where
         true
     }
 
-    /// A new entry's shared part, for `key` whose hash is `hash`, with a
-    /// count cell of its own.
-    fn new_entry(&self, key: &K, hash: u64, now: u64, expires: u64) -> Arc<Entry<K>> {
+    /// A new entry's shared part: its hash, and a count cell of its own.
+    fn new_entry(&self, key: &K, now: u64, expires: u64) -> Arc<Entry<K>> {
+        let hash = self.hasher.hash_one(key);
         let cell = self.order.cell(hash);
         Arc::new(Entry::new(key.clone(), hash, now, expires, self.idle, cell))
     }
@@ -112,15 +109,15 @@ where
     /// Puts a new entry into `index` and the order, holding a reservation
     /// (given back if it replaced an entry: a replacement needs no room, but
     /// reserving first keeps the bound exact).
-    pub(super) fn publish(&self, key: K, hash: u64, value: V, life: Life) {
-        let published = self.put(key, hash, value, life, true);
+    pub(super) fn publish(&self, key: K, value: V, life: Life) {
+        let published = self.put(key, value, life, true);
         debug_assert!(published.is_ok(), "a reserved put always publishes");
     }
 
     /// [`publish`](Self::publish) with a reservation (`reserved`), or, without
     /// one, a replacement only: if `key` holds no entry, `key` and `value`
     /// come back and nothing changes.
-    fn put(&self, key: K, hash: u64, value: V, life: Life, reserved: bool) -> Result<(), (K, V)> {
+    fn put(&self, key: K, value: V, life: Life, reserved: bool) -> Result<(), (K, V)> {
         let now = self.time.refresh();
         let expires = match life {
             // A zero TTL is a deadline of now: expired at birth, never
@@ -129,20 +126,20 @@ where
             Life::Default if self.lifetime == 0 => NO_DEADLINE,
             Life::Default => now.saturating_add(self.lifetime),
         };
-        let entry = self.new_entry(&key, hash, now, expires);
+        let entry = self.new_entry(&key, now, expires);
         let journaled = self.journal.as_ref().map(|_| value.clone());
         let inline = Inline::new(value, entry.clone());
-        let replaced = match self.index.entry_sync(Hashed::new(hash, key)) {
+        let replaced = match self.index.entry_sync(key) {
             IndexEntry::Vacant(vacant) if !reserved => {
                 drop(journaled);
-                let key = vacant.into_key().key;
+                let key = vacant.into_key();
                 self.order.discard(&entry);
                 return Err((key, inline.value));
             }
             IndexEntry::Vacant(vacant) => {
                 let occupied = vacant.insert_entry(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
-                    journal.put(&occupied.key().key, value, expires);
+                    journal.put(occupied.key(), value, expires);
                 }
                 drop(occupied);
                 // Relaxed: a count, published with nothing.
@@ -153,7 +150,7 @@ where
                 let old = occupied.get().clone();
                 occupied.update(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
-                    journal.put(&occupied.key().key, value, expires);
+                    journal.put(occupied.key(), value, expires);
                 }
                 Some(old)
             }
@@ -203,8 +200,7 @@ where
     /// other change of `key` (the disk tier may hold what memory does not).
     pub(crate) fn remove_key(&self, key: K) -> Option<V> {
         let now = self.time.refresh();
-        let hash = self.hash_of(&key);
-        let removed = match self.index.entry_sync(Hashed::new(hash, key)) {
+        let removed = match self.index.entry_sync(key) {
             IndexEntry::Occupied(occupied) => {
                 let old = occupied.get().clone();
                 let cause = if old.entry.is_live(now) {
@@ -213,14 +209,14 @@ where
                     EvictionCause::Expired
                 };
                 if let Some(journal) = &self.journal {
-                    journal.remove(&occupied.key().key, cause);
+                    journal.remove(occupied.key(), cause);
                 }
                 occupied.remove_entry();
                 Some((old, cause))
             }
             IndexEntry::Vacant(vacant) => {
                 if let Some(journal) = &self.journal {
-                    journal.remove(&vacant.key().key, EvictionCause::Removed);
+                    journal.remove(vacant.key(), EvictionCause::Removed);
                 }
                 None
             }
