@@ -48,7 +48,7 @@
 //! blocks until the task completes, so the operations run on the runtime's
 //! two workers and `threads` is the number of tasks at once. A task that
 //! joins another's load awaits it, and its worker runs other tasks
-//! meanwhile. Each batch (grown by the runner to at least 20 µs) pays one
+//! meanwhile. Each batch (grown by the runner to at least 1 ms) pays one
 //! spawn and one cross-thread wake-up, the same for every implementation.
 
 use std::sync::Arc;

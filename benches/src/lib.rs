@@ -72,6 +72,14 @@ pub trait Target: Send + Sync {
     /// timed slice, untimed, so that one implementation's backlog does not
     /// run into the next one's slice.
     fn settle(&self) {}
+
+    /// How long the chunked runner grows a chunk of operations to, at least,
+    /// so that what each chunk costs besides its operations (the stop check
+    /// and the clock read; a task's spawn and wake-up) vanishes from the
+    /// per-operation figure. [`CHUNK`] unless a target pays more per chunk.
+    fn chunk_time(&self) -> Duration {
+        CHUNK
+    }
 }
 
 /// How to build one [`Target`].
@@ -162,16 +170,27 @@ pub fn measure(
     }
 }
 
-/// Runs chunks of operations, growing the chunk until one takes ≥ 20 µs so
-/// the stop check and clock read vanish from the per-op cost.
+/// The least time of a chunk of operations for most targets
+/// ([`Target::chunk_time`]).
+pub const CHUNK: Duration = Duration::from_micros(20);
+
+/// The least time of an async target's chunk ([`OnRuntime`]): a spawn and a
+/// cross-thread wake-up cost microseconds, so a chunk of 1 ms keeps them
+/// under 1 % of the figure for any implementation, fast or slow.
+pub const ASYNC_CHUNK: Duration = Duration::from_millis(1);
+
+/// Runs chunks of operations, growing the chunk until one takes at least
+/// the target's [`chunk_time`](Target::chunk_time), so that the per-chunk
+/// costs vanish from the per-op cost.
 fn run_chunked(target: &dyn Target, thread: usize, stop: &AtomicBool) -> u64 {
+    let least = target.chunk_time();
     let mut chunk = 1u64;
     let mut ops = 0u64;
     while !stop.load(Ordering::Relaxed) {
         let t0 = Instant::now();
         target.run(thread, chunk);
         ops += chunk;
-        if chunk < 1 << 20 && t0.elapsed() < Duration::from_micros(20) {
+        if chunk < 1 << 20 && t0.elapsed() < least {
             chunk *= 2;
         }
     }
@@ -219,7 +238,7 @@ pub trait AsyncTarget: Target + 'static {
 /// operations run on the runtime's workers, and `threads` is the number of
 /// tasks in flight at once. Each batch pays one spawn and one cross-thread
 /// wake-up, alike for every implementation; the chunked runner grows a
-/// batch to at least 20 µs.
+/// batch to at least [`ASYNC_CHUNK`].
 pub struct OnRuntime<T> {
     target: Arc<T>,
     runtime: tokio::runtime::Runtime,
@@ -255,6 +274,10 @@ impl<T: AsyncTarget> Target for OnRuntime<T> {
 
     fn verify(&self, total_ops: u64) -> Option<Result<(), String>> {
         self.target.verify(total_ops)
+    }
+
+    fn chunk_time(&self) -> Duration {
+        ASYNC_CHUNK
     }
 
     fn report(&self) -> Option<String> {
