@@ -173,6 +173,40 @@ fn duration_label(ns: f64) -> String {
     }
 }
 
+/// Both panels' axes: thread counts across, values up, log scales.
+type Axes = Cartesian2d<WithKeyPoints<LogCoord<f64>>, WithKeyPoints<LogCoord<f64>>>;
+
+/// A panel's chart, captioned, its mesh drawn: threads across (see
+/// [`thread_axis`]), `y` up (see [`value_axis`]), described and labelled as
+/// `y_axis` says.
+fn chart<'a, DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    band: &Band<'_>,
+    caption: String,
+    y: std::ops::Range<f64>,
+    y_axis: (&str, &dyn Fn(&f64) -> String),
+) -> Result<ChartContext<'a, DB, Axes>, PlotError>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(64)
+        .build_cartesian_2d(thread_axis(band), value_axis(y))
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .x_desc("threads")
+        .y_desc(y_axis.0)
+        .x_label_formatter(&|x| format!("{}", x.round()))
+        .y_label_formatter(y_axis.1)
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 fn throughput_panel<DB: DrawingBackend>(
     band: &Band<'_>,
     imps: &[&'static str],
@@ -185,21 +219,13 @@ where
     let Some(y) = log_range(band.rows.iter().filter_map(|r| mops(r))) else {
         return Ok(());
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(format!("{} — throughput", band.title), ("sans-serif", 18))
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(thread_axis(band), value_axis(y))
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("threads")
-        .y_desc("M ops/s")
-        .x_label_formatter(&|x| format!("{}", x.round()))
-        .y_label_formatter(&|y| short(*y))
-        .draw()
-        .map_err(err)?;
+    let mut chart = chart(
+        area,
+        band,
+        format!("{} — throughput", band.title),
+        y,
+        ("M ops/s", &|y| short(*y)),
+    )?;
     for imp in imps {
         let points = series(band, imp, mops);
         if points.is_empty() {
@@ -246,24 +272,13 @@ where
             )
             .map_err(err);
     };
-    let mut chart = ChartBuilder::on(area)
-        .caption(
-            format!("{} — latency p50 (solid), p99.9 (dashed)", band.title),
-            ("sans-serif", 18),
-        )
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(64)
-        .build_cartesian_2d(thread_axis(band), value_axis(y))
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .x_desc("threads")
-        .y_desc("time per call")
-        .x_label_formatter(&|x| format!("{}", x.round()))
-        .y_label_formatter(&|y| duration_label(*y))
-        .draw()
-        .map_err(err)?;
+    let mut chart = chart(
+        area,
+        band,
+        format!("{} — latency p50 (solid), p99.9 (dashed)", band.title),
+        y,
+        ("time per call", &|y| duration_label(*y)),
+    )?;
     for imp in imps {
         let c = colour(imps, imp);
         let median = series(band, imp, p50);
