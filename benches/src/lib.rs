@@ -80,6 +80,21 @@ pub trait Target: Send + Sync {
     fn chunk_time(&self) -> Duration {
         CHUNK
     }
+
+    /// Runs the sampled loop of [`measure`] itself (one operation per call
+    /// of [`run`](Self::run), one in [`LATENCY_SAMPLE_EVERY`] timed into
+    /// `samples`) until `stop`, and returns the operations; `None` (the
+    /// default) lets the runner call `run` once per operation. A target
+    /// whose `run` costs more than an operation (a task's spawn and
+    /// wake-up) runs the loop where the operations run.
+    fn run_sampled(
+        &self,
+        _thread: usize,
+        _stop: &Arc<AtomicBool>,
+        _samples: &mut LocalHistogram,
+    ) -> Option<u64> {
+        None
+    }
 }
 
 /// How to build one [`Target`].
@@ -129,7 +144,7 @@ pub fn measure(
     duration: Duration,
     sample_latency: bool,
 ) -> Measurement {
-    let stop = AtomicBool::new(false);
+    let stop = Arc::new(AtomicBool::new(false));
     let total = AtomicU64::new(0);
     let start = Barrier::new(threads + 1);
     let mut latency = HistogramSnapshot::default();
@@ -141,7 +156,9 @@ pub fn measure(
                     let mut samples = LocalHistogram::new();
                     start.wait();
                     let ops = if sample_latency {
-                        run_sampled(target, t, stop, &mut samples)
+                        target
+                            .run_sampled(t, stop, &mut samples)
+                            .unwrap_or_else(|| run_sampled(target, t, stop, &mut samples))
                     } else {
                         run_chunked(target, t, stop)
                     };
@@ -238,7 +255,9 @@ pub trait AsyncTarget: Target + 'static {
 /// operations run on the runtime's workers, and `threads` is the number of
 /// tasks in flight at once. Each batch pays one spawn and one cross-thread
 /// wake-up, alike for every implementation; the chunked runner grows a
-/// batch to at least [`ASYNC_CHUNK`].
+/// batch to at least [`ASYNC_CHUNK`]. A case that samples latency runs one
+/// operation at a time, so its whole sampled loop is one task per bench
+/// thread ([`Target::run_sampled`]): one spawn per slice, not per operation.
 pub struct OnRuntime<T> {
     target: Arc<T>,
     runtime: tokio::runtime::Runtime,
@@ -278,6 +297,41 @@ impl<T: AsyncTarget> Target for OnRuntime<T> {
 
     fn chunk_time(&self) -> Duration {
         ASYNC_CHUNK
+    }
+
+    /// The sampled loop as one task per bench thread, so that a sampled
+    /// case measures its operations awaited in a task, not a spawn and a
+    /// cross-thread wake-up of the bench thread per operation.
+    fn run_sampled(
+        &self,
+        thread: usize,
+        stop: &Arc<AtomicBool>,
+        samples: &mut LocalHistogram,
+    ) -> Option<u64> {
+        let target = Arc::clone(&self.target);
+        let stop = Arc::clone(stop);
+        let mut local = std::mem::take(samples);
+        let task = self.runtime.spawn(async move {
+            let mut ops = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                ops += 1;
+                if !ops.is_multiple_of(LATENCY_SAMPLE_EVERY) {
+                    target.run_async(thread, 1).await;
+                    continue;
+                }
+                let t0 = Instant::now();
+                target.run_async(thread, 1).await;
+                local.record(u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX));
+            }
+            (ops, local)
+        });
+        match self.runtime.block_on(task) {
+            Ok((ops, local)) => {
+                *samples = local;
+                Some(ops)
+            }
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
     }
 
     fn report(&self) -> Option<String> {
