@@ -43,6 +43,18 @@
 //!
 //! A future dropped while it waits removes its waker and its count: nothing
 //! it leaves behind wakes anybody or is woken.
+//!
+//! Each registration is tagged with the level it waits on and its target,
+//! and a raise takes only the wakers it satisfies: a task waiting for an
+//! fsync is not woken by the write before it, nor by the fsync of the batch
+//! ahead of its own. The others stay registered and counted in `sleepers`,
+//! so the raise that reaches them sees the count and takes them; an error
+//! or a stop (`update`) takes every waker. Threads asleep on the condition
+//! variable are all notified, as before. When every raise took the whole
+//! list, 64 tasks logging with `Guarantee::Disk` in two alternating batches
+//! could each be woken up to four times per record (the write and the fsync
+//! of their own batch and of the other), three of them for nothing, on the
+//! same cores that poll them.
 
 use std::future::Future;
 use std::io;
@@ -74,6 +86,12 @@ impl Level {
         }
     }
 
+    /// What tells this level from the others of its `Progress` (its
+    /// address) in the tags of the wakers waiting on it.
+    fn key(&self) -> usize {
+        std::ptr::from_ref(self).addr()
+    }
+
     pub fn get(&self) -> u64 {
         // Acquire: pairs with the Release store in `Progress::raise`, so a
         // waiter that sees the level also sees what the writer did before.
@@ -99,8 +117,9 @@ pub struct Published<H> {
     pub stopped: bool,
     /// Whatever the writer reports with each raise (the chain heads).
     pub heads: H,
-    /// The wakers of the futures waiting (see "Async waiters").
-    wakers: WakerList,
+    /// The wakers of the futures waiting (see "Async waiters"), each tagged
+    /// with the level it waits on ([`Level::key`]) and its target.
+    wakers: WakerList<(usize, u64)>,
 }
 
 /// Levels, sleepers and the lock they sleep under.
@@ -134,27 +153,35 @@ impl<H> Progress<H> {
         self.shared.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Raises `level` to `to` (the writer only) and wakes sleepers.
-    pub fn raise(&self, level: &Level, to: u64) {
+    /// Raises `level` to `to` (the writer only) and wakes sleepers: every
+    /// thread asleep, and the futures waiting on `level` for `to` or less
+    /// (the others stay registered). Returns how many futures it woke.
+    pub fn raise(&self, level: &Level, to: u64) -> usize {
         // Release: pairs with the Acquire load in `Level::get`.
         level.value.store(to, Ordering::Release);
-        self.wake();
+        let key = level.key();
+        self.wake(|&(waits_on, target)| waits_on == key && target <= to)
     }
 
-    /// Wakes every sleeper if there is one. Call after changing what they
-    /// wait for.
-    pub fn wake(&self) {
+    /// Wakes every thread asleep and the futures whose tag passes `due`, if
+    /// anybody sleeps; returns how many futures it woke. Call after changing
+    /// what they wait for.
+    fn wake(&self, due: impl FnMut(&(usize, u64)) -> bool) -> usize {
         // SeqCst fence: orders the level store before the load of
-        // `sleepers`; pairs with the fence in `wait`.
+        // `sleepers`; pairs with the fence in `wait` (and in
+        // `LevelWait::poll`).
         fence(Ordering::SeqCst);
-        if self.sleepers.load(Ordering::Relaxed) != 0 {
-            let wakers = {
-                let mut shared = self.lock();
-                self.changed.notify_all();
-                shared.wakers.take()
-            };
-            wakers.wake();
+        if self.sleepers.load(Ordering::Relaxed) == 0 {
+            return 0;
         }
+        let wakers = {
+            let mut shared = self.lock();
+            self.changed.notify_all();
+            shared.wakers.take_due(due)
+        };
+        let woken = wakers.len();
+        wakers.wake();
+        woken
     }
 
     /// Changes the shared state under the lock, waking nobody (for what
@@ -273,7 +300,10 @@ impl<H> Future for LevelWait<'_, H> {
             Err(Stalled::Stopped)
         } else {
             let this = &mut *self;
-            shared.wakers.register(&mut this.registration, cx.waker());
+            let tag = (this.level.key(), this.target);
+            shared
+                .wakers
+                .register_tagged(&mut this.registration, cx.waker(), tag);
             return Poll::Pending;
         };
         self.leave(Some(&mut shared));
@@ -356,16 +386,26 @@ mod tests {
         drop(dropped);
         assert_eq!(progress.sleepers.load(Ordering::Relaxed), 2);
         assert_eq!(progress.lock().wakers.len(), 2);
-        progress.raise(&level, 1);
+        assert_eq!(progress.raise(&level, 1), 1);
         assert_eq!(
             woken.0.load(Ordering::Relaxed),
-            2,
-            "each registered waker, once"
+            1,
+            "only the waker of the level reached, once"
+        );
+        assert_eq!(
+            progress.lock().wakers.len(),
+            1,
+            "the other stays registered"
         );
         assert!(matches!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(()))));
         assert!(
             second.as_mut().poll(&mut cx).is_pending(),
             "level 1 is below 2"
+        );
+        assert_eq!(
+            progress.lock().wakers.len(),
+            1,
+            "re-polled, not added twice"
         );
         progress.update(|s| s.error = Some(Arc::new(io::Error::other("disk full"))));
         assert!(matches!(

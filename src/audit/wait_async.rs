@@ -9,6 +9,16 @@
 //! wait never writes or fsyncs on the caller's behalf (a blocking one may
 //! take the idle writer's turn): the executor's thread never blocks on the
 //! file.
+//!
+//! A waiting task is woken once, by the raise that reaches its target (see
+//! "Async waiters" in `progress`), not by every write and fsync while it
+//! waits. With 64 tasks on a 2-worker runtime logging with
+//! [`Guarantee::Disk`], each fsync covers more records than 64 blocking
+//! threads' do (about 35 against 30 on the 2-core machine measured), and
+//! the tasks log as fast as the threads or faster (median 1.2× over six
+//! runs, the disk's fsync time varying run to run); on a tmpfs, where
+//! fsync costs nothing and the wake-ups are most of the cost, 1.2× to 1.4×
+//! as fast as with every task woken on every raise.
 
 use std::future::Future;
 
