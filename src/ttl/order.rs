@@ -607,8 +607,13 @@ mod tests {
         order.expired(usize::MAX, 100, usize::MAX, &mut out);
         assert!(out.is_empty());
         assert!(order.victim(0, 0).is_none());
-        // What is left of the queues is compacted away by later pushes.
-        for k in 0..4_000 {
+        // What is left of the queues is compacted away by later pushes:
+        // enough of them to reach every shard's next compaction, which
+        // waits for twice what its last one left (at most 4,096 items here
+        // with 4 shards, one per core counted under Miri, and less with
+        // more), not a fixed count that only more shards would reach.
+        let pushes = 4 * COMPACT_FLOOR * order.shards();
+        for k in 0..pushes as u32 {
             let e = entry(
                 k,
                 u64::from(k).wrapping_mul(0x9e37_79b9_7f4a_7c15),
