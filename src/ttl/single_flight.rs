@@ -331,13 +331,6 @@ mod tests {
     use crate::ttl::TtlMap;
 
     #[test]
-    // The map's deadline index is crossbeam-skiplist, whose epoch pointers
-    // Miri's strict provenance refuses (see `ttl::entry`'s tests); the
-    // native run and loom's ttl model 1 check this protocol.
-    #[cfg_attr(
-        miri,
-        ignore = "crossbeam-epoch's tagged pointers need permissive provenance"
-    )]
     fn a_caller_that_missed_before_a_leader_finished_does_not_init_again() {
         let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
         let map = TtlMap::<u32, u32>::for_tests(4, false, None, None, Arc::new(clock), None);
