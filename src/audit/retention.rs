@@ -1,5 +1,5 @@
 //! Retention: the writer removes a stream's oldest closed files beyond its
-//! limits, behind an [`anchor`](super::anchor) so that what remains still
+//! limits, behind an [`anchor`] so that what remains still
 //! verifies.
 //!
 //! The limits ([`AuditBuilder::max_files`](super::AuditBuilder::max_files),
@@ -18,7 +18,7 @@
 //! a rotation) holds nothing and goes whenever the age limit is checked.
 //!
 //! Before removing files, the head of the last record they hold is written
-//! durably to the anchor file (see [`anchor`](super::anchor) for the order
+//! durably to the anchor file (see [`anchor`] for the order
 //! of the steps and why a crash between them is harmless). Closed files are
 //! already on disk: the writer fsyncs a file when it leaves it.
 

@@ -367,9 +367,9 @@ impl Producer {
         self.push_pos_after(&[], record, true)
     }
 
-    /// [`push_pos`](Self::push_pos) of `header` followed by `record`, copied
-    /// into the slot as one record (the consumer sees them concatenated);
-    /// only `record` counts against [`RingConfig::max_record`]. The audit
+    /// Pushes `header` followed by `record` (as the test-only `push_pos`
+    /// pushes a record alone), copied into the slot as one record (the
+    /// consumer sees them concatenated); only `record` counts against [`RingConfig::max_record`]. The audit
     /// log puts each event's digest in front of it this way.
     ///
     /// With `wake` false a sleeping consumer is not woken: the caller means

@@ -4,7 +4,7 @@
 //! record, drains what the ring holds (up to [`BATCH_BYTES`] of encoded
 //! lines; each record arrives behind its event's digest, computed by the
 //! thread that logged it, so the writer hashes only the 2-block link, see
-//! [`record`](super::record)), gives the whole batch to the OS in one `write` (more only if the
+//! [`record`]), gives the whole batch to the OS in one `write` (more only if the
 //! OS takes part of it), then fsyncs if the durability mode or a waiting
 //! caller asks, and raises the levels that callers wait on. When the ring is
 //! empty it sleeps in [`Consumer::wait_or`] until a record arrives, a caller

@@ -7,7 +7,7 @@
 //! `NAME.tmp`, fsynced, and renamed over `NAME`: a reader or a crash sees the
 //! old file or the new one, never a mix. The directory is fsynced (making
 //! renames and deletions durable) whenever the queue runs empty and before a
-//! flush is answered. After each change is on disk its [`Pending`] record
+//! flush is answered. After each change is on disk its [`Pending`](super::tier::Pending) record
 //! is dropped, unless a newer change of the key replaced it.
 
 use std::fs::{self, File};
