@@ -1,10 +1,11 @@
 //! Expiry sweeps, the capacity bound and exactly-once eviction ("Expiry",
 //! "Capacity" and "Exactly-once eviction" in the module docs).
 
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use super::entry::Entry;
+use super::key::Probe;
 use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
 use crate::sync::atomic::Ordering;
 
@@ -39,10 +40,10 @@ where
             .count()
     }
 
-    /// Frees one unit of capacity for `key` if it can: an expired entry,
-    /// or, with the evicting policy, the policy's victim. `false` if nothing
-    /// could be freed.
-    pub(super) fn make_room(&self, key: &K) -> bool {
+    /// Frees one unit of capacity for the key hashed to `hash` if it can:
+    /// an expired entry, or, with the evicting policy, the policy's victim
+    /// (from that key's shard first). `false` if nothing could be freed.
+    pub(super) fn make_room(&self, hash: u64) -> bool {
         if self.sweep_expired(1) > 0 {
             return true;
         }
@@ -50,7 +51,7 @@ where
             let now = self.time.refresh();
             // A victim another thread evicted first frees nothing here:
             // choose again.
-            while let Some((victim, cause)) = self.order.victim(self.hasher.hash_one(key), now) {
+            while let Some((victim, cause)) = self.order.victim(hash, now) {
                 if self.evict(&victim, cause).is_some() {
                     return true;
                 }
@@ -83,7 +84,11 @@ where
     /// the value back.
     pub(super) fn evict(&self, entry: &Arc<Entry<K>>, cause: EvictionCause) -> Option<V> {
         let mut value = None;
-        self.index.remove_if_sync(&entry.key, |current| {
+        let probe = Probe {
+            hash: entry.hash,
+            key: &entry.key,
+        };
+        self.index.remove_if_sync(&probe, |current| {
             let same = Arc::ptr_eq(&current.entry, entry);
             if same {
                 value = Some(current.value.clone());

@@ -26,12 +26,17 @@
 //! Those are scc's guarantees, tested by scc and by this crate's stress
 //! tests, not by the loom models.
 //!
-//! On `std` this module only renames scc's types; it costs nothing.
+//! Keys are [`Hashed`](super::key::Hashed): both maps take the hash each
+//! key carries ([`PassThrough`](super::key::PassThrough)) rather than
+//! computing one. On `std` this module only names scc's types; it costs
+//! nothing.
 
+/// scc's `HashIndex` over [`Hashed`](super::key::Hashed) keys.
 #[cfg(not(latchfree_loom))]
-pub(super) use scc::HashIndex;
+pub(super) type HashIndex<K, V> = scc::HashIndex<K, V, super::key::PassThrough>;
+/// scc's `HashMap` over [`Hashed`](super::key::Hashed) keys.
 #[cfg(not(latchfree_loom))]
-pub(super) use scc::HashMap;
+pub(super) type HashMap<K, V> = scc::HashMap<K, V, super::key::PassThrough>;
 #[cfg(not(latchfree_loom))]
 pub(super) use scc::hash_index::Entry as IndexEntry;
 #[cfg(not(latchfree_loom))]
@@ -62,9 +67,11 @@ where
 
 #[cfg(latchfree_loom)]
 mod loom_maps {
-    use std::borrow::Borrow;
     use std::hash::Hash;
 
+    use scc::Equivalent;
+
+    use super::super::key::PassThrough;
     use crate::sync::{Mutex, MutexGuard};
 
     /// A loom-visible stand-in for both scc maps (see the module docs).
@@ -91,17 +98,17 @@ mod loom_maps {
         key: K,
     }
 
-    fn position<K: Borrow<Q>, Q: Eq + ?Sized, V>(pairs: &[(K, V)], key: &Q) -> Option<usize> {
-        pairs.iter().position(|(k, _)| k.borrow() == key)
+    fn position<K, Q: Equivalent<K> + ?Sized, V>(pairs: &[(K, V)], key: &Q) -> Option<usize> {
+        pairs.iter().position(|(k, _)| key.equivalent(k))
     }
 
     impl<K: Eq + Hash, V> HashIndex<K, V> {
-        pub(crate) fn new() -> Self {
+        pub(crate) fn with_hasher(_: PassThrough) -> Self {
             Self(Mutex::new(Vec::new()))
         }
 
-        pub(crate) fn with_capacity(_: usize) -> Self {
-            Self::new()
+        pub(crate) fn with_capacity_and_hasher(_: usize, hasher: PassThrough) -> Self {
+            Self::with_hasher(hasher)
         }
 
         fn lock(&self) -> MutexGuard<'_, Vec<(K, V)>> {
@@ -110,9 +117,9 @@ mod loom_maps {
 
         pub(crate) fn peek_with<Q, R>(&self, key: &Q, reader: impl FnOnce(&K, &V) -> R) -> Option<R>
         where
-            K: Borrow<Q> + Clone,
+            K: Clone,
             V: Clone,
-            Q: Eq + ?Sized,
+            Q: Equivalent<K> + ?Sized,
         {
             let found = {
                 let pairs = self.lock();
@@ -123,8 +130,7 @@ mod loom_maps {
 
         pub(crate) fn read_sync<Q, R>(&self, key: &Q, reader: impl FnOnce(&K, &V) -> R) -> Option<R>
         where
-            K: Borrow<Q>,
-            Q: Eq + ?Sized,
+            Q: Equivalent<K> + ?Sized,
         {
             let pairs = self.lock();
             position(&pairs, key).map(|at| reader(&pairs[at].0, &pairs[at].1))
@@ -144,8 +150,7 @@ mod loom_maps {
             condition: impl FnOnce(&mut V) -> bool,
         ) -> bool
         where
-            K: Borrow<Q>,
-            Q: Eq + ?Sized,
+            Q: Equivalent<K> + ?Sized,
         {
             let mut pairs = self.lock();
             match position(&pairs, key) {

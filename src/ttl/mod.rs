@@ -5,9 +5,9 @@
 //! # The structure
 //!
 //! ```text
-//!   index:      scc::HashIndex<K, Inline { value, expires, cell, Arc<Entry> }>
+//!   index:      scc::HashIndex<Hashed<K>, Inline { value, expires, cell, Arc<Entry> }>
 //!                                                  lock-free reads (peek)
-//!   flights:    scc::HashMap<K, Arc<Flight>>       one per initialisation in progress
+//!   flights:    scc::HashMap<Hashed<K>, Arc<Flight>>  one per initialisation in progress
 //!   order:      shards by key hash, each behind a writers-only lock:
 //!                 a deadline wheel (expiry) and S3-FIFO queues (capacity)
 //!   order.freq: Freq                               two-bit access counts (dense, one cell per entry)
@@ -122,6 +122,7 @@
 //! | `entry` | one entry: its inline and shared parts, its state, the access counts |
 //! | `order` | the deadline wheel and the S3-FIFO queues, sharded |
 //! | `maps` | `index` and `flights`: scc's maps, or loom-visible stand-ins under loom |
+//! | `key` | keys hashed once, and the probes that find them |
 //! | `time` | the exact or coarse time deadlines are checked against |
 //! | `sweeper` | the background sweeper and the process-wide ticker |
 
@@ -129,6 +130,7 @@ mod config;
 mod entry;
 mod events;
 mod eviction;
+mod key;
 mod maps;
 mod metrics;
 mod order;
@@ -152,6 +154,7 @@ pub(crate) use config::{Life, Options};
 use entry::Inline;
 pub use events::EvictionCause;
 pub(crate) use events::{Journal, Listener};
+use key::{Hashed, PassThrough};
 pub(crate) use metrics::Counters;
 pub(crate) use single_flight::InitError;
 pub(crate) use sweeper::SweeperHandle;
@@ -177,11 +180,12 @@ const BACKGROUND_SWEEP: usize = 65_536;
 /// The shared core of [`crate::session::SessionRegistry`] and
 /// [`crate::cache::TtlCache`].
 pub(crate) struct TtlMap<K, V> {
-    index: maps::HashIndex<K, Inline<K, V>>,
-    flights: maps::HashMap<K, crate::sync::Arc<Flight<V>>>,
+    index: maps::HashIndex<Hashed<K>, Inline<K, V>>,
+    flights: maps::HashMap<Hashed<K>, crate::sync::Arc<Flight<V>>>,
     /// The wheel of deadlines and the eviction policy's queues.
     order: order::Order<K>,
-    /// Hashes keys for `order` (its shards, its ghost record).
+    /// Hashes keys, once each, for the maps and the order (its shards, its
+    /// ghost record): see the `key` module.
     hasher: RandomState,
     /// Entries in `index` plus reservations of flights in progress.
     occupancy: CachePadded<AtomicUsize>,
@@ -213,8 +217,11 @@ where
         let coarse =
             background.is_some() && !options.resolution.is_zero() && !options.clock.is_cheap();
         let map = Arc::new(Self {
-            index: maps::HashIndex::new(),
-            flights: maps::HashMap::with_capacity(FLIGHT_SLOTS.min(options.max_entries)),
+            index: maps::HashIndex::with_hasher(PassThrough::default()),
+            flights: maps::HashMap::with_capacity_and_hasher(
+                FLIGHT_SLOTS.min(options.max_entries),
+                PassThrough::default(),
+            ),
             order: order::Order::new(
                 options.max_entries,
                 options.evict_at_capacity,

@@ -65,13 +65,13 @@
 //! O(1) per write.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
 use super::entry::{Entry, Freq, NO_DEADLINE, Place};
 use super::events::EvictionCause;
+use super::key::PassThrough;
 use crate::sync::atomic::{AtomicUsize, Ordering};
 use crate::sync::{Mutex, MutexGuard};
 
@@ -151,31 +151,10 @@ struct State<K> {
 /// as recorded.
 struct Ghost {
     /// Each recorded hash and the number it was recorded under.
-    set: HashMap<u64, u64, BuildHasherDefault<PassThrough>>,
+    set: HashMap<u64, u64, PassThrough>,
     fifo: VecDeque<(u64, u64)>,
     /// The number the next record gets.
     next: u64,
-}
-
-/// A hasher for keys that are hashes already.
-#[derive(Default)]
-struct PassThrough(u64);
-
-impl Hasher for PassThrough {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // Only `write_u64` is used; anything else folds in its bytes.
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
-    }
 }
 
 impl Ghost {

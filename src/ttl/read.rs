@@ -6,6 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 
 use super::entry::{Entry, Inline};
+use super::key::Probe;
 use super::maps::for_each_in;
 use super::{EvictionCause, TtlMap};
 
@@ -53,12 +54,17 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.read_as(key, Look::Confirmed, f)
+        self.read_as(&Probe::new(&self.hasher, key), Look::Confirmed, f)
     }
 
-    /// [`read`](Self::read), looking as `look` says.
+    /// [`read`](Self::read) by a probe, looking as `look` says.
     #[inline]
-    pub(super) fn read_as<Q, R>(&self, key: &Q, look: Look, f: impl FnOnce(&V) -> R) -> Option<R>
+    pub(super) fn read_as<Q, R>(
+        &self,
+        key: &Probe<'_, Q>,
+        look: Look,
+        f: impl FnOnce(&V) -> R,
+    ) -> Option<R>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
@@ -85,7 +91,7 @@ where
     #[inline]
     pub(super) fn peek<Q, R>(
         &self,
-        key: &Q,
+        key: &Probe<'_, Q>,
         look: Look,
         f: impl FnOnce(&V) -> R,
     ) -> Option<Peeked<R, Arc<Entry<K>>>>
@@ -131,7 +137,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        self.lookup_as(key, Look::Confirmed, reader)
+        self.lookup_as(&Probe::new(&self.hasher, key), Look::Confirmed, reader)
     }
 
     /// [`lookup`](Self::lookup), looking as `look` says: a caller that
@@ -140,7 +146,7 @@ where
     #[inline]
     pub(super) fn lookup_as<Q, R>(
         &self,
-        key: &Q,
+        key: &Probe<'_, Q>,
         look: Look,
         mut reader: impl FnMut(&Inline<K, V>) -> R,
     ) -> Option<R>
@@ -181,14 +187,14 @@ where
     /// once, and may or may not see those added or removed meanwhile. `f`
     /// runs with no lock held.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
-        for_each_in(&self.index, |key, entry| {
+        for_each_in(&self.index, |hashed, entry| {
             let now = if entry.needs_time(self.idle) {
                 self.time.now()
             } else {
                 0
             };
             if entry.is_live(now, self.idle) {
-                f(key, &entry.value);
+                f(&hashed.key, &entry.value);
             }
         });
     }

@@ -7,6 +7,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::key::{Hashed, Probe};
 use super::maps::FlightEntry;
 use super::read::{Look, Peeked};
 use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
@@ -64,12 +65,16 @@ where
     {
         // Lock-free only: a spurious miss (the key's entry being replaced)
         // is caught by `claim`, which looks again under the flight slot.
-        if let Some(v) = self.read_as(key, Look::LockFree, V::clone) {
+        let probe = Probe::new(&self.hasher, key);
+        if let Some(v) = self.read_as(&probe, Look::LockFree, V::clone) {
             return Ok(v);
         }
         #[cfg(all(test, not(latchfree_loom)))]
         pause::after_miss();
-        let key = make_key();
+        let key = Hashed {
+            hash: probe.hash,
+            key: make_key(),
+        };
         loop {
             match self.claim(&key)? {
                 Claim::Found(v) => return Ok(v),
@@ -120,10 +125,14 @@ where
     {
         // Lock-free only: a spurious miss (the key's entry being replaced)
         // is caught by `claim`, which looks again under the flight slot.
-        if let Some(v) = self.read_as(key, Look::LockFree, V::clone) {
+        let probe = Probe::new(&self.hasher, key);
+        if let Some(v) = self.read_as(&probe, Look::LockFree, V::clone) {
             return Ok(v);
         }
-        let key = make_key();
+        let key = Hashed {
+            hash: probe.hash,
+            key: make_key(),
+        };
         loop {
             match self.claim(&key)? {
                 Claim::Found(v) => return Ok(v),
@@ -147,7 +156,7 @@ where
 
     /// After a miss: finds the value, a flight to join, or leads a new one
     /// (with a slot reserved for its value).
-    fn claim<E>(&self, key: &K) -> Result<Claim<V>, InitError<E>> {
+    fn claim<E>(&self, key: &Hashed<K>) -> Result<Claim<V>, InitError<E>> {
         loop {
             let slot = self.flights.entry_sync(key.clone());
             match slot {
@@ -166,7 +175,7 @@ where
                     // the value or no one is creating it. Looked up under the
                     // bucket's lock (which never misses a present key, see
                     // `lookup`) and only so: the caller has just missed.
-                    match self.peek::<K, V>(key, Look::Locked, V::clone) {
+                    match self.peek(&key.probe(), Look::Locked, V::clone) {
                         Some(Peeked::Live(v)) => return Ok(Claim::Found(v)),
                         Some(Peeked::Expired(stale)) => {
                             drop(vacant);
@@ -179,7 +188,7 @@ where
                         // Make room with no lock held (evictions call the
                         // listener), then take the slot again.
                         drop(vacant);
-                        if !self.make_room(key) {
+                        if !self.make_room(key.hash) {
                             self.counters.rejected.inc();
                             return Err(InitError::Capacity);
                         }
@@ -201,7 +210,7 @@ where
     /// mid-load) drops the returned guard, which gives back the reservation
     /// and removes the flight, then `leader`, which completes the flight as
     /// panicked (or cancelled).
-    fn begin_flight<'a>(&'a self, key: &'a K, leader: &Leader<V>) -> FlightGuard<'a, K, V> {
+    fn begin_flight<'a>(&'a self, key: &'a Hashed<K>, leader: &Leader<V>) -> FlightGuard<'a, K, V> {
         let guard = FlightGuard {
             map: self,
             key,
@@ -265,7 +274,7 @@ where
     V: Clone + Send + Sync + 'static,
 {
     map: &'a TtlMap<K, V>,
-    key: &'a K,
+    key: &'a Hashed<K>,
     flight: crate::sync::Arc<Flight<V>>,
     /// Set once the value is published: the reservation is the entry's.
     keep_reservation: bool,
@@ -291,9 +300,11 @@ where
         if !self.keep_reservation {
             self.map.release();
         }
-        self.map.flights.remove_if_sync(self.key, |current| {
-            crate::sync::Arc::ptr_eq(current, &self.flight)
-        });
+        self.map
+            .flights
+            .remove_if_sync(&self.key.probe(), |current| {
+                crate::sync::Arc::ptr_eq(current, &self.flight)
+            });
     }
 }
 

@@ -2,11 +2,12 @@
 //! and `clear`.
 
 use std::borrow::Borrow;
-use std::hash::{BuildHasher, Hash};
+use std::hash::Hash;
 use std::sync::Arc;
 
 use super::config::nanos;
 use super::entry::{Entry, Inline, NO_DEADLINE};
+use super::key::Hashed;
 use super::maps::{IndexEntry, for_each_in};
 use super::{AMORTISED_SWEEP, EvictionCause, Life, TtlMap};
 use crate::sync::atomic::Ordering;
@@ -23,6 +24,7 @@ where
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
+        let key = Hashed::new(&self.hasher, key);
         if self.try_reserve() {
             self.publish(key, value, life);
             return Ok(());
@@ -32,8 +34,8 @@ where
             // Not present (any more): it needs room.
             Err(back) => back,
         };
-        if !self.make_room_and_reserve(&key) {
-            return Err((key, value));
+        if !self.make_room_and_reserve(key.hash) {
+            return Err((key.key, value));
         }
         self.publish(key, value, life);
         Ok(())
@@ -42,18 +44,19 @@ where
     /// Takes one unit of capacity for a write, making room if needed;
     /// `false` (counted as rejected) if none could be made.
     #[cfg(feature = "persist")] // The disk tier's `insert_if_vacant`.
-    pub(super) fn reserve_for_write(&self, key: &K) -> bool {
+    pub(super) fn reserve_for_write(&self, hash: u64) -> bool {
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
-        self.make_room_and_reserve(key)
+        self.make_room_and_reserve(hash)
     }
 
-    /// Reserves one unit of capacity, making room while there is none;
-    /// `false` (counted as rejected) if none could be made.
-    fn make_room_and_reserve(&self, key: &K) -> bool {
+    /// Reserves one unit of capacity for the key hashed to `hash`, making
+    /// room while there is none; `false` (counted as rejected) if none could
+    /// be made.
+    fn make_room_and_reserve(&self, hash: u64) -> bool {
         while !self.try_reserve() {
-            if !self.make_room(key) {
+            if !self.make_room(hash) {
                 self.counters.rejected.inc();
                 return false;
             }
@@ -73,7 +76,8 @@ where
         deadline: u64,
         still: impl FnOnce() -> bool,
     ) -> bool {
-        if !self.reserve_for_write(&key) {
+        let key = Hashed::new(&self.hasher, key);
+        if !self.reserve_for_write(key.hash) {
             return false;
         }
         let now = self.time.refresh();
@@ -100,16 +104,22 @@ where
     }
 
     /// A new entry's shared part: its hash, and a count cell of its own.
-    fn new_entry(&self, key: &K, now: u64, expires: u64) -> Arc<Entry<K>> {
-        let hash = self.hasher.hash_one(key);
-        let cell = self.order.cell(hash);
-        Arc::new(Entry::new(key.clone(), hash, now, expires, self.idle, cell))
+    fn new_entry(&self, key: &Hashed<K>, now: u64, expires: u64) -> Arc<Entry<K>> {
+        let cell = self.order.cell(key.hash);
+        Arc::new(Entry::new(
+            key.key.clone(),
+            key.hash,
+            now,
+            expires,
+            self.idle,
+            cell,
+        ))
     }
 
     /// Puts a new entry into `index` and the order, holding a reservation
     /// (given back if it replaced an entry: a replacement needs no room, but
     /// reserving first keeps the bound exact).
-    pub(super) fn publish(&self, key: K, value: V, life: Life) {
+    pub(super) fn publish(&self, key: Hashed<K>, value: V, life: Life) {
         let published = self.put(key, value, life, true);
         debug_assert!(published.is_ok(), "a reserved put always publishes");
     }
@@ -117,7 +127,13 @@ where
     /// [`publish`](Self::publish) with a reservation (`reserved`), or, without
     /// one, a replacement only: if `key` holds no entry, `key` and `value`
     /// come back and nothing changes.
-    fn put(&self, key: K, value: V, life: Life, reserved: bool) -> Result<(), (K, V)> {
+    fn put(
+        &self,
+        key: Hashed<K>,
+        value: V,
+        life: Life,
+        reserved: bool,
+    ) -> Result<(), (Hashed<K>, V)> {
         let now = self.time.refresh();
         let expires = match life {
             // A zero TTL is a deadline of now: expired at birth, never
@@ -139,7 +155,7 @@ where
             IndexEntry::Vacant(vacant) => {
                 let occupied = vacant.insert_entry(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
-                    journal.put(occupied.key(), value, expires);
+                    journal.put(&occupied.key().key, value, expires);
                 }
                 drop(occupied);
                 // Relaxed: a count, published with nothing.
@@ -150,7 +166,7 @@ where
                 let old = occupied.get().clone();
                 occupied.update(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
-                    journal.put(occupied.key(), value, expires);
+                    journal.put(&occupied.key().key, value, expires);
                 }
                 Some(old)
             }
@@ -200,7 +216,7 @@ where
     /// other change of `key` (the disk tier may hold what memory does not).
     pub(crate) fn remove_key(&self, key: K) -> Option<V> {
         let now = self.time.refresh();
-        let removed = match self.index.entry_sync(key) {
+        let removed = match self.index.entry_sync(Hashed::new(&self.hasher, key)) {
             IndexEntry::Occupied(occupied) => {
                 let old = occupied.get().clone();
                 let cause = if old.entry.is_live(now) {
@@ -209,14 +225,14 @@ where
                     EvictionCause::Expired
                 };
                 if let Some(journal) = &self.journal {
-                    journal.remove(occupied.key(), cause);
+                    journal.remove(&occupied.key().key, cause);
                 }
                 occupied.remove_entry();
                 Some((old, cause))
             }
             IndexEntry::Vacant(vacant) => {
                 if let Some(journal) = &self.journal {
-                    journal.remove(vacant.key(), EvictionCause::Removed);
+                    journal.remove(&vacant.key().key, EvictionCause::Removed);
                 }
                 None
             }
