@@ -110,19 +110,23 @@ where
         self.release();
         self.order.kill(entry);
         self.counters.live.decrement();
-        if self.listener.is_some() {
-            self.notify(&entry.key, value.clone(), cause);
-        } else {
-            self.counters.evictions[cause.index()].inc();
-        }
+        self.notify(&entry.key, self.for_listener(&value), cause);
         value
     }
 
-    /// Counts an eviction and calls the listener (no internal lock is held
-    /// by any caller of this).
-    pub(super) fn notify(&self, key: &K, value: V, cause: EvictionCause) {
+    /// A copy of `value` for the listener, if there is one (a clone of an
+    /// `Arc` value writes its count, a line no one may have touched lately).
+    #[inline]
+    pub(super) fn for_listener(&self, value: &V) -> Option<V> {
+        self.listener.as_ref().map(|_| value.clone())
+    }
+
+    /// Counts an eviction and calls the listener with `value`, made by
+    /// [`for_listener`](Self::for_listener) (no internal lock is held by any
+    /// caller of this).
+    pub(super) fn notify(&self, key: &K, value: Option<V>, cause: EvictionCause) {
         self.counters.evictions[cause.index()].inc();
-        if let Some(listener) = &self.listener {
+        if let (Some(listener), Some(value)) = (&self.listener, value) {
             listener(key, value, cause);
         }
     }

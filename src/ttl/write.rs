@@ -163,22 +163,24 @@ where
                 None
             }
             IndexEntry::Occupied(mut occupied) => {
-                let old = occupied.get().clone();
+                let old = occupied.get();
+                let old_value = self.for_listener(&old.value);
+                let old_entry = old.entry.clone();
                 occupied.update(inline);
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
                     journal.put(&occupied.key().key, value, expires);
                 }
-                Some(old)
+                Some((old_entry, old_value))
             }
         };
-        if let Some(old) = replaced {
-            self.order.admit(&entry, Some(&old.entry));
+        if let Some((old_entry, old_value)) = replaced {
+            self.order.admit(&entry, Some(&old_entry));
             if reserved {
                 // The new entry took the old one's place: one reservation
                 // too many.
                 self.release();
             }
-            self.notify(&old.entry.key, old.value, EvictionCause::Replaced);
+            self.notify(&old_entry.key, old_value, EvictionCause::Replaced);
         } else {
             self.order.admit(&entry, None);
             self.counters.live.increment();
