@@ -6,8 +6,10 @@
 //! maps five or six times, and a map whose keys come and go (sessions
 //! created and expired, a cache at its bound) is rebuilt continually, so
 //! with std's SipHash the key's hash was computed many times per write: a
-//! profile of session creation put the hashing of string ids at a sixth of
-//! the time, most of it in scc's relocations. A [`Hashed`] key carries its
+//! profile of sessions being created and removed put the hashing of string
+//! ids at a sixth of the samples, most of it in scc's relocations (the
+//! creations alone got about a tenth faster without it, measured in
+//! `latchfree bench sessions --ops create_storm`). A [`Hashed`] key carries its
 //! hash, computed once with the map's keyed hasher where the key enters the
 //! map, and the maps' [`PassThrough`] hasher reads it back; a lookup by a
 //! borrowed form builds a [`Probe`] with the same hash.
