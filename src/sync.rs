@@ -80,6 +80,11 @@ impl<T> UnsafeCell<T> {
 #[cfg(latchfree_loom)]
 pub(crate) use loom::cell::UnsafeCell;
 
+/// How many of [`backoff`]'s first steps spin (1, 2, 4 ... 32 spin-loop
+/// hints) before the steps yield.
+#[cfg(not(latchfree_loom))]
+const SPIN_STEPS: u32 = 6;
+
 /// Spins, then yields: one step of a retry loop's back-off.
 ///
 /// `step` starts at 0 and is advanced by each call. Under loom every step
@@ -88,7 +93,7 @@ pub(crate) use loom::cell::UnsafeCell;
 pub(crate) fn backoff(step: &mut u32) {
     #[cfg(not(latchfree_loom))]
     {
-        if *step < 6 {
+        if *step < SPIN_STEPS {
             for _ in 0..(1u32 << *step) {
                 std::hint::spin_loop();
             }
@@ -102,7 +107,8 @@ pub(crate) fn backoff(step: &mut u32) {
 }
 
 /// A bounded poll: [`backoff`] steps until `budget` has passed (at least the
-/// six spinning steps), then [`Poll::next`] says stop.
+/// spinning steps, unless it [yields](Poll::yielding) from the start), then
+/// [`Poll::next`] says stop.
 ///
 /// Bounded by time rather than by steps because what it saves is a sleep and
 /// a wake-up, whose cost is time: on a virtual machine, waking a thread on a
@@ -132,11 +138,23 @@ impl Poll {
         }
     }
 
+    /// A poll that yields from its first step, spinning not at all: for a
+    /// waiter among more waiting threads than there are cores, where a spin
+    /// only keeps a runnable thread (perhaps the one it waits for) off the
+    /// core.
+    pub(crate) fn yielding(budget: std::time::Duration) -> Self {
+        Self {
+            #[cfg(not(latchfree_loom))]
+            step: SPIN_STEPS,
+            ..Self::new(budget)
+        }
+    }
+
     /// Takes one back-off step; `false` once the budget is spent (no step
     /// is taken then).
     pub(crate) fn next(&mut self) -> bool {
         #[cfg(not(latchfree_loom))]
-        if self.step >= 6 {
+        if self.step >= SPIN_STEPS {
             // The clock is read only once the spins are over: a short wait
             // costs no `Instant::now`.
             let now = std::time::Instant::now();

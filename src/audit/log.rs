@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -23,7 +24,7 @@ pub use super::writer::Durability;
 use super::writer::{self, Counts, Desk, Heads, StreamState, Summary, Unwritten, Writer};
 use crate::clock::{Clock, SystemClock};
 use crate::stats::{Stats, StatsError};
-use crate::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The size at which a stream starts a new file unless told otherwise
 /// ([`AuditBuilder::max_file_bytes`]): 256 MiB.
@@ -524,8 +525,27 @@ impl AuditBuilder {
                 writer: Mutex::new(Some(thread)),
                 desk,
                 closed: OnceLock::new(),
+                callers: CachePadded::new(AtomicUsize::new(0)),
+                cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             }),
         })
+    }
+}
+
+/// One caller counted in a count of callers while it lives.
+struct Counted<'a>(&'a AtomicUsize);
+
+impl<'a> Counted<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        // Relaxed (both): a count read only as a hint.
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -548,6 +568,10 @@ struct Inner {
     writer: Mutex<Option<JoinHandle<Result<Summary, Unwritten>>>>,
     desk: Arc<Desk>,
     closed: OnceLock<Result<Option<Head>, AuditError>>,
+    /// Callers in `log_wait`, `wait` or `flush` now.
+    callers: CachePadded<AtomicUsize>,
+    /// The cores this process may run on.
+    cores: usize,
 }
 
 /// A lossless, tamper-evident JSONL audit stream: any number of threads log
@@ -721,8 +745,12 @@ impl AuditLog {
         event: &E,
         guarantee: Guarantee,
     ) -> Result<Ticket, AuditError> {
-        let ticket = self.log_event(event, guarantee == Guarantee::Async)?;
-        self.wait(ticket, guarantee)?;
+        if guarantee == Guarantee::Async {
+            return self.log(event);
+        }
+        let _caller = Counted::new(&self.inner.callers);
+        let ticket = self.log_event(event, false)?;
+        self.wait_counted(ticket.0 + 1, guarantee)?;
         Ok(ticket)
     }
 
@@ -826,6 +854,12 @@ impl AuditLog {
 
     /// Waits until every position below `target` has the `guarantee`.
     fn wait_below(&self, target: u64, guarantee: Guarantee) -> Result<(), AuditError> {
+        let _caller = Counted::new(&self.inner.callers);
+        self.wait_counted(target, guarantee)
+    }
+
+    /// [`wait_below`](Self::wait_below) for a caller counted in `callers`.
+    fn wait_counted(&self, target: u64, guarantee: Guarantee) -> Result<(), AuditError> {
         let Some((level, poll)) = self.want(target, guarantee) else {
             return Ok(());
         };
@@ -837,7 +871,16 @@ impl AuditLog {
         // gets it writes every record published by then. Callers do not
         // queue on the lock: releasing them one by one would cost a wake-up
         // each, where a raised level releases them all at once.
-        let mut polling = crate::sync::Poll::new(poll);
+        // With more callers logging or waiting than cores, a spin only keeps
+        // another caller (perhaps the one whose turn is in flight, or one
+        // about to log into the next turn) off a core: such a poll yields
+        // from its first step.
+        // Relaxed: a hint; a wrong guess costs a spin or a yield.
+        let mut polling = if self.inner.callers.load(Ordering::Relaxed) > self.inner.cores {
+            crate::sync::Poll::yielding(poll)
+        } else {
+            crate::sync::Poll::new(poll)
+        };
         while level.get() < target {
             if self.inner.desk.assist() {
                 continue;
