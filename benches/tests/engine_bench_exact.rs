@@ -109,13 +109,24 @@ fn a_file_removed_behind_the_check_fails_it() {
     let target = mixed::Mixed::new(Engine::builder(), params);
     target.run(0, 400);
     target.settle();
-    target.run(0, 400);
-    target.engine().flush().unwrap();
+    // Until a full file lies behind the one being written. On a loaded
+    // machine one write may carry every event of a slice into one file
+    // (the writer rotates between writes), so one slice may not do.
+    let files = || latchfree::audit::verify::stream_files(target.audit_dir(), "audit").unwrap();
+    let mut calls = 400;
+    for _ in 0..50 {
+        target.run(0, 400);
+        calls += 400;
+        target.engine().flush().unwrap();
+        if files().len() >= 2 {
+            break;
+        }
+    }
     // A full file goes missing before the check reaches it.
-    let files = latchfree::audit::verify::stream_files(target.audit_dir(), "audit").unwrap();
+    let files = files();
     assert!(files.len() >= 2, "{files:?}");
     std::fs::remove_file(&files[0]).unwrap();
     target.settle();
-    let err = target.verify(800).unwrap().unwrap_err();
+    let err = target.verify(calls).unwrap().unwrap_err();
     assert!(err.contains("audit::verify"), "{err}");
 }
