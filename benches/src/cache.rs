@@ -16,6 +16,13 @@
 //! it is what the async harness costs with no cache behind it; subtract it
 //! to compare the caches' own async hit paths.
 //!
+//! `scc-index` (`hit` and `hit_u64` only) is the floor of latchfree's hit:
+//! the values in scc's `HashIndex`, the index latchfree reads lock-free,
+//! with std's keyed hasher, read by `peek_with` and nothing more
+//! ([`IndexFloor`]). The gap between it and `latchfree` is what latchfree
+//! adds on a hit (deadline, access count, metrics); the gap between it and
+//! `quick_cache` is the index's.
+//!
 //! Every implementation that expires entries is configured with a one-hour
 //! time to live, so a hit checks the deadline; `quick_cache` and `dashmap`
 //! have no TTL (`guarantee` `no-ttl`): they do less work per hit. The bounded
@@ -58,8 +65,8 @@ use dashmap::DashMap;
 
 use super::Case;
 use super::map::{
-    AsyncMapOps, Floor, MapOp, MapOps, NewMap, Payload, Value, async_cases_of, async_floor_case,
-    by_op, capacity, cases_of, floor_case, read_cases_of,
+    AsyncMapOps, Floor, IndexFloor, MapOp, MapOps, NewMap, Payload, Value, async_cases_of,
+    async_floor_case, by_op, capacity, cases_of, floor_case, index_floor_case, read_cases_of,
 };
 use latchfree::baseline::LockedTtlCache;
 use latchfree::cache::TtlCache;
@@ -78,12 +85,14 @@ pub fn cases() -> Vec<Case> {
         cases_of::<Quick<ArcValue>>("cache", "quick_cache", "no-ttl").to_vec(),
         cases_of::<Dash<ArcValue>>("cache", "dashmap", "no-ttl").to_vec(),
         vec![floor_case::<Floor>("cache")],
+        vec![index_floor_case::<IndexFloor>("cache")],
         read_cases_of::<Latchfree<u64>>("cache", "latchfree", "ttl"),
         read_cases_of::<Locked<u64>>("cache", "locked", "ttl"),
         read_cases_of::<Moka<u64>>("cache", "moka", "ttl"),
         read_cases_of::<Quick<u64>>("cache", "quick_cache", "no-ttl"),
         read_cases_of::<Dash<u64>>("cache", "dashmap", "no-ttl"),
         vec![floor_case::<Floor<u64>>("cache")],
+        vec![index_floor_case::<IndexFloor<u64>>("cache")],
         async_cases_of::<Latchfree<ArcValue>>("cache", "latchfree", "ttl").to_vec(),
         async_cases_of::<MokaFuture<ArcValue>>("cache", "moka", "ttl").to_vec(),
         async_cases_of::<Quick<ArcValue>>("cache", "quick_cache", "no-ttl").to_vec(),

@@ -270,6 +270,11 @@ pub fn floor_case<M: NewMap>(workload: &'static str) -> Case {
     cases_of::<M>(workload, "ideal-vec", "none")[0]
 }
 
+/// The `hit` case of [`IndexFloor`], named `scc-index`.
+pub fn index_floor_case<M: NewMap>(workload: &'static str) -> Case {
+    cases_of::<M>(workload, "scc-index", "none")[0]
+}
+
 /// The `hit_async` case of [`Floor`] (wrapped in `M`), named `ideal-vec`:
 /// what the async harness itself costs per get-or-create (the task's
 /// polling, the batch's spawn and wake-up), with no map behind it.
@@ -282,26 +287,75 @@ pub fn async_floor_case<M: AsyncMapOps>(workload: &'static str) -> Case {
 /// is left is the harness, the random index and the value's cache miss.
 /// Only `hit` and `hit_async` use it ([`floor_case`],
 /// [`async_floor_case`]).
-pub struct Floor<V = std::sync::Arc<Payload>>(Vec<V>);
+///
+/// Stored in scc's `HashIndex` instead, it is [`IndexFloor`].
+pub struct Floor<V = std::sync::Arc<Payload>, S = Vec<V>>(S, std::marker::PhantomData<V>);
 
-impl<V: Value> NewMap for Floor<V> {
-    const OPS: [&'static str; 3] = V::OPS;
+/// The floor of a hit on scc's `HashIndex`, the index latchfree's maps read
+/// lock-free: the values under their keys (std's keyed SipHash), a
+/// `peek_with` and a clone, and nothing else (no deadline, no access count,
+/// no metrics). A hit on latchfree cannot cost less. Only `hit` uses it
+/// ([`index_floor_case`]).
+pub type IndexFloor<V = std::sync::Arc<Payload>> = Floor<V, scc::HashIndex<u64, V>>;
 
-    fn new_map(_: MapOp) -> Self {
-        Self(
-            (0..ENTRIES)
-                .map(|i| V::from_payload(Payload::new(i)))
-                .collect(),
-        )
+/// Where a floor keeps its values.
+pub trait FloorStore<V>: Sized + Send + Sync + 'static {
+    /// The [`ENTRIES`] values, each under its key.
+    fn populated() -> Self;
+    /// The tag of the value under `i`, cloned out.
+    fn tag_of(&self, i: u64) -> Option<u64>;
+    /// How many values it holds.
+    fn count(&self) -> usize;
+}
+
+impl<V: Value> FloorStore<V> for Vec<V> {
+    fn populated() -> Self {
+        (0..ENTRIES)
+            .map(|i| V::from_payload(Payload::new(i)))
+            .collect()
+    }
+
+    fn tag_of(&self, i: u64) -> Option<u64> {
+        let v = self.get(usize::try_from(i).ok()?)?;
+        Some(v.clone().tag())
+    }
+
+    fn count(&self) -> usize {
+        self.len()
     }
 }
 
-impl<V: Value> MapOps for Floor<V> {
+impl<V: Value> FloorStore<V> for scc::HashIndex<u64, V> {
+    fn populated() -> Self {
+        let index = scc::HashIndex::with_capacity(ENTRIES as usize);
+        for i in 0..ENTRIES {
+            let _ = index.insert_sync(i, V::from_payload(Payload::new(i)));
+        }
+        index
+    }
+
+    fn tag_of(&self, i: u64) -> Option<u64> {
+        self.peek_with(&i, |_, v| v.clone().tag())
+    }
+
+    fn count(&self) -> usize {
+        self.len()
+    }
+}
+
+impl<V: Value, S: FloorStore<V>> NewMap for Floor<V, S> {
+    const OPS: [&'static str; 3] = V::OPS;
+
+    fn new_map(_: MapOp) -> Self {
+        Self(S::populated(), std::marker::PhantomData)
+    }
+}
+
+impl<V: Value, S: FloorStore<V>> MapOps for Floor<V, S> {
     const WRITE_IS_ATOMIC: bool = true;
 
     fn get(&self, i: u64) -> Option<u64> {
-        let v = self.0.get(usize::try_from(i).ok()?)?;
-        Some(v.clone().tag())
+        self.0.tag_of(i)
     }
 
     /// The populated keys are there from the start; nothing else is asked.
@@ -316,11 +370,11 @@ impl<V: Value> MapOps for Floor<V> {
     fn remove(&self, _: u64) {}
 
     fn entries(&self) -> Option<usize> {
-        Some(self.0.len())
+        Some(self.0.count())
     }
 }
 
-impl<V: Value> AsyncMapOps for Floor<V> {
+impl<V: Value, S: FloorStore<V>> AsyncMapOps for Floor<V, S> {
     /// Ready at once: the value read as [`MapOps::get_or_create`] reads it.
     fn get_or_create_async(
         &self,
