@@ -12,7 +12,7 @@
 //! ```text
 //! writer                                  waiter (target t)
 //!   level.store(n, Release)                 level.load(Acquire) >= t?  done
-//!   fence(SeqCst) ─────────────┐            spin a few steps, re-checking
+//!   fence(SeqCst) ─────────────┐            poll a few steps, re-checking
 //!   sleepers.load() > 0 ?      │            sleepers += 1
 //!     lock; notify_all         └──────────  fence(SeqCst)
 //!                                           lock; while level < t: wait
@@ -68,7 +68,8 @@ use crate::sync::atomic::{AtomicU64, AtomicUsize, Ordering, fence};
 use crate::sync::{Condvar, Mutex, MutexGuard};
 use crate::wakers::WakerList;
 
-/// How long a waiter polls the level (spinning, then yielding) before it
+/// How long a waiter polls the level (spinning, then yielding; only
+/// yielding while the log's callers outnumber the cores) before it
 /// sleeps. A write to the OS takes the writer a few microseconds; polling
 /// that long costs less than a sleep and a wake-up, which on a virtual
 /// machine with an idle CPU can take tens of microseconds.
