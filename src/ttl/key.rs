@@ -89,6 +89,19 @@ impl<'a, Q: Hash + ?Sized> Probe<'a, Q> {
     }
 }
 
+impl<Q: Eq + ?Sized> Probe<'_, Q> {
+    /// `key`, the owned form of the probed key, with the probe's hash (not
+    /// computed again).
+    #[inline]
+    pub(crate) fn owned<K: Borrow<Q>>(&self, key: K) -> Hashed<K> {
+        debug_assert!(key.borrow() == self.key, "the probed key, owned");
+        Hashed {
+            hash: self.hash,
+            key,
+        }
+    }
+}
+
 impl<Q: ?Sized> Clone for Probe<'_, Q> {
     fn clone(&self) -> Self {
         *self

@@ -71,10 +71,7 @@ where
         }
         #[cfg(all(test, not(latchfree_loom)))]
         pause::after_miss();
-        let key = Hashed {
-            hash: probe.hash,
-            key: make_key(),
-        };
+        let key = probe.owned(make_key());
         loop {
             match self.claim(&key)? {
                 Claim::Found(v) => return Ok(v),
@@ -129,10 +126,7 @@ where
         if let Some(v) = self.read_as(&probe, Look::LockFree, V::clone) {
             return Ok(v);
         }
-        let key = Hashed {
-            hash: probe.hash,
-            key: make_key(),
-        };
+        let key = probe.owned(make_key());
         loop {
             match self.claim(&key)? {
                 Claim::Found(v) => return Ok(v),
