@@ -60,6 +60,14 @@
 //!    bound that has passed while the entry is live. A `sweep` pops it and
 //!    puts it back under its real deadline while `remove` evicts it: the
 //!    order must end counting no live entry (`Dead` is final).
+//! 6. [`a_replacement_in_place_outlives_a_sweep_and_a_read`]: key 1 has
+//!    expired; one thread inserts a new value with a later deadline (which
+//!    keeps the key's entry, "Replacements in place" in `ttl`'s docs)
+//!    while a `sweep` and a `get` (which evicts what it finds expired) race
+//!    it. The old value leaves once (expired, or replaced); the new one is
+//!    never evicted by the sweep or the read that found its entry expired,
+//!    and is still in the deadline index: it expires, and is swept, at its
+//!    own deadline.
 //!
 //! # Mutations of `src/ttl/`
 //!
@@ -68,14 +76,16 @@
 //! yet. Times are the test binary's own (the rebuild, 2 to 4 minutes on 2
 //! busy cores, apart).
 //!
-//! | #  | mutation                                                          | 1 | 2 | 3 | 4 | 5 | unit test       |
-//! | -- | ----------------------------------------------------------------- | - | - | - | - | - | --------------- |
-//! | T1 | `get_or_init`: no re-check of `index` under the empty flight slot | A | . | . | . | . | caught, 1.6 s   |
-//! | T2 | the leader removes its flight before publishing                   | . | . | . | . | . |                 |
-//! | T3 | `admit` admits a dead entry too (no `New` → `Admitted` CAS)        | . | . | . | . | . | caught, 0.2 s   |
-//! | T4 | `try_reserve` loads and stores instead of one CAS                 | . | . | . | . | . |                 |
-//! | T5 | `evicted` does not give the capacity back                         | . | . | . | . | . |                 |
-//! | T6 | `evict`'s `remove_if` ignores which entry it removes              | . | . | . | . | . |                 |
+//! | #  | mutation                                                          | 1 | 2 | 3 | 4 | 5 | 6 | unit test       |
+//! | -- | ----------------------------------------------------------------- | - | - | - | - | - | - | --------------- |
+//! | T1 | `get_or_init`: no re-check of `index` under the empty flight slot | A | . | . | . | . | . | caught, 1.6 s   |
+//! | T2 | the leader removes its flight before publishing                   | . | . | . | . | . | . |                 |
+//! | T3 | `admit` admits a dead entry too (no `New` → `Admitted` CAS)        | . | . | . | . | . | . | caught, 0.2 s   |
+//! | T4 | `try_reserve` loads and stores instead of one CAS                 | . | . | . | . | . | . |                 |
+//! | T5 | `evicted` does not give the capacity back                         | . | . | . | . | . | . |                 |
+//! | T6 | `evict`'s `remove_if` ignores which entry it removes              | - | - | - | - | - | - |                 |
+//! | T7 | `evict` does not re-check the deadline under the key's lock       | . | . | . | . | . | A |                 |
+//! | T8 | a sweep drops an entry `evict` found live (no `relink`)           | . | . | . | . | . | A |                 |
 //!
 //! T1 fails model 1 in 0.4 s ("init ran twice"): the schedule needs one
 //! preemption of the second caller between its miss and the flight slot.
@@ -85,11 +95,17 @@
 //! catches it.
 //! T1 survived every layer before; its unit test is
 //! `ttl::single_flight::tests` (the pause hook).
-//! T2 and T4 to T6 are listed for `.ci/mutants` to run; model 1 is built
+//! T7 and T8 fail model 6 in 0.4 s (`.ci/mutants T7 T8`): the sweep
+//! evicts the new value, or leaves it out of the deadline index. T6
+//! survives models 1 to 6 (`.ci/mutants T6`, 1.0 s): evicting by key
+//! alone goes wrong only when an eviction of one entry races a
+//! replacement of its key by a *new* entry (a deadline moved earlier),
+//! which no model schedules yet.
+//! T2, T4 and T5 are listed for `.ci/mutants` to run; model 1 is built
 //! for T2 (the old `loom_flight` model 4 caught it on a copy of this
 //! protocol), models 2 to 4 for T4 to T6.
 //!
-//! At the default bound of 3 preemptions the five models take about 1.1 s
+//! At the default bound of 3 preemptions the six models take about 0.8 s
 //! in all (release build, one test thread).
 
 use std::sync::Arc as StdArc;
@@ -288,6 +304,48 @@ fn a_dead_entry_is_never_linked_again() {
 
         assert_eq!((removed, swept), (Some(10), 0));
         assert_eq!(heard(&log), [(1, 10, EvictionCause::Removed)]);
+        assert_at_rest(&map, 0);
+    });
+}
+
+#[test]
+fn a_replacement_in_place_outlives_a_sweep_and_a_read() {
+    model(|| {
+        let clock = clock();
+        let (map, log) = map(4, false, None, None, &clock);
+        let ttl = |nanos| Life::Ttl(Duration::from_nanos(nanos));
+        assert!(map.insert(1, 10, ttl(10)).is_ok());
+        clock.advance(Duration::from_nanos(10));
+        let writer = {
+            let map = map.clone();
+            thread::spawn(move || map.insert(1, 11, ttl(20)).is_ok())
+        };
+        let sweeper = {
+            let map = map.clone();
+            thread::spawn(move || map.sweep())
+        };
+        let read = map.get(&1);
+        let inserted = writer.join().unwrap();
+        let swept = sweeper.join().unwrap();
+
+        assert!(inserted);
+        assert!(read.is_none() || read == Some(11), "{read:?}");
+        assert!(swept <= 1);
+        let of_old: Vec<_> = heard(&log).into_iter().filter(|e| e.1 == 10).collect();
+        assert!(
+            matches!(
+                of_old[..],
+                [(1, 10, EvictionCause::Expired | EvictionCause::Replaced)]
+            ),
+            "{of_old:?}"
+        );
+        assert_eq!(map.get(&1), Some(11), "the new value was evicted");
+        assert_at_rest(&map, 1);
+        clock.advance(Duration::from_nanos(19));
+        assert_eq!(map.sweep(), 0, "swept before its deadline");
+        clock.advance(Duration::from_nanos(1));
+        assert_eq!(map.sweep(), 1, "no longer in the deadline index");
+        assert_eq!(heard(&log).last(), Some(&(1, 11, EvictionCause::Expired)));
         assert_at_rest(&map, 0);
     });
 }

@@ -220,6 +220,57 @@ fn a_zero_ttl_is_expired_at_birth_as_the_builder_says() {
     );
 }
 
+/// A replacement's deadline is its own, later or earlier than the one it
+/// replaces, or none: the value lives until then, the sweep evicts it at
+/// that deadline and not at the old one, and nothing is evicted twice.
+#[test]
+fn a_replacement_moves_the_deadline_later_earlier_or_off() {
+    let clock = clock();
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let cache = {
+        let events = events.clone();
+        TtlCache::<u32, u32>::builder()
+            .clock(clock.clone())
+            .sweep(Sweep::Manual)
+            .eviction_listener(move |k, v, cause| events.lock().unwrap().push((*k, v, cause)))
+            .build()
+            .unwrap()
+    };
+    let secs = Duration::from_secs;
+    cache.insert_with_ttl(1, 10, secs(60)).unwrap();
+    cache.insert_with_ttl(2, 20, secs(60)).unwrap();
+    cache.insert_with_ttl(3, 30, secs(60)).unwrap();
+    clock.advance(secs(30));
+    cache.insert_with_ttl(1, 11, secs(60)).unwrap(); // until 90 s
+    cache.insert_with_ttl(2, 21, secs(5)).unwrap(); // until 35 s
+    cache.insert(3, 31).unwrap(); // no deadline
+    clock.advance(secs(5));
+    assert!(!cache.contains_key(&2), "returned past its own deadline");
+    assert_eq!(cache.sweep(), 1);
+    clock.advance(secs(25)); // 60 s: the first deadlines
+    assert_eq!((cache.get(&1), cache.get(&3)), (Some(11), Some(31)));
+    assert_eq!(cache.sweep(), 0, "swept at a replaced deadline");
+    clock.advance(Duration::from_millis(29_999));
+    assert_eq!(cache.sweep(), 0);
+    assert_eq!(cache.get(&1), Some(11));
+    clock.advance(Duration::from_millis(1)); // 90 s
+    assert!(!cache.contains_key(&1));
+    assert_eq!(cache.sweep(), 1);
+    clock.advance(secs(3_600));
+    assert_eq!((cache.sweep(), cache.get(&3)), (0, Some(31)));
+    assert_eq!(
+        *events.lock().unwrap(),
+        [
+            (1, 10, EvictionCause::Replaced),
+            (2, 20, EvictionCause::Replaced),
+            (3, 30, EvictionCause::Replaced),
+            (2, 21, EvictionCause::Expired),
+            (1, 11, EvictionCause::Expired),
+        ]
+    );
+    assert_eq!(cache.len(), 1);
+}
+
 #[test]
 fn replace_invalidate_and_invalidate_all_notify_once_with_their_cause() {
     let events = Arc::new(Mutex::new(Vec::new()));

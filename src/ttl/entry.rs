@@ -12,6 +12,15 @@
 //!   address is the entry's identity: evictions remove it from the index by
 //!   pointer equality.
 //!
+//! An insert over a live key usually keeps the key's `Entry` (its count
+//! cell, its place in the order) and publishes a new `Inline` with the
+//! new value and deadline: see "Replacements in place" in the module docs.
+//! The `Entry`'s own copy of the deadline is then raised too, under the
+//! key's lock and after the new `Inline` is in the index, so it is always
+//! a *lower bound* of the deadline the index holds: the order may find an
+//! entry expired that a replacement has since extended, never the reverse,
+//! and every eviction re-checks the index's copy under the key's lock.
+//!
 //! An entry's state moves one way: `New` (being published) → `Admitted`
 //! (counted by its order shard, under the shard's lock) → `Dead` (evicted;
 //! the order drops it wherever it meets it). An entry evicted before it
@@ -87,10 +96,32 @@ impl<K, V> Inline<K, V> {
     pub(crate) fn new(value: V, entry: Arc<Entry<K>>) -> Self {
         Self {
             value,
-            expires: entry.expires,
+            // Relaxed: a new entry's deadline, not shared yet.
+            expires: entry.expires.load(Ordering::Relaxed),
             cell: entry.cell,
             entry,
         }
+    }
+
+    /// The next `Inline` of the same entry, holding `value` until
+    /// `expires`: a replacement in place. The caller holds the key's lock,
+    /// checked [`outlived_by`](Self::outlived_by), and raises the entry's
+    /// own deadline ([`Entry::extend`]) once this is in the index.
+    pub(crate) fn replaced(&self, value: V, expires: u64) -> Self {
+        Self {
+            value,
+            expires,
+            cell: self.cell,
+            entry: self.entry.clone(),
+        }
+    }
+
+    /// Whether a replacement until `expires` keeps the entry's deadline
+    /// from moving earlier: only then may it keep the entry (the order holds
+    /// it under a lower bound of its deadline).
+    #[inline]
+    pub(crate) fn outlived_by(&self, expires: u64) -> bool {
+        self.expires <= expires
     }
 
     /// The entry's cell in [`Freq`].
@@ -136,8 +167,9 @@ pub(crate) struct Entry<K> {
     /// The key's hash: its order shard and its ghost record.
     pub(crate) hash: u64,
     /// Absolute deadline (creation + lifetime or per-entry TTL), or
-    /// [`NO_DEADLINE`].
-    expires: u64,
+    /// [`NO_DEADLINE`]: a lower bound of the one in the index (see the
+    /// module docs), raised by replacements in place.
+    expires: AtomicU64,
     /// Idle timeout in nanoseconds, 0 for none.
     idle: u64,
     /// The entry's cell in [`Freq`].
@@ -156,7 +188,7 @@ impl<K> Entry<K> {
         Self {
             key,
             hash,
-            expires,
+            expires: AtomicU64::new(expires),
             idle,
             cell,
             last_access: AtomicU64::new(now),
@@ -168,8 +200,9 @@ impl<K> Entry<K> {
     /// The entry's deadline now: the earlier of the absolute one and last
     /// access + idle timeout.
     pub(crate) fn deadline(&self) -> u64 {
+        let expires = self.expires();
         if self.idle == 0 {
-            self.expires
+            expires
         } else {
             // Relaxed: as in `live`; a stale stamp only makes this earlier,
             // which a sweep re-checks.
@@ -177,14 +210,34 @@ impl<K> Entry<K> {
                 .last_access
                 .load(Ordering::Relaxed)
                 .saturating_add(self.idle);
-            idle.min(self.expires)
+            idle.min(expires)
         }
     }
 
-    /// Whether the entry is live at `now`: strictly before its deadline.
+    /// The absolute deadline, as far as the order knows.
+    #[inline]
+    fn expires(&self) -> u64 {
+        // Relaxed: a lower bound (the module docs); a stale value is an
+        // earlier one, which the order re-checks under the key's lock
+        // before it evicts anything.
+        self.expires.load(Ordering::Relaxed)
+    }
+
+    /// Raises the absolute deadline to `expires`, for a replacement in
+    /// place. Called under the key's lock, after the new `Inline` is in
+    /// the index, and never with an earlier deadline.
+    pub(crate) fn extend(&self, expires: u64) {
+        debug_assert!(self.expires() <= expires, "a deadline moved earlier");
+        // Relaxed: as in `expires`; the value itself is published through
+        // the index, under the key's lock.
+        self.expires.store(expires, Ordering::Relaxed);
+    }
+
+    /// Whether the entry is live at `now` as far as the order knows:
+    /// strictly before its deadline (a lower bound: `false` may be stale).
     #[inline]
     pub(crate) fn is_live(&self, now: u64) -> bool {
-        live(now, self.expires, self.idle, &self.last_access)
+        live(now, self.expires(), self.idle, &self.last_access)
     }
 
     /// `New` → `Admitted`; `false` if it is dead already. Called under its

@@ -9,6 +9,28 @@ use super::key::Probe;
 use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
 use crate::sync::atomic::Ordering;
 
+/// What [`TtlMap::evict`] does with the entry if the index holds it live.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum IfLive {
+    /// Leaves it: only an expired entry is evicted (a sweep, or a read that
+    /// found it expired; it may have been replaced in place since).
+    Keep,
+    /// Evicts it anyway, with this cause.
+    Evict(EvictionCause),
+}
+
+/// What became of an entry [`TtlMap::evict`] was asked to remove.
+#[derive(Debug)]
+pub(super) enum Evicted<V> {
+    /// This call removed it: its value, and why.
+    Removed(V, EvictionCause),
+    /// The index holds it live, and [`IfLive::Keep`] left it there.
+    Kept,
+    /// The index no longer holds it: another call evicted it, or it was
+    /// replaced by a new entry.
+    Gone,
+}
+
 impl<K, V> TtlMap<K, V>
 where
     K: Eq + Hash + Clone + Send + Sync + 'static,
@@ -34,10 +56,17 @@ where
         // Soonest deadline first across shards too (a listener sees expiry
         // in order within one sweep).
         expired.sort_by_key(|entry| entry.deadline());
-        expired
-            .iter()
-            .filter(|entry| self.evict(entry, EvictionCause::Expired).is_some())
-            .count()
+        let mut evicted = 0;
+        for entry in &expired {
+            match self.evict(entry, IfLive::Keep) {
+                Evicted::Removed(..) => evicted += 1,
+                // Replaced in place since the order found it expired: it
+                // left the wheel with its old deadline; back under the new.
+                Evicted::Kept => self.order.relink(entry),
+                Evicted::Gone => {}
+            }
+        }
+        evicted
     }
 
     /// Frees one unit of capacity for the key hashed to `hash` if it can:
@@ -51,8 +80,12 @@ where
             let now = self.time.refresh();
             // A victim another thread evicted first frees nothing here:
             // choose again.
-            while let Some((victim, cause)) = self.order.victim(hash, now) {
-                if self.evict(&victim, cause).is_some() {
+            while let Some((victim, _)) = self.order.victim(hash, now) {
+                // Expired or not, it is the policy's to evict now; `evict`
+                // names the cause from what the index holds (the order's
+                // copy of a deadline may be stale).
+                let policy = IfLive::Evict(EvictionCause::Capacity);
+                if let Evicted::Removed(..) = self.evict(&victim, policy) {
                     return true;
                 }
             }
@@ -79,27 +112,48 @@ where
         self.occupancy.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Removes `entry` if it is still the one in `index`; the one caller
-    /// that succeeds releases its capacity, unlinks it, notifies, and gets
-    /// the value back.
-    pub(super) fn evict(&self, entry: &Arc<Entry<K>>, cause: EvictionCause) -> Option<V> {
-        let mut value = None;
+    /// Removes `entry` if it is still the one in `index` and, unless
+    /// `if_live` says to evict it anyway, has expired. Its cause is decided
+    /// under the key's lock from what the index holds (an entry the order
+    /// found expired may have been replaced in place since). The one caller
+    /// that removes it releases its capacity, unlinks it, notifies, and
+    /// gets the value back.
+    pub(super) fn evict(&self, entry: &Arc<Entry<K>>, if_live: IfLive) -> Evicted<V> {
+        let mut outcome = Evicted::Gone;
         let probe = Probe {
             hash: entry.hash,
             key: &entry.key,
         };
         self.index.remove_if_sync(&probe, |current| {
-            let same = Arc::ptr_eq(&current.entry, entry);
-            if same {
-                value = Some(current.value.clone());
-                if let Some(journal) = &self.journal {
-                    // Under the key's lock: ordered with its other changes.
-                    journal.remove(&entry.key, cause);
-                }
+            if !Arc::ptr_eq(&current.entry, entry) {
+                return false;
             }
-            same
+            let now = if current.needs_time(self.idle) {
+                self.time.now()
+            } else {
+                0
+            };
+            let cause = match if_live {
+                _ if !current.is_live(now, self.idle) => EvictionCause::Expired,
+                IfLive::Evict(cause) => cause,
+                IfLive::Keep => {
+                    outcome = Evicted::Kept;
+                    return false;
+                }
+            };
+            if let Some(journal) = &self.journal {
+                // Under the key's lock: ordered with its other changes.
+                journal.remove(&entry.key, cause);
+            }
+            outcome = Evicted::Removed(current.value.clone(), cause);
+            true
         });
-        Some(self.evicted(entry, value?, cause))
+        match outcome {
+            Evicted::Removed(value, cause) => {
+                Evicted::Removed(self.evicted(entry, value, cause), cause)
+            }
+            other => other,
+        }
     }
 
     /// The bookkeeping of an entry just removed from `index`: capacity,

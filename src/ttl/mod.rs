@@ -65,8 +65,34 @@
 //! **Writes and locks.** Reads take no lock. A write takes its key's
 //! bucket lock in `index` (scc's) and, after releasing it, its shard's lock
 //! in `order` for a few pushes; a removal marks the entry dead with one
-//! atomic swap and leaves the order to drop it lazily. No lock is held
+//! atomic swap and leaves the order to drop it lazily. (One write takes the
+//! shard's lock inside the bucket's: a replacement that moves a key's
+//! deadline earlier, for its new entry's count cell.) No lock is held
 //! across user code, and the shard lock is always the innermost.
+//!
+//! **Replacements in place.** An insert over a present key whose new
+//! deadline is not earlier than the old one (the usual case: the same
+//! lifetime, a later time), in a map without an idle timeout, keeps the
+//! key's `Entry`: under the key's bucket lock it publishes a new `Inline`
+//! (the value, the deadline) pointing to the same `Entry`, then raises the
+//! `Entry`'s copy of the deadline. Nothing is allocated, nothing dies, and
+//! the order is not touched: the key keeps its place in its queue and its
+//! access count, and stays in the wheel under its old deadline, a lower
+//! bound of the new one (which is how the wheel already holds an entry an
+//! idle timeout has extended). Two things make that safe:
+//!
+//! * an entry's identity no longer tells which value it holds, so every
+//!   eviction decides under the key's lock, from the `Inline` the index
+//!   holds then: a sweep or a read that found the entry expired evicts it
+//!   only if it still is (`IfLive::Keep` in the `eviction` module), and the other
+//!   evictions name the cause from it (`Expired` if it has expired);
+//! * a sweep pops an entry from the wheel before it evicts it, so one
+//!   found live under the lock goes back into the wheel under its new
+//!   deadline (`order::Order::relink`).
+//!
+//! A replacement that moves the deadline earlier, or in a map with an idle
+//! timeout (where a new last-access stamp would make the old value look
+//! live to a concurrent read), makes a new entry as before.
 //!
 //! **Exactly-once eviction.** Whoever removes an entry from `index` (a
 //! `remove_if` on pointer identity: exactly one caller succeeds) releases
@@ -103,10 +129,11 @@
 //! The loom models in `loom_tests/ttl.rs` run this code (not a copy) with
 //! every atomic and lock from `crate::sync`: get-or-init against a finishing
 //! leader, the capacity bound, exactly-once eviction by `remove` racing a
-//! capacity eviction, a sweep and a read, and an entry's slot states. Under
-//! loom, scc's maps are replaced by stand-ins with the same per-key
-//! contract (the `maps` module says what that leaves to scc). The model
-//! file's table lists the mutations each model catches.
+//! capacity eviction, a sweep and a read, a replacement in place racing
+//! both, and an entry's slot states. Under loom, scc's maps are replaced
+//! by stand-ins with the same per-key contract (the `maps` module says
+//! what that leaves to scc). The model file's table lists the mutations
+//! each model catches.
 //!
 //! # Where each part lives
 //!

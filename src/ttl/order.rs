@@ -49,8 +49,11 @@
 //! cannot hold a writer in the lock. An expired head met on the way is
 //! evicted as expired instead.
 //!
-//! A replaced key's new entry takes the old one's queue and count: an
-//! update of a hot key is not a new key.
+//! An update of a hot key is not a new key. A replacement usually keeps
+//! the key's entry (see "Replacements in place" in the `ttl` docs), and
+//! with it its place in its queue and its count; one that moves the
+//! deadline earlier gets a new entry, which goes to the back of the old
+//! one's queue with its count.
 //!
 //! # Dead entries, lazily
 //!
@@ -284,10 +287,7 @@ impl<K> Order<K> {
             return;
         }
         state.live += 1;
-        let deadline = entry.deadline();
-        if deadline != NO_DEADLINE {
-            state.push_wheel(self.granule(deadline), entry.clone());
-        }
+        self.push_wheel(&mut state, entry.clone());
         if self.evicting {
             let to_main = match inherited {
                 Some((place, count)) => {
@@ -382,9 +382,9 @@ impl<K> Order<K> {
                         continue;
                     }
                     if entry.is_live(now) {
-                        // Its granule was a lower bound: it was read since.
-                        let again = self.granule(entry.deadline());
-                        state.push_wheel(again, entry);
+                        // Its granule was a lower bound: it was read or
+                        // replaced in place since.
+                        self.push_wheel(&mut state, entry);
                     } else {
                         out.push(entry);
                     }
@@ -393,11 +393,31 @@ impl<K> Order<K> {
         }
     }
 
+    /// Puts `entry` back in the wheel under its deadline: a sweep popped it
+    /// as expired, and the index, checked under the key's lock, holds it
+    /// live (a replacement in place extended it).
+    pub(crate) fn relink(&self, entry: &Arc<Entry<K>>) {
+        let mut state = self.lock(self.shard_of(entry.hash));
+        if !entry.is_dead() {
+            self.push_wheel(&mut state, entry.clone());
+        }
+    }
+
+    /// Pushes a live entry into the wheel under the granule of its
+    /// deadline, if it has one.
+    fn push_wheel(&self, state: &mut State<K>, entry: Arc<Entry<K>>) {
+        let deadline = entry.deadline();
+        if deadline != NO_DEADLINE {
+            state.push_wheel(self.granule(deadline), entry);
+        }
+    }
+
     /// Chooses the entry to evict to make room for a key with this hash,
     /// from the key's own shard (so every shard keeps the share it has),
     /// then, if it holds none, from the others: S3-FIFO's victim (see the
-    /// module docs), or an expired entry met on the way. `None` if no shard
-    /// holds a live entry in its queues.
+    /// module docs), or an expired entry met on the way, with the cause the
+    /// order sees (the index, checked under the key's lock, decides).
+    /// `None` if no shard holds a live entry in its queues.
     pub(crate) fn victim(&self, hash: u64, now: u64) -> Option<(Arc<Entry<K>>, EvictionCause)> {
         if !self.evicting {
             return None;

@@ -5,10 +5,11 @@ use std::borrow::Borrow;
 use std::hash::Hash;
 use std::sync::Arc;
 
+use super::TtlMap;
 use super::entry::{Entry, Inline};
+use super::eviction::IfLive;
 use super::key::Probe;
 use super::maps::for_each_in;
-use super::{EvictionCause, TtlMap};
 
 /// Whether a peek found a live entry, an expired one, or nothing.
 pub(super) enum Peeked<V, E> {
@@ -76,7 +77,7 @@ where
             }
             Some(Peeked::Expired(entry)) => {
                 self.counters.misses.inc();
-                self.evict(&entry, EvictionCause::Expired);
+                self.evict(&entry, IfLive::Keep);
                 None
             }
             None => {

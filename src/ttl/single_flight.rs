@@ -7,10 +7,11 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::eviction::IfLive;
 use super::key::{Hashed, Probe};
 use super::maps::FlightEntry;
 use super::read::{Look, Peeked};
-use super::{AMORTISED_SWEEP, EvictionCause, TtlMap};
+use super::{AMORTISED_SWEEP, TtlMap};
 use crate::flight::{Flight, Leader, Outcome};
 
 /// Why [`TtlMap::get_or_init`] returned no value.
@@ -173,7 +174,7 @@ where
                         Some(Peeked::Live(v)) => return Ok(Claim::Found(v)),
                         Some(Peeked::Expired(stale)) => {
                             drop(vacant);
-                            self.evict(&stale, EvictionCause::Expired);
+                            self.evict(&stale, IfLive::Keep);
                             continue;
                         }
                         None => {}

@@ -7,10 +7,23 @@ use std::sync::Arc;
 
 use super::config::nanos;
 use super::entry::{Entry, Inline, NO_DEADLINE};
+use super::eviction::{Evicted, IfLive};
 use super::key::Hashed;
 use super::maps::{IndexEntry, for_each_in};
 use super::{AMORTISED_SWEEP, EvictionCause, Life, TtlMap};
 use crate::sync::atomic::Ordering;
+
+/// What [`TtlMap::put`] did under the key's lock, for the order to follow.
+enum Put<K, V> {
+    /// A new key: its new entry.
+    New(Arc<Entry<K>>),
+    /// A present key, its entry kept: the entry, and the old value for
+    /// the listener.
+    InPlace(Arc<Entry<K>>, Option<V>),
+    /// A present key, its entry replaced: the new entry, the old one, and
+    /// the old value for the listener.
+    Replaced(Arc<Entry<K>>, Arc<Entry<K>>, Option<V>),
+}
 
 impl<K, V> TtlMap<K, V>
 where
@@ -25,14 +38,18 @@ where
             self.sweep_expired(AMORTISED_SWEEP);
         }
         let key = Hashed::new(&self.hasher, key);
-        if self.try_reserve() {
-            self.publish(key, value, life);
-            return Ok(());
-        }
-        let (key, value) = match self.put(key, value, life, false) {
-            Ok(()) => return Ok(()),
-            // Not present (any more): it needs room.
-            Err(back) => back,
+        // A present key needs no room, and usually keeps its entry (`put`).
+        // A lock-free probe decides which way to go; a key it misses while
+        // its entry is replaced goes the way of a new one, which `put`
+        // handles too.
+        let (key, value) = if self.index.peek_with(&key.probe(), |_, _| ()).is_some() {
+            match self.put(key, value, life, false) {
+                Ok(()) => return Ok(()),
+                // Not present any more: it needs room.
+                Err(back) => back,
+            }
+        } else {
+            (key, value)
         };
         if !self.make_room_and_reserve(key.hash) {
             return Err((key.key, value));
@@ -116,9 +133,9 @@ where
         ))
     }
 
-    /// Puts a new entry into `index` and the order, holding a reservation
-    /// (given back if it replaced an entry: a replacement needs no room, but
-    /// reserving first keeps the bound exact).
+    /// Puts `value` under `key` into `index` and the order, holding a
+    /// reservation (given back if it replaced an entry: a replacement needs
+    /// no room, but reserving first keeps the bound exact).
     pub(super) fn publish(&self, key: Hashed<K>, value: V, life: Life) {
         let published = self.put(key, value, life, true);
         debug_assert!(published.is_ok(), "a reserved put always publishes");
@@ -127,6 +144,11 @@ where
     /// [`publish`](Self::publish) with a reservation (`reserved`), or, without
     /// one, a replacement only: if `key` holds no entry, `key` and `value`
     /// come back and nothing changes.
+    ///
+    /// A replacement that does not move the key's deadline earlier keeps
+    /// its entry ("Replacements in place" in the module docs); one that
+    /// does gets a new entry, made under the key's lock unless a reserved
+    /// put made it before (it expects a new key).
     fn put(
         &self,
         key: Hashed<K>,
@@ -142,49 +164,66 @@ where
             Life::Default if self.lifetime == 0 => NO_DEADLINE,
             Life::Default => now.saturating_add(self.lifetime),
         };
-        let entry = self.new_entry(&key, now, expires);
+        let mut made = reserved.then(|| self.new_entry(&key, now, expires));
         let journaled = self.journal.as_ref().map(|_| value.clone());
-        let inline = Inline::new(value, entry.clone());
-        let replaced = match self.index.entry_sync(key) {
-            IndexEntry::Vacant(vacant) if !reserved => {
-                drop(journaled);
-                let key = vacant.into_key();
-                self.order.discard(&entry);
-                return Err((key, inline.value));
-            }
+        let put = match self.index.entry_sync(key) {
             IndexEntry::Vacant(vacant) => {
-                let occupied = vacant.insert_entry(inline);
+                let Some(entry) = made.take() else {
+                    return Err((vacant.into_key(), value));
+                };
+                let occupied = vacant.insert_entry(Inline::new(value, entry.clone()));
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
                     journal.put(&occupied.key().key, value, expires);
                 }
                 drop(occupied);
                 // Relaxed: a count, published with nothing.
                 self.entries.fetch_add(1, Ordering::Relaxed);
-                None
+                Put::New(entry)
             }
             IndexEntry::Occupied(mut occupied) => {
                 let old = occupied.get();
                 let old_value = self.for_listener(&old.value);
                 let old_entry = old.entry.clone();
-                occupied.update(inline);
+                let put = if self.idle == 0 && old.outlived_by(expires) {
+                    let inline = old.replaced(value, expires);
+                    occupied.update(inline);
+                    // After the update: the order's copy stays a lower
+                    // bound of the index's.
+                    old_entry.extend(expires);
+                    Put::InPlace(old_entry, old_value)
+                } else {
+                    let entry = made
+                        .take()
+                        .unwrap_or_else(|| self.new_entry(occupied.key(), now, expires));
+                    occupied.update(Inline::new(value, entry.clone()));
+                    Put::Replaced(entry, old_entry, old_value)
+                };
                 if let (Some(journal), Some(value)) = (&self.journal, &journaled) {
                     journal.put(&occupied.key().key, value, expires);
                 }
-                Some((old_entry, old_value))
+                put
             }
         };
-        if let Some((old_entry, old_value)) = replaced {
-            self.order.admit(&entry, Some(&old_entry));
-            if reserved {
-                // The new entry took the old one's place: one reservation
-                // too many.
-                self.release();
-            }
-            self.notify(&old_entry.key, old_value, EvictionCause::Replaced);
-        } else {
-            self.order.admit(&entry, None);
-            self.counters.live.increment();
+        if let Some(unused) = made {
+            self.order.discard(&unused);
         }
+        let (old_entry, old_value) = match put {
+            Put::New(entry) => {
+                self.order.admit(&entry, None);
+                self.counters.live.increment();
+                return Ok(());
+            }
+            Put::InPlace(entry, old_value) => (entry, old_value),
+            Put::Replaced(entry, old_entry, old_value) => {
+                self.order.admit(&entry, Some(&old_entry));
+                (old_entry, old_value)
+            }
+        };
+        if reserved {
+            // The key held an entry already: one reservation too many.
+            self.release();
+        }
+        self.notify(&old_entry.key, old_value, EvictionCause::Replaced);
         Ok(())
     }
 
@@ -196,18 +235,15 @@ where
         Q: Hash + Eq + ?Sized,
     {
         let entry = self.lookup(key, |entry| entry.entry.clone())?;
-        let now = self.time.refresh();
-        let live = entry.is_live(now);
-        let cause = if live {
-            EvictionCause::Removed
-        } else {
-            EvictionCause::Expired
-        };
-        let removed = self.evict(&entry, cause);
+        self.time.refresh();
+        let removed = self.evict(&entry, IfLive::Evict(EvictionCause::Removed));
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
-        removed.filter(|_| live)
+        match removed {
+            Evicted::Removed(value, EvictionCause::Removed) => Some(value),
+            _ => None,
+        }
     }
 
     #[cfg(feature = "persist")] // The disk tier's.
@@ -221,7 +257,7 @@ where
         let removed = match self.index.entry_sync(Hashed::new(&self.hasher, key)) {
             IndexEntry::Occupied(occupied) => {
                 let old = occupied.get().clone();
-                let cause = if old.entry.is_live(now) {
+                let cause = if old.is_live(now, self.idle) {
                     EvictionCause::Removed
                 } else {
                     EvictionCause::Expired
@@ -253,16 +289,12 @@ where
     pub(crate) fn clear(&self) -> usize {
         let mut victims = Vec::new();
         for_each_in(&self.index, |_, entry| victims.push(entry.entry.clone()));
-        let now = self.time.refresh();
+        self.time.refresh();
         victims
             .iter()
             .filter(|e| {
-                let cause = if e.is_live(now) {
-                    EvictionCause::Cleared
-                } else {
-                    EvictionCause::Expired
-                };
-                self.evict(e, cause).is_some()
+                let removed = self.evict(e, IfLive::Evict(EvictionCause::Cleared));
+                matches!(removed, Evicted::Removed(..))
             })
             .count()
     }
