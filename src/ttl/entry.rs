@@ -14,12 +14,15 @@
 //!
 //! An insert over a live key usually keeps the key's `Entry` (its count
 //! cell, its place in the order) and publishes a new `Inline` with the
-//! new value and deadline: see "Replacements in place" in the module docs.
-//! The `Entry`'s own copy of the deadline is then raised too, under the
-//! key's lock and after the new `Inline` is in the index, so it is always
-//! a *lower bound* of the deadline the index holds: the order may find an
-//! entry expired that a replacement has since extended, never the reverse,
-//! and every eviction re-checks the index's copy under the key's lock.
+//! new value and deadline, without touching the `Entry` at all: the old
+//! `Inline` hands its reference count to the new one (a tag on its
+//! pointer), so not even the count's line is written. See "Replacements
+//! in place" in the module docs. The `Entry`'s own copy of the deadline
+//! is left as it was, a *lower bound* of the deadline the index holds:
+//! the order may find an entry expired that a replacement has since
+//! extended, never the reverse. Every eviction re-checks the index's copy
+//! under the key's lock, and one that finds the entry live raises the
+//! `Entry`'s copy there ([`Entry::extend`]).
 //!
 //! An entry's state moves one way: `New` (being published) → `Admitted`
 //! (counted by its order shard, under the shard's lock) → `Dead` (evicted;
@@ -33,9 +36,10 @@
 //! kilobytes for a hundred thousand entries, so raising one on a hit stays
 //! in the core's cache instead of missing on a per-entry allocation.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 
-use crate::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use crate::sync::atomic::{AtomicPtr, AtomicU8, AtomicU64, Ordering};
 
 /// The deadline of an entry that has none.
 pub(crate) const NO_DEADLINE: u64 = u64::MAX;
@@ -77,43 +81,134 @@ pub(crate) struct Inline<K, V> {
     expires: u64,
     /// A copy of the entry's [`Freq`] cell.
     cell: usize,
-    /// The shared part; its address is the entry's identity.
-    pub(crate) entry: Arc<Entry<K>>,
+    /// The shared part, whose address is the entry's identity: the pointer
+    /// of an `Arc<Entry>` whose strong count this copy owns, unless tagged
+    /// [`HANDED`] (a replacement in place gave the count to the copy that
+    /// replaced this one: [`replaced`](Self::replaced)).
+    entry: AtomicPtr<Entry<K>>,
+    /// Owns an `Arc<Entry<K>>` (for auto traits and drop check).
+    owns: PhantomData<Arc<Entry<K>>>,
 }
+
+/// The tag of an [`Inline`] whose count was handed to the next copy (an
+/// `Entry` is aligned to 8, so its pointer's low bit is free).
+const HANDED: usize = 1;
 
 impl<K, V: Clone> Clone for Inline<K, V> {
     fn clone(&self) -> Self {
-        Self {
-            value: self.value.clone(),
-            expires: self.expires,
-            cell: self.cell,
-            entry: self.entry.clone(),
+        Self::owning(self.value.clone(), self.expires, self.cell, self.shared())
+    }
+}
+
+impl<K, V> Drop for Inline<K, V> {
+    fn drop(&mut self) {
+        // Relaxed: `&mut self`; the tag was stored under the key's lock
+        // before the index retired this copy, and its reclamation (or the
+        // lock) orders that store before this drop.
+        let ptr = self.entry.load(Ordering::Relaxed);
+        if ptr.addr() & HANDED == 0 {
+            // SAFETY: untagged, this copy owns one strong count of the
+            // `Arc` the pointer came from (`owning`), and gives it back
+            // once: `drop` runs once, and a handed copy never gets here.
+            drop(unsafe { Arc::from_raw(ptr) });
         }
     }
 }
 
 impl<K, V> Inline<K, V> {
     pub(crate) fn new(value: V, entry: Arc<Entry<K>>) -> Self {
+        // Relaxed: a new entry's deadline, not shared yet.
+        let expires = entry.expires.load(Ordering::Relaxed);
+        let cell = entry.cell;
+        Self::owning(value, expires, cell, entry)
+    }
+
+    /// A copy that owns `entry`'s strong count.
+    fn owning(value: V, expires: u64, cell: usize, entry: Arc<Entry<K>>) -> Self {
         Self {
             value,
-            // Relaxed: a new entry's deadline, not shared yet.
-            expires: entry.expires.load(Ordering::Relaxed),
-            cell: entry.cell,
-            entry,
+            expires,
+            cell,
+            entry: AtomicPtr::new(Arc::into_raw(entry).cast_mut()),
+            owns: PhantomData,
         }
     }
 
-    /// The next `Inline` of the same entry, holding `value` until
-    /// `expires`: a replacement in place. The caller holds the key's lock,
-    /// checked [`outlived_by`](Self::outlived_by), and raises the entry's
-    /// own deadline ([`Entry::extend`]) once this is in the index.
-    pub(crate) fn replaced(&self, value: V, expires: u64) -> Self {
+    /// The entry's pointer, untagged.
+    #[inline]
+    fn ptr(&self) -> *const Entry<K> {
+        // Relaxed: the address never changes; only the tag may, under the
+        // key's lock, and readers mask it off.
+        self.entry
+            .load(Ordering::Relaxed)
+            .map_addr(|addr| addr & !HANDED)
+    }
+
+    /// The shared part.
+    #[inline]
+    pub(crate) fn entry(&self) -> &Entry<K> {
+        // SAFETY: the entry lives while any copy that points to it can be
+        // read. An untagged copy owns a count itself. A handed one gave its
+        // count to the copy that replaced it, which the index retired (if
+        // ever) after this one: scc's epoch reclamation drops the later
+        // copy only once every reader that could still see the earlier one
+        // has finished, and a copy read under the key's lock is the
+        // current, untagged one.
+        unsafe { &*self.ptr() }
+    }
+
+    /// The shared part, as a new `Arc`.
+    pub(crate) fn shared(&self) -> Arc<Entry<K>> {
+        let ptr = self.ptr();
+        // SAFETY: `ptr` came from `Arc::into_raw` and the entry lives while
+        // `self` can be read (see `entry`): the count is at least one, so
+        // one more is taken and handed out as its own `Arc`.
+        unsafe {
+            Arc::increment_strong_count(ptr);
+            Arc::from_raw(ptr)
+        }
+    }
+
+    /// Whether this is a copy of `entry`.
+    #[inline]
+    pub(crate) fn is(&self, entry: &Arc<Entry<K>>) -> bool {
+        std::ptr::eq(self.ptr(), Arc::as_ptr(entry))
+    }
+
+    /// The next copy of the same entry, holding `value` until `expires`:
+    /// a replacement in place. This copy hands it its count (its line is
+    /// in the bucket the caller holds; the entry's own line is not touched),
+    /// and keeps only the pointer for readers that still see it.
+    ///
+    /// # Safety
+    ///
+    /// The caller holds the key's lock in the index, `self` is the copy the
+    /// index holds, and the caller puts the returned copy into the index in
+    /// place of `self` (`OccupiedEntry::update`) before it lets the lock go,
+    /// with nothing in between that can unwind: `self` no longer owns a
+    /// count, so dropping the returned copy early could free the entry
+    /// while `self` is still in the index.
+    pub(crate) unsafe fn replaced(&self, value: V, expires: u64) -> Self {
+        let ptr = self.ptr();
+        // Relaxed: read only by `drop` (ordered after it, see there) and
+        // masked off by readers.
+        self.entry.store(
+            ptr.map_addr(|addr| addr | HANDED).cast_mut(),
+            Ordering::Relaxed,
+        );
         Self {
             value,
             expires,
             cell: self.cell,
-            entry: self.entry.clone(),
+            entry: AtomicPtr::new(ptr.cast_mut()),
+            owns: PhantomData,
         }
+    }
+
+    /// The absolute deadline this copy holds.
+    #[inline]
+    pub(crate) fn expires(&self) -> u64 {
+        self.expires
     }
 
     /// Whether a replacement until `expires` keeps the entry's deadline
@@ -141,7 +236,7 @@ impl<K, V> Inline<K, V> {
     /// `idle`. Reads the shared part only with an idle timeout.
     #[inline]
     pub(crate) fn is_live(&self, now: u64, idle: u64) -> bool {
-        live(now, self.expires, idle, &self.entry.last_access)
+        live(now, self.expires, idle, &self.entry().last_access)
     }
 
     /// Records a read at `now` in the last-access stamp (only with an idle
@@ -150,7 +245,7 @@ impl<K, V> Inline<K, V> {
     #[inline]
     pub(crate) fn touch(&self, now: u64, idle: u64) {
         if idle != 0 {
-            let stamp = &self.entry.last_access;
+            let stamp = &self.entry().last_access;
             // Relaxed (both): an independent per-entry hint; no data is
             // published with it, and a lost update only makes the entry look
             // older than it is by one read.
@@ -223,9 +318,9 @@ impl<K> Entry<K> {
         self.expires.load(Ordering::Relaxed)
     }
 
-    /// Raises the absolute deadline to `expires`, for a replacement in
-    /// place. Called under the key's lock, after the new `Inline` is in
-    /// the index, and never with an earlier deadline.
+    /// Raises the absolute deadline to `expires`, the one the index holds
+    /// for a replacement in place. Called under the key's lock, and never
+    /// with an earlier deadline.
     pub(crate) fn extend(&self, expires: u64) {
         debug_assert!(self.expires() <= expires, "a deadline moved earlier");
         // Relaxed: as in `expires`; the value itself is published through

@@ -125,7 +125,7 @@ where
             key: &entry.key,
         };
         self.index.remove_if_sync(&probe, |current| {
-            if !Arc::ptr_eq(&current.entry, entry) {
+            if !current.is(entry) {
                 return false;
             }
             let now = if current.needs_time(self.idle) {
@@ -137,6 +137,9 @@ where
                 _ if !current.is_live(now, self.idle) => EvictionCause::Expired,
                 IfLive::Evict(cause) => cause,
                 IfLive::Keep => {
+                    // Replaced in place: the order's copy of the deadline
+                    // catches up, under the lock (see `Entry::extend`).
+                    entry.extend(current.expires());
                     outcome = Evicted::Kept;
                     return false;
                 }

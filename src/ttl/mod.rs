@@ -74,8 +74,9 @@
 //! deadline is not earlier than the old one (the usual case: the same
 //! lifetime, a later time), in a map without an idle timeout, keeps the
 //! key's `Entry`: under the key's bucket lock it publishes a new `Inline`
-//! (the value, the deadline) pointing to the same `Entry`, then raises the
-//! `Entry`'s copy of the deadline. Nothing is allocated, nothing dies, and
+//! (the value, the deadline) pointing to the same `Entry`, and the old
+//! `Inline` hands the new one its reference count (the `entry` module).
+//! Nothing is allocated, nothing dies, the `Entry` is not even read, and
 //! the order is not touched: the key keeps its place in its queue and its
 //! access count, and stays in the wheel under its old deadline, a lower
 //! bound of the new one (which is how the wheel already holds an entry an
@@ -87,8 +88,8 @@
 //!   only if it still is (`IfLive::Keep` in the `eviction` module), and the other
 //!   evictions name the cause from it (`Expired` if it has expired);
 //! * a sweep pops an entry from the wheel before it evicts it, so one
-//!   found live under the lock goes back into the wheel under its new
-//!   deadline (`order::Order::relink`).
+//!   found live under the lock catches up with the index's deadline there
+//!   and goes back into the wheel under it (`order::Order::relink`).
 //!
 //! A replacement that moves the deadline earlier, or in a map with an idle
 //! timeout (where a new last-access stamp would make the old value look

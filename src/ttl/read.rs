@@ -116,7 +116,7 @@ where
                 let f = f.take().expect("the reader runs once");
                 Peeked::Live(f(&entry.value))
             } else {
-                Peeked::Expired(entry.entry.clone())
+                Peeked::Expired(entry.shared())
             }
         })
     }

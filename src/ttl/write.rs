@@ -17,9 +17,9 @@ use crate::sync::atomic::Ordering;
 enum Put<K, V> {
     /// A new key: its new entry.
     New(Arc<Entry<K>>),
-    /// A present key, its entry kept: the entry, and the old value for
-    /// the listener.
-    InPlace(Arc<Entry<K>>, Option<V>),
+    /// A present key, its entry kept: the entry and the old value, both
+    /// only for a listener.
+    InPlace(Option<Arc<Entry<K>>>, Option<V>),
     /// A present key, its entry replaced: the new entry, the old one, and
     /// the old value for the listener.
     Replaced(Arc<Entry<K>>, Arc<Entry<K>>, Option<V>),
@@ -183,15 +183,17 @@ where
             IndexEntry::Occupied(mut occupied) => {
                 let old = occupied.get();
                 let old_value = self.for_listener(&old.value);
-                let old_entry = old.entry.clone();
                 let put = if self.idle == 0 && old.outlived_by(expires) {
-                    let inline = old.replaced(value, expires);
+                    // The listener needs the key; otherwise the entry is
+                    // not touched at all.
+                    let entry = self.listener.as_ref().map(|_| old.shared());
+                    // SAFETY: under the key's lock, `old` is the copy the
+                    // index holds, and the new copy replaces it right away.
+                    let inline = unsafe { old.replaced(value, expires) };
                     occupied.update(inline);
-                    // After the update: the order's copy stays a lower
-                    // bound of the index's.
-                    old_entry.extend(expires);
-                    Put::InPlace(old_entry, old_value)
+                    Put::InPlace(entry, old_value)
                 } else {
+                    let old_entry = old.shared();
                     let entry = made
                         .take()
                         .unwrap_or_else(|| self.new_entry(occupied.key(), now, expires));
@@ -216,14 +218,17 @@ where
             Put::InPlace(entry, old_value) => (entry, old_value),
             Put::Replaced(entry, old_entry, old_value) => {
                 self.order.admit(&entry, Some(&old_entry));
-                (old_entry, old_value)
+                (Some(old_entry), old_value)
             }
         };
         if reserved {
             // The key held an entry already: one reservation too many.
             self.release();
         }
-        self.notify(&old_entry.key, old_value, EvictionCause::Replaced);
+        match old_entry {
+            Some(old) => self.notify(&old.key, old_value, EvictionCause::Replaced),
+            None => self.counters.evictions[EvictionCause::Replaced.index()].inc(),
+        }
         Ok(())
     }
 
@@ -234,7 +239,7 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let entry = self.lookup(key, |entry| entry.entry.clone())?;
+        let entry = self.lookup(key, Inline::shared)?;
         self.time.refresh();
         let removed = self.evict(&entry, IfLive::Evict(EvictionCause::Removed));
         if self.amortised {
@@ -256,12 +261,13 @@ where
         let now = self.time.refresh();
         let removed = match self.index.entry_sync(Hashed::new(&self.hasher, key)) {
             IndexEntry::Occupied(occupied) => {
-                let old = occupied.get().clone();
+                let old = occupied.get();
                 let cause = if old.is_live(now, self.idle) {
                     EvictionCause::Removed
                 } else {
                     EvictionCause::Expired
                 };
+                let old = (old.shared(), old.value.clone());
                 if let Some(journal) = &self.journal {
                     journal.remove(&occupied.key().key, cause);
                 }
@@ -275,8 +281,8 @@ where
                 None
             }
         };
-        let (old, cause) = removed?;
-        let value = self.evicted(&old.entry, old.value, cause);
+        let ((entry, value), cause) = removed?;
+        let value = self.evicted(&entry, value, cause);
         if self.amortised {
             self.sweep_expired(AMORTISED_SWEEP);
         }
@@ -288,7 +294,7 @@ where
     /// are not affected: their values appear when they finish.
     pub(crate) fn clear(&self) -> usize {
         let mut victims = Vec::new();
-        for_each_in(&self.index, |_, entry| victims.push(entry.entry.clone()));
+        for_each_in(&self.index, |_, entry| victims.push(entry.shared()));
         self.time.refresh();
         victims
             .iter()
@@ -297,5 +303,60 @@ where
                 matches!(removed, Evicted::Removed(..))
             })
             .count()
+    }
+}
+
+#[cfg(all(test, not(latchfree_loom)))]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use super::super::entry::Inline;
+    use super::super::{Life, TtlMap};
+    use crate::clock::ManualClock;
+
+    /// Replacements in place hand one strong count of the entry from copy
+    /// to copy: however many there were, the entry is held by the index's
+    /// current copy, the wheel and the queue (and the test's two handles),
+    /// every value but the last is freed, and a replacement that moves the
+    /// deadline earlier makes a new entry. Under Miri this also checks the
+    /// handed-over copies' drops.
+    #[test]
+    fn a_replacement_in_place_hands_its_entry_over() {
+        let clock = ManualClock::new(SystemTime::UNIX_EPOCH + Duration::from_secs(1));
+        let map = TtlMap::<u32, Arc<u32>>::for_tests(
+            16,
+            true,
+            Some(Duration::from_secs(60)),
+            None,
+            Arc::new(clock.clone()),
+            None,
+        );
+        map.insert(1, Arc::new(0), Life::Default).unwrap();
+        let first = map.lookup(&1, Inline::shared).expect("inserted");
+        let values: Vec<_> = (1..40)
+            .map(|i| {
+                clock.advance(Duration::from_nanos(1));
+                let value = Arc::new(i);
+                let weak = Arc::downgrade(&value);
+                map.insert(1, value, Life::Default).unwrap();
+                weak
+            })
+            .collect();
+        let now = map.lookup(&1, Inline::shared).expect("replaced");
+        assert!(Arc::ptr_eq(&first, &now), "the entry was not kept");
+        // The index's copy, the wheel, the queue, `first` and `now`.
+        assert_eq!(Arc::strong_count(&first), 5);
+        assert_eq!(map.get(&1).as_deref(), Some(&39));
+        // The last value is the index's; the others were replaced.
+        assert!(values.last().unwrap().upgrade().is_some());
+        map.insert(1, Arc::new(99), Life::Ttl(Duration::from_secs(1)))
+            .unwrap();
+        let shorter = map.lookup(&1, Inline::shared).expect("replaced");
+        assert!(!Arc::ptr_eq(&first, &shorter), "a shorter deadline kept it");
+        assert_eq!(map.get(&1).as_deref(), Some(&99));
+        assert_eq!(map.counts(), (1, 1, 1));
+        drop((first, now, shorter));
+        drop(map);
     }
 }
