@@ -131,7 +131,8 @@
 //! every atomic and lock from `crate::sync`: get-or-init against a finishing
 //! leader, the capacity bound, exactly-once eviction by `remove` racing a
 //! capacity eviction, a sweep and a read, a replacement in place racing
-//! both, and an entry's slot states. Under loom, scc's maps are replaced
+//! both, a capacity eviction racing a replacement by a new entry, and an
+//! entry's slot states. Under loom, scc's maps are replaced
 //! by stand-ins with the same per-key contract (the `maps` module says
 //! what that leaves to scc). The model file's table lists the mutations
 //! each model catches.
