@@ -43,9 +43,10 @@
 //!    flight slot empty: only the re-check of `index` under the slot stops
 //!    a second `init`.
 //! 2. [`occupancy_never_exceeds_the_bound`]: `max_entries = 1`, rejecting;
-//!    two callers `get_or_init` different keys. Each checks the occupancy
-//!    right after its call: never above 1; one value is created, the other
-//!    call is refused, and at the end occupancy equals the entries held.
+//!    one caller `get_or_init`s a key while another inserts a different
+//!    one. Each checks the occupancy right after its call: never above 1;
+//!    one value is stored, the other call is refused, and at the end
+//!    occupancy equals the entries held.
 //! 3. [`remove_and_a_capacity_eviction_evict_once`]: `max_entries = 1`,
 //!    evicting; key 1 is live; one thread removes it while another inserts
 //!    key 2 (which evicts key 1, the policy's victim, if it is still there). Key
@@ -86,10 +87,10 @@
 //! | #  | mutation                                                          | 1 | 2 | 3 | 4 | 5 | 6 | 7 | unit test       |
 //! | -- | ----------------------------------------------------------------- | - | - | - | - | - | - | - | --------------- |
 //! | T1 | `get_or_init`: no re-check of `index` under the empty flight slot | A | . | . | . | . | . | . | caught, 1.6 s   |
-//! | T2 | the leader removes its flight before publishing                   | . | . | . | . | . | . | . |                 |
+//! | T2 | the leader removes its flight before publishing                   | A | . | . | . | . | . | . |                 |
 //! | T3 | `admit` admits a dead entry too (no `New` → `Admitted` CAS)        | . | . | . | . | . | . | . | caught, 0.2 s   |
-//! | T4 | `try_reserve` loads and stores instead of one CAS                 | . | . | . | . | . | . | . |                 |
-//! | T5 | `evicted` does not give the capacity back                         | . | . | . | . | . | . | . |                 |
+//! | T4 | `try_reserve` loads and stores instead of one CAS                 | . | A | . | . | . | . | . |                 |
+//! | T5 | `evicted` does not give the capacity back                         | - | - | A | A | A | A | A |                 |
 //! | T6 | `evict`'s `remove_if` ignores which entry it removes              | - | - | - | - | - | - | A |                 |
 //! | T7 | `evict` does not re-check the deadline under the key's lock       | . | . | . | . | . | A | . |                 |
 //! | T8 | a sweep drops an entry `evict` found live (no `relink`)           | . | . | . | . | . | A | . |                 |
@@ -108,9 +109,11 @@
 //! when an eviction of one entry races a replacement of its key by a
 //! *new* entry, which model 7 schedules; it fails there (the whole file
 //! in 1.6 s), as the order keeps counting the new entry.
-//! T2, T4 and T5 are listed for `.ci/mutants` to run; model 1 is built
-//! for T2 (the old `loom_flight` model 4 caught it on a copy of this
-//! protocol), models 2 to 4 for T4 to T6.
+//! T2 fails model 1 in 0.2 s (a second `init`), T4 model 2 in 0.2 s (two
+//! values stored under a bound of one: model 2 reserves once under a
+//! flight slot and once under no lock, as the stand-ins' one lock would
+//! keep two creations from racing), T5 models 3 to 7 in 0.1 s (the counts
+//! at rest).
 //!
 //! At the default bound of 3 preemptions the seven models take about 1.1 s
 //! in all (release build, one test thread).
@@ -209,16 +212,24 @@ fn one_init_against_a_finishing_leader() {
 fn occupancy_never_exceeds_the_bound() {
     model(|| {
         let (map, _) = map(1, false, None, None, &clock());
-        let call = |map: StdArc<TtlMap<u32, u32>>, key: u32| {
+        // One creates through a flight (reserving under its flight slot),
+        // the other inserts (reserving under no lock): the stand-in maps
+        // hold one lock for all keys, so two creations would never race
+        // on the occupancy.
+        let create = |map: StdArc<TtlMap<u32, u32>>, key: u32| {
             let got = map.get_or_init(&key, || key, None, None, || Ok::<u32, ()>(key));
             let occupancy = map.counts().1;
             (got.map_err(|e| matches!(e, InitError::Capacity)), occupancy)
         };
         let other = {
             let map = map.clone();
-            thread::spawn(move || call(map, 2))
+            thread::spawn(move || {
+                let got = map.insert(2, 2, Life::Default).map(|()| 2);
+                let occupancy = map.counts().1;
+                (got.map_err(|_| true), occupancy)
+            })
         };
-        let mine = call(map.clone(), 1);
+        let mine = create(map.clone(), 1);
         let theirs = other.join().unwrap();
 
         for (_, occupancy) in [&mine, &theirs] {
