@@ -548,3 +548,95 @@ fn the_entries_gauge_equals_the_length_after_4_threads_insert_evict_and_invalida
     cache.invalidate_all();
     assert_eq!(stats.snapshot().gauge("cache_entries"), Some(0.0));
 }
+
+/// Every value inserted leaves exactly once, and is freed: 6 threads on 2
+/// cores replace 48 hot keys (in place when the deadline moves later, by
+/// a new entry when it moves earlier), read and invalidate them, while one
+/// more thread advances a manual clock and sweeps, in a cache of 32 that
+/// evicts at its bound. At the end every value was heard by the listener
+/// once (replaced, expired, evicted, removed or cleared) and dropped.
+#[test]
+fn every_value_leaves_once_while_replacements_race_sweeps_and_evictions() {
+    struct Tracked(Arc<AtomicUsize>);
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    const THREADS: u64 = 6;
+    const ROUNDS: u64 = 20_000;
+    let clock = clock();
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let heard = Arc::new(AtomicUsize::new(0));
+    let cache = {
+        let heard = heard.clone();
+        TtlCache::<u64, Arc<Tracked>>::builder()
+            .max_entries(32)
+            .clock(clock.clone())
+            .sweep(Sweep::Manual)
+            .eviction_listener(move |_, _, _| {
+                heard.fetch_add(1, Ordering::Relaxed);
+            })
+            .build()
+            .unwrap()
+    };
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let stored = thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(Ordering::Relaxed) {
+                clock.advance(Duration::from_micros(50));
+                cache.sweep();
+                thread::yield_now();
+            }
+        });
+        let workers: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let (cache, dropped) = (&cache, &dropped);
+                s.spawn(move || {
+                    let mut stored = 0usize;
+                    for i in 0..ROUNDS {
+                        let key = (i * 7 + t * 13) % 48;
+                        let ttl = Duration::from_micros(100 + (i * 31 + t) % 400);
+                        match i % 8 {
+                            0 => drop(cache.invalidate(&key)),
+                            1 | 2 => drop(cache.get(&key)),
+                            _ => {
+                                let value = Arc::new(Tracked(dropped.clone()));
+                                if cache.insert_with_ttl(key, value, ttl).is_ok() {
+                                    stored += 1;
+                                }
+                            }
+                        }
+                    }
+                    stored
+                })
+            })
+            .collect();
+        let stored: usize = workers.into_iter().map(|h| h.join().unwrap()).sum();
+        done.store(true, Ordering::Relaxed);
+        stored
+    });
+    let left = cache.len();
+    assert!(left <= 32, "{left} entries above the bound");
+    assert_eq!(cache.invalidate_all(), left);
+    assert_eq!(cache.len(), 0);
+    assert_eq!(
+        heard.load(Ordering::Relaxed),
+        stored,
+        "a value left twice or never"
+    );
+    drop(cache);
+    // scc frees replaced copies once no reader can see them, as its epoch
+    // moves on; pinning and unpinning moves it (every reader has finished).
+    let waited = (0..100_000)
+        .find(|_| {
+            drop(scc::Guard::new());
+            dropped.load(Ordering::Relaxed) == stored
+        })
+        .is_some();
+    assert!(
+        waited,
+        "{} of {stored} values dropped",
+        dropped.load(Ordering::Relaxed)
+    );
+}
