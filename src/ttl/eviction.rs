@@ -128,11 +128,7 @@ where
             if !current.is(entry) {
                 return false;
             }
-            let now = if current.needs_time(self.idle) {
-                self.time.now()
-            } else {
-                0
-            };
+            let now = self.now_for(current);
             let cause = match if_live {
                 _ if !current.is_live(now, self.idle) => EvictionCause::Expired,
                 IfLive::Evict(cause) => cause,
@@ -167,7 +163,7 @@ where
         self.release();
         self.order.kill(entry);
         self.counters.live.decrement();
-        self.notify(&entry.key, self.for_listener(&value), cause);
+        self.notify(Some(&entry.key), self.for_listener(&value), cause);
         value
     }
 
@@ -178,12 +174,13 @@ where
         self.listener.as_ref().map(|_| value.clone())
     }
 
-    /// Counts an eviction and calls the listener with `value`, made by
-    /// [`for_listener`](Self::for_listener) (no internal lock is held by any
-    /// caller of this).
-    pub(super) fn notify(&self, key: &K, value: Option<V>, cause: EvictionCause) {
+    /// Counts an eviction and calls the listener with `key` and `value`,
+    /// made by [`for_listener`](Self::for_listener) (both `None` only when
+    /// there is no listener: a replacement in place then does not touch the
+    /// entry for its key; no internal lock is held by any caller of this).
+    pub(super) fn notify(&self, key: Option<&K>, value: Option<V>, cause: EvictionCause) {
         self.counters.evictions[cause.index()].inc();
-        if let (Some(listener), Some(value)) = (&self.listener, value) {
+        if let (Some(listener), Some(key), Some(value)) = (&self.listener, key, value) {
             listener(key, value, cause);
         }
     }

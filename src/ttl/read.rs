@@ -87,6 +87,18 @@ where
         }
     }
 
+    /// The time to check `entry` against: the map's time, or 0 when the
+    /// check needs none (no deadline, no idle timeout), which saves the
+    /// clock read on a hit.
+    #[inline]
+    pub(super) fn now_for(&self, entry: &Inline<K, V>) -> u64 {
+        if entry.needs_time(self.idle) {
+            self.time.now()
+        } else {
+            0
+        }
+    }
+
     /// The lock-free lookup: the value if live (stamping its access), the
     /// entry if expired.
     #[inline]
@@ -102,11 +114,7 @@ where
     {
         let mut f = Some(f);
         self.lookup_as(key, look, |entry| {
-            let now = if entry.needs_time(self.idle) {
-                self.time.now()
-            } else {
-                0
-            };
+            let now = self.now_for(entry);
             if entry.is_live(now, self.idle) {
                 entry.touch(now, self.idle);
                 if self.evict_at_capacity {
@@ -173,11 +181,7 @@ where
         Q: Hash + Eq + ?Sized,
     {
         self.lookup(key, |entry| {
-            let now = if entry.needs_time(self.idle) {
-                self.time.now()
-            } else {
-                0
-            };
+            let now = self.now_for(entry);
             entry.is_live(now, self.idle)
         })
         .unwrap_or(false)
@@ -189,11 +193,7 @@ where
     /// runs with no lock held.
     pub(crate) fn for_each(&self, mut f: impl FnMut(&K, &V)) {
         for_each_in(&self.index, |hashed, entry| {
-            let now = if entry.needs_time(self.idle) {
-                self.time.now()
-            } else {
-                0
-            };
+            let now = self.now_for(entry);
             if entry.is_live(now, self.idle) {
                 f(&hashed.key, &entry.value);
             }

@@ -10,6 +10,7 @@ use super::entry::{Entry, Inline, NO_DEADLINE};
 use super::eviction::{Evicted, IfLive};
 use super::key::Hashed;
 use super::maps::{IndexEntry, for_each_in};
+use super::read::Look;
 use super::{AMORTISED_SWEEP, EvictionCause, Life, TtlMap};
 use crate::sync::atomic::Ordering;
 
@@ -42,7 +43,8 @@ where
         // A lock-free probe decides which way to go; a key it misses while
         // its entry is replaced goes the way of a new one, which `put`
         // handles too.
-        let (key, value) = if self.index.peek_with(&key.probe(), |_, _| ()).is_some() {
+        let present = self.lookup_as(&key.probe(), Look::LockFree, |_| ());
+        let (key, value) = if present.is_some() {
             match self.put(key, value, life, false) {
                 Ok(()) => return Ok(()),
                 // Not present any more: it needs room.
@@ -225,10 +227,8 @@ where
             // The key held an entry already: one reservation too many.
             self.release();
         }
-        match old_entry {
-            Some(old) => self.notify(&old.key, old_value, EvictionCause::Replaced),
-            None => self.counters.evictions[EvictionCause::Replaced.index()].inc(),
-        }
+        let key = old_entry.as_deref().map(|old| &old.key);
+        self.notify(key, old_value, EvictionCause::Replaced);
         Ok(())
     }
 
